@@ -1,0 +1,48 @@
+"""The contract on the bus: event models, the envelope, stream names, schema versions.
+
+Imports nothing of ours, so every other package may depend on it.
+"""
+
+from events.envelope import Envelope, EventParseError, new_envelope
+from events.payloads import (
+    PAYLOAD_TYPES,
+    AgreementRegistered,
+    CaseStateChanged,
+    ClearingRoundCompleted,
+    ClearingRoundRequested,
+    EventRejected,
+    MatchProposed,
+    MessageSent,
+    OfferPublished,
+    OfferWithdrawn,
+    Patient,
+    PatientNotPlaced,
+    Payload,
+    ReceiptReceived,
+    RequestPublished,
+    RequestWithdrawn,
+)
+from events.streams import Streams
+
+__all__ = [
+    "PAYLOAD_TYPES",
+    "AgreementRegistered",
+    "CaseStateChanged",
+    "ClearingRoundCompleted",
+    "ClearingRoundRequested",
+    "Envelope",
+    "EventParseError",
+    "EventRejected",
+    "MatchProposed",
+    "MessageSent",
+    "OfferPublished",
+    "OfferWithdrawn",
+    "Patient",
+    "PatientNotPlaced",
+    "Payload",
+    "ReceiptReceived",
+    "RequestPublished",
+    "RequestWithdrawn",
+    "Streams",
+    "new_envelope",
+]

@@ -1,0 +1,226 @@
+"""Payloads of the events on the bus, one small class each, named in the past tense.
+
+Only structural rules live here (types, shapes, orderings within one payload). Rules that need
+reference data (is this a known region code, a known care area) belong to the domain
+(`matchers.validation`), because the reference data is the domain's.
+
+No payload carries patient identity: cases travel as pseudonymous `case_ref`s.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+RegionCode = Annotated[str, Field(pattern=r"^\d{2}$", description="two-digit region code")]
+CareArea = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9-]*$")]
+Identifier = Annotated[str, Field(min_length=1, max_length=128)]
+NotPlacedReason = Literal["no_feasible_offer", "capacity_exhausted"]
+
+
+class Payload(BaseModel):
+    """Base of every payload. `TYPE` is the envelope's `type`; `VERSION` its `schema_version`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    TYPE: ClassVar[str]
+    VERSION: ClassVar[int] = 1
+
+
+class _Window(Payload):
+    window_start: date
+    window_end: date
+
+    @field_validator("window_end")
+    @classmethod
+    def _window_ordered(cls, end: date, info: ValidationInfo) -> date:
+        start = info.data.get("window_start")
+        if start is not None and end < start:
+            raise PydanticCustomError("window_order", "window_end {end} is before window_start {start}",
+                                      {"end": end.isoformat(), "start": start.isoformat()})
+        return end
+
+
+# --- published by regions -------------------------------------------------------------------
+
+
+class OfferPublished(_Window):
+    """A providing region offers a block of capacity."""
+
+    TYPE = "offer.published"
+    offer_id: Identifier
+    region: RegionCode
+    unit_hsa_id: Identifier
+    care_area: CareArea
+    capacity: int = Field(gt=0, description="patients the offer can take; must be greater than 0")
+    price_sek: float = Field(ge=0)
+
+
+class OfferWithdrawn(Payload):
+    TYPE = "offer.withdrawn"
+    offer_id: Identifier
+    region: RegionCode
+    reason: str = Field(default="", max_length=500)
+
+
+class Patient(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    case_ref: Identifier
+    waiting_since: date
+
+
+class RequestPublished(_Window):
+    """A requesting region asks for care for patients past (or near) the care guarantee."""
+
+    TYPE = "request.published"
+    request_id: Identifier
+    region: RegionCode
+    care_area: CareArea
+    max_price_sek: float | None = Field(default=None, ge=0)
+    max_travel_km: float | None = Field(default=None, ge=0)
+    excluded_regions: tuple[RegionCode, ...] = ()
+    requires_agreement: bool = False
+    patients: tuple[Patient, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_case_refs(self) -> RequestPublished:
+        refs = [p.case_ref for p in self.patients]
+        if len(set(refs)) != len(refs):
+            raise ValueError("patients: case_ref must be unique within a request")
+        return self
+
+
+class RequestWithdrawn(Payload):
+    """The home region withdraws a whole request, or only some of its cases."""
+
+    TYPE = "request.withdrawn"
+    request_id: Identifier
+    region: RegionCode
+    case_refs: tuple[Identifier, ...] | None = None
+    reason: str = Field(default="", max_length=500)
+
+
+class AgreementRegistered(Payload):
+    """A care agreement (vårdavtal): `purchaser` may buy `care_area` from `provider`."""
+
+    TYPE = "agreement.registered"
+    purchaser: RegionCode
+    provider: RegionCode
+    care_area: CareArea
+
+
+class ClearingRoundRequested(Payload):
+    """Ask the matcher of one care area to clear its book as of a day."""
+
+    TYPE = "clearing.requested"
+    round_id: Identifier
+    care_area: CareArea
+    as_of: date
+    policy: Literal["optimal", "greedy"] = "optimal"
+
+
+# --- published by workers -------------------------------------------------------------------
+
+
+class ClearingRoundCompleted(Payload):
+    TYPE = "clearing.completed"
+    round_id: Identifier
+    care_area: CareArea
+    as_of: date
+    patients: int
+    placed: int
+    wait_days: int
+    cost_sek: float
+
+
+class MatchProposed(Payload):
+    """The matcher proposes one patient for one slot of an offer: a hold on that slot."""
+
+    TYPE = "match.proposed"
+    match_id: Identifier
+    round_id: Identifier
+    case_ref: Identifier
+    request_id: Identifier
+    offer_id: Identifier
+    care_area: CareArea
+    requesting_region: RegionCode
+    providing_region: RegionCode
+    unit_hsa_id: Identifier
+    price_sek: float
+    ancillary_cost_sek: float
+    distance_km: float
+    wait_days: int
+
+
+class PatientNotPlaced(Payload):
+    TYPE = "patient.not_placed"
+    round_id: Identifier
+    case_ref: Identifier
+    request_id: Identifier
+    care_area: CareArea
+    requesting_region: RegionCode
+    reason: NotPlacedReason
+
+
+class CaseStateChanged(Payload):
+    TYPE = "case.state_changed"
+    case_ref: Identifier
+    from_state: str | None
+    to_state: str
+    reason: str = ""
+    version: int = Field(ge=1)
+
+
+class MessageSent(Payload):
+    """A party of a case was told something (a notification or a secure message)."""
+
+    TYPE = "message.sent"
+    message_id: Identifier
+    case_ref: Identifier
+    message_type: str
+    sender: str
+    recipient: str
+    recipient_address: str = ""
+
+
+class ReceiptReceived(Payload):
+    TYPE = "receipt.received"
+    message_id: Identifier
+    case_ref: Identifier
+    status: Literal["ACCEPTED", "REJECTED"]
+    code: str | None = None
+    detail: str | None = None
+
+
+class EventRejected(Payload):
+    """Told to the sender of bad input: which field broke which rule. Nothing of it was stored."""
+
+    TYPE = "event.rejected"
+    rejected_event_id: str | None
+    rejected_type: str | None
+    producer: str | None
+    field: str
+    rule: str
+    message: str
+
+
+PAYLOAD_TYPES: dict[str, type[Payload]] = {
+    cls.TYPE: cls
+    for cls in (
+        OfferPublished,
+        OfferWithdrawn,
+        RequestPublished,
+        RequestWithdrawn,
+        AgreementRegistered,
+        ClearingRoundRequested,
+        ClearingRoundCompleted,
+        MatchProposed,
+        PatientNotPlaced,
+        CaseStateChanged,
+        MessageSent,
+        ReceiptReceived,
+        EventRejected,
+    )
+}

@@ -1,0 +1,1 @@
+"""The domain and its state: case lifecycle, holds and deadlines, persistence, settings."""

@@ -1,0 +1,24 @@
+"""The inbox of an idempotent consumer: processed event ids, recorded with the effect."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from marketplace.adapters.orm import ProcessedEventRow
+
+
+async def already_processed(session: AsyncSession, consumer: str, event_ids: Iterable[str]) -> set[str]:
+    ids = list(set(event_ids))
+    if not ids:
+        return set()
+    query = select(ProcessedEventRow.event_id).where(
+        ProcessedEventRow.consumer == consumer, col(ProcessedEventRow.event_id).in_(ids))
+    return set((await session.exec(query)).all())
+
+
+def record_processed(session: AsyncSession, consumer: str, event_id: str) -> None:
+    # The primary key (consumer, event_id) makes a concurrent duplicate fail its whole transaction.
+    session.add(ProcessedEventRow(consumer=consumer, event_id=event_id))

@@ -1,0 +1,189 @@
+"""SQLModel tables: the marketplace's state, its outbox, its inbox and the case timelines."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class OfferRow(SQLModel, table=True):
+    __tablename__ = "offers"
+    offer_id: str = Field(primary_key=True, max_length=128)
+    region: str = Field(max_length=2, index=True)
+    unit_hsa_id: str = Field(max_length=128)
+    care_area: str = Field(max_length=64, index=True)
+    capacity: int
+    remaining: int
+    window_start: date
+    window_end: date
+    price_sek: float
+    status: str = Field(default="open", max_length=16)
+    event_id: str = Field(max_length=36)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+
+
+class RequestRow(SQLModel, table=True):
+    __tablename__ = "requests"
+    request_id: str = Field(primary_key=True, max_length=128)
+    region: str = Field(max_length=2, index=True)
+    care_area: str = Field(max_length=64, index=True)
+    window_start: date
+    window_end: date
+    max_price_sek: float | None = None
+    max_travel_km: float | None = None
+    excluded_regions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    requires_agreement: bool = False
+    status: str = Field(default="open", max_length=16)
+    event_id: str = Field(max_length=36)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+
+
+class AgreementRow(SQLModel, table=True):
+    __tablename__ = "agreements"
+    purchaser: str = Field(primary_key=True, max_length=2)
+    provider: str = Field(primary_key=True, max_length=2)
+    care_area: str = Field(primary_key=True, max_length=64)
+    event_id: str = Field(max_length=36)
+
+
+class CaseRow(SQLModel, table=True):
+    """One patient's brokering case (vårdförmedlingsärende), by pseudonymous reference only."""
+
+    __tablename__ = "cases"
+    case_ref: str = Field(primary_key=True, max_length=128)
+    request_id: str = Field(max_length=128, index=True)
+    region: str = Field(max_length=2, index=True)
+    care_area: str = Field(max_length=64, index=True)
+    waiting_since: date
+    state: str = Field(max_length=32, index=True)
+    version: int = 0
+    excluded_offers: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    current_match_id: str | None = Field(default=None, max_length=64)
+    last_reason: str | None = Field(default=None, max_length=64)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+
+
+class ClearingRoundRow(SQLModel, table=True):
+    __tablename__ = "clearing_rounds"
+    round_id: str = Field(primary_key=True, max_length=128)
+    care_area: str = Field(max_length=64, index=True)
+    as_of: date
+    policy: str = Field(max_length=16)
+    patients: int
+    placed: int
+    wait_days: int
+    cost_sek: float
+    seconds: float
+    completed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+
+
+class PlacementRow(SQLModel, table=True):
+    """Every patient's outcome of one clearing round: the allocation as the matcher decided it."""
+
+    __tablename__ = "placements"
+    round_id: str = Field(primary_key=True, max_length=128)
+    case_ref: str = Field(primary_key=True, max_length=128)
+    request_id: str = Field(max_length=128)
+    offer_id: str | None = Field(default=None, max_length=128)
+    reason: str | None = Field(default=None, max_length=32)
+    cost_sek: float | None = None
+    distance_km: float | None = None
+    wait_days: int = 0
+
+
+class MatchRow(SQLModel, table=True):
+    """A proposed match: a hold on one slot of an offer."""
+
+    __tablename__ = "matches"
+    match_id: str = Field(primary_key=True, max_length=64)
+    round_id: str = Field(max_length=128, index=True)
+    case_ref: str = Field(max_length=128, index=True)
+    request_id: str = Field(max_length=128)
+    offer_id: str = Field(max_length=128, index=True)
+    care_area: str = Field(max_length=64)
+    requesting_region: str = Field(max_length=2)
+    providing_region: str = Field(max_length=2)
+    unit_hsa_id: str = Field(max_length=128)
+    price_sek: float
+    ancillary_cost_sek: float
+    distance_km: float
+    wait_days: int
+    status: str = Field(default="proposed", max_length=16)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+
+
+class NotificationRow(SQLModel, table=True):
+    """That a party of a case was told something."""
+
+    __tablename__ = "notifications"
+    message_id: str = Field(primary_key=True, max_length=64)
+    case_ref: str = Field(max_length=128, index=True)
+    party: str = Field(max_length=32)
+    role: str = Field(max_length=16)
+    message_type: str = Field(max_length=32)
+    about_event_id: str = Field(max_length=36)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+
+
+class TimelineRow(SQLModel, table=True):
+    """Append-only, hash-chained history of one case: (case_ref, version) is unique."""
+
+    __tablename__ = "timeline"
+    __table_args__ = (
+        UniqueConstraint("case_ref", "version", name="uq_timeline_case_version"),
+        UniqueConstraint("case_ref", "event_id", name="uq_timeline_case_event"),
+    )
+    id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"),
+                                                           primary_key=True, autoincrement=True))
+    case_ref: str = Field(max_length=128, index=True)
+    version: int
+    event_id: str = Field(max_length=36)
+    event_type: str = Field(max_length=64)
+    occurred_at: datetime = Field(sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    payload: dict[str, object] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class ProcessedEventRow(SQLModel, table=True):
+    """The inbox: an event id recorded in the same transaction as its effect, per consumer group."""
+
+    __tablename__ = "processed_events"
+    consumer: str = Field(primary_key=True, max_length=32)
+    event_id: str = Field(primary_key=True, max_length=36)
+    processed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+
+
+class OutboxRow(SQLModel, table=True):
+    """Events to publish, written in the same transaction as the state that caused them."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_unpublished", "published_at", "id"),)
+    id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"),
+                                                           primary_key=True, autoincrement=True))
+    event_id: str = Field(max_length=36, unique=True)
+    stream: str = Field(max_length=200)
+    body: str
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    published_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+
+
+class RejectionRow(SQLModel, table=True):
+    """Bad input from a region: what was wrong, recorded; nothing of the input itself was stored."""
+
+    __tablename__ = "rejections"
+    id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"),
+                                                           primary_key=True, autoincrement=True))
+    event_id: str | None = Field(default=None, max_length=64)
+    producer: str | None = Field(default=None, max_length=64)
+    event_type: str | None = Field(default=None, max_length=64)
+    field: str = Field(max_length=200)
+    rule: str = Field(max_length=64)
+    message: str
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]

@@ -1,0 +1,88 @@
+"""The transactional outbox: stage events with the state that caused them; a relay publishes them.
+
+The relay publishes in id order with pipelined XADDs and marks rows published afterwards: a crash
+between the two republishes (at least once), which the consumers' inbox turns into one effect.
+Entries are written as FastStream reads them (`__data__` holds the envelope JSON), so any client
+that can XADD can publish to the marketplace the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from events.envelope import Envelope
+from marketplace.adapters.database import Database
+from marketplace.adapters.orm import OutboxRow
+
+log = structlog.get_logger(__name__)
+
+DATA_FIELD = "__data__"
+
+
+def stage(session: AsyncSession, envelope: Envelope, stream: str) -> None:
+    session.add(OutboxRow(event_id=str(envelope.event_id), stream=stream, body=envelope.to_json()))
+
+
+class OutboxRelay:
+    def __init__(self, db: Database, redis: Any, *, batch: int = 1000, stream_maxlen: int | None = None) -> None:
+        self.db = db
+        self.redis = redis
+        self.batch = batch
+        self.stream_maxlen = stream_maxlen
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+
+    def poke(self) -> None:
+        """Tell the background loop there is something to publish."""
+        self._wake.set()
+
+    async def flush(self) -> int:
+        """Publish everything staged so far; returns how many entries went out."""
+        total = 0
+        async with self._lock:
+            while True:
+                async with self.db.session() as session:
+                    query = select(OutboxRow).where(col(OutboxRow.published_at).is_(None))
+                    query = query.order_by(col(OutboxRow.id)).limit(self.batch)
+                    if not self.db.is_sqlite:
+                        # Several relays on PostgreSQL share the work; SQLite runs one relay.
+                        query = query.with_for_update(skip_locked=True)
+                    rows = list((await session.exec(query)).all())
+                    if not rows:
+                        await session.commit()
+                        return total
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for row in rows:
+                            pipe.xadd(row.stream, {DATA_FIELD: row.body}, maxlen=self.stream_maxlen,
+                                      approximate=True)
+                        await pipe.execute()
+                    ids = [row.id for row in rows]
+                    await session.exec(  # type: ignore[call-overload]
+                        update(OutboxRow).where(col(OutboxRow.id).in_(ids)).values(published_at=datetime.now(UTC))
+                    )
+                    await session.commit()
+                    total += len(rows)
+                    log.debug("outbox.published", count=len(rows))
+
+    async def run(self, interval_s: float = 0.5) -> None:
+        """Background loop: publish when poked, and at least every `interval_s` (crash leftovers)."""
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=interval_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox.relay_failed")
+                await asyncio.sleep(interval_s)

@@ -1,0 +1,1 @@
+"""The faces of the marketplace: the `nvf` CLI (and later the HTTP API and dashboard)."""

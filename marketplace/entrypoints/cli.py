@@ -1,0 +1,203 @@
+"""`nvf`: the marketplace's command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import structlog
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from events import Streams
+from marketplace.entrypoints.bootstrap import redis_server
+from marketplace.log_config import configure_logging
+from marketplace.settings import Settings
+
+app = typer.Typer(help="NVF Marketplace: national healthcare capacity brokering between regions.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return settings
+
+
+def _load_scenario_or_exit(path: Path) -> Any:
+    from matchers.scenario import ScenarioError, load_scenario
+
+    try:
+        return load_scenario(path)
+    except (ScenarioError, OSError, ValueError) as exc:
+        err_console.print(f"[red]scenario refused:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def config() -> None:
+    """Print the effective settings."""
+    settings = Settings()
+    table = Table(show_header=False)
+    for key, value in settings.describe().items():
+        table.add_row(key, value)
+    console.print(table)
+
+
+@app.command()
+def demo(
+    scenario: Annotated[Path | None, typer.Option(help="scenario file (the contract's format); "
+                                                       "default: the built-in spring 2026 campaign")] = None,
+    out: Annotated[Path | None, typer.Option(help="write the proposed matches here (JSON Lines)")] = None,
+    policy: Annotated[str, typer.Option(help="optimal or greedy")] = "optimal",
+) -> None:
+    """Run the whole marketplace in one process on the embedded defaults and clear one round."""
+    from marketplace.demo_campaign import spring_cataract_campaign
+    from marketplace.entrypoints.demo import render_summary, run_demo, write_jsonl_atomically
+
+    settings = _settings()
+    book = _load_scenario_or_exit(scenario) if scenario else spring_cataract_campaign()
+    if policy not in ("optimal", "greedy"):
+        err_console.print(f"[red]--policy must be optimal or greedy, not {policy!r}[/red]")
+        raise typer.Exit(2)
+    console.print(f"[bold]NVF Marketplace demo[/bold]: {book.name} — {len(book.offers)} offers, "
+                  f"{len(book.requests)} requests, {book.patient_count} patients")
+    with redis_server(settings) as redis_url:
+        result = asyncio.run(run_demo(settings, redis_url, book, console=console, policy=policy))
+    if out:
+        write_jsonl_atomically(result.rows, out)
+        console.print(f"allocation written to {out}")
+    render_summary(console, book, result)
+
+
+@app.command()
+def run(
+    role: Annotated[list[str] | None, typer.Option(help="worker role(s) to run; default all: "
+                                                        "intake, matcher, notifier, timeline")] = None,
+) -> None:
+    """Start the workers against the configured Redis and database, until interrupted."""
+    from workers.app import ROLES, running
+    from workers.runtime import Runtime
+
+    settings = _settings()
+    roles = tuple(role or ROLES)
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        err_console.print(f"[red]unknown role(s) {sorted(unknown)}; choose from {list(ROLES)}[/red]")
+        raise typer.Exit(2)
+    log = structlog.get_logger("nvf.run")
+
+    async def serve(redis_url: str) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        runtime = Runtime.create(settings, redis_url)
+        async with running(runtime, roles):
+            log.info("workers.started", roles=list(roles), consumer=settings.consumer_name)
+            await stop.wait()
+        await runtime.db.dispose()
+        log.info("workers.stopped")
+
+    with redis_server(settings) as redis_url:
+        asyncio.run(serve(redis_url))
+
+
+@app.command()
+def publish(
+    scenario: Annotated[Path, typer.Argument(help="scenario file whose offers and requests to publish")],
+    clear: Annotated[bool, typer.Option(help="also request a clearing round per care area")] = True,
+) -> None:
+    """Publish a scenario's agreements, offers and requests as their regions would."""
+    from marketplace.adapters.outbox import DATA_FIELD
+    from marketplace.scenario_events import clearing_requests, new_run_id, region_events
+
+    settings = _settings()
+    book = _load_scenario_or_exit(scenario)
+    run_id = new_run_id()
+    envelopes = list(region_events(book, run_id=run_id))
+    if clear:
+        envelopes += clearing_requests(book, run_id=run_id)
+
+    async def send(redis_url: str) -> None:
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(redis_url)
+        stream = Streams(settings.stream_prefix).intake
+        async with client.pipeline(transaction=False) as pipe:
+            for envelope in envelopes:
+                pipe.xadd(stream, {DATA_FIELD: envelope.to_json()})
+            await pipe.execute()
+        await client.aclose()
+
+    with redis_server(settings) as redis_url:
+        asyncio.run(send(redis_url))
+    console.print(f"published {len(envelopes)} events (run {run_id}) to {Streams(settings.stream_prefix).intake}")
+
+
+@app.command()
+def tail(
+    type_: Annotated[list[str] | None, typer.Option("--type", help="event type(s), e.g. match.proposed")] = None,
+    region: Annotated[str | None, typer.Option(help="only events of or for this region code")] = None,
+    care_area: Annotated[str | None, typer.Option(help="only this care area")] = None,
+    case: Annotated[str | None, typer.Option(help="only this case_ref")] = None,
+    from_start: Annotated[bool, typer.Option(help="replay the streams from their beginning")] = False,
+    count: Annotated[int | None, typer.Option(help="stop after this many events")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON envelope per line")] = False,
+) -> None:
+    """Follow the event streams live, filtered by event type, region, care area or case."""
+    from marketplace.entrypoints.tail import EventFilter, follow
+
+    settings = _settings()
+    flt = EventFilter(types=set(type_ or ()), region=region, care_area=care_area, case_ref=case)
+    with redis_server(settings) as redis_url:
+        try:
+            asyncio.run(follow(settings, redis_url, flt, console=console, from_start=from_start, count=count,
+                               as_json=as_json))
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command()
+def timeline(
+    case_ref: Annotated[str, typer.Argument(help="the case's pseudonymous reference")],
+    verify: Annotated[bool, typer.Option(help="check the hash chain; exit 1 if it is broken")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the entries as JSON lines")] = False,
+) -> None:
+    """Print one case's timeline (and check its hash chain with --verify)."""
+    from marketplace.entrypoints.timeline_view import show_timeline
+
+    settings = _settings()
+    code = asyncio.run(show_timeline(settings, case_ref, console=console, check=verify, as_json=as_json))
+    raise typer.Exit(code)
+
+
+def _register_optional_commands() -> None:
+    import importlib
+
+    for name in ("match", "keys", "lifecycle", "dlq"):
+        try:
+            module = importlib.import_module(f"marketplace.entrypoints.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"marketplace.entrypoints.commands.{name}":
+                raise
+            continue
+        module.register(app)
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the `nvf` command line, each exposing `register(app)`."""

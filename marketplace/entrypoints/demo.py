@@ -1,0 +1,158 @@
+"""`nvf demo`: the whole marketplace in one process, on the embedded defaults.
+
+The regions publish their offers and requests onto the bus, the workers validate, store and clear
+the book, and the proposed matches are read back from the database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlmodel import col, select
+
+from marketplace.adapters.database import Database
+from marketplace.adapters.orm import MatchRow, PlacementRow
+from marketplace.adapters.outbox import DATA_FIELD
+from marketplace.entrypoints.progress import wait_until_settled
+from marketplace.scenario_events import clearing_requests, new_run_id, region_events
+from marketplace.settings import Settings
+from matchers.model import Scenario
+from matchers.reference import regions
+from workers.app import ROLES, running, subscriptions
+from workers.runtime import Runtime
+
+
+@dataclass
+class DemoResult:
+    run_id: str
+    rows: list[dict[str, Any]]
+    seconds: float
+    matches: list[MatchRow]
+
+
+async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, console: Console,
+                   policy: str = "optimal", reset: bool = True) -> DemoResult:
+    started = time.perf_counter()
+    db = Database(settings.effective_database_url, schema=settings.db_schema)
+    if reset:
+        # The demo owns its store: start from an empty book each time.
+        await db.drop_schema()
+    runtime = Runtime.create(settings, redis_url, db=db)
+    run_id = new_run_id()
+    envelopes = list(region_events(scenario, run_id=run_id))
+    rounds = clearing_requests(scenario, run_id=run_id, policy=policy)
+    round_ids = [r.payload["round_id"] for r in rounds]
+    pairs = subscriptions(runtime, ROLES)
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console, transient=False)
+    if reset:
+        await _delete_streams(redis_url, [s for s, _ in pairs] + [runtime.streams.rejections])
+    async with running(runtime, ROLES):
+        with progress:
+            publish = progress.add_task("regions publish offers and requests", total=len(envelopes))
+            async with runtime.redis.pipeline(transaction=False) as pipe:
+                for i, envelope in enumerate(envelopes, 1):
+                    pipe.xadd(runtime.streams.intake, {DATA_FIELD: envelope.to_json()})
+                    if i % 200 == 0 or i == len(envelopes):
+                        await pipe.execute()
+                        progress.update(publish, completed=i)
+            for envelope in rounds:
+                await runtime.redis.xadd(runtime.streams.intake, {DATA_FIELD: envelope.to_json()})
+            clearing = progress.add_task("workers clear the book and tell the parties", total=len(round_ids))
+            backlog_task = progress.add_task("entries in flight", total=None)
+
+            def tick(done: int, backlog: int) -> None:
+                progress.update(clearing, completed=done)
+                progress.update(backlog_task, description=f"entries in flight: {backlog}")
+
+            await wait_until_settled(runtime.redis, db, pairs, round_ids, on_tick=tick)
+        rows, matches = await read_allocation(db, scenario, round_ids)
+    await db.dispose()
+    return DemoResult(run_id=run_id, rows=rows, seconds=time.perf_counter() - started, matches=matches)
+
+
+async def _delete_streams(redis_url: str, names: list[str]) -> None:
+    # Before the workers start: a stream deleted under a blocked XREADGROUP breaks its reader.
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(redis_url)
+    try:
+        await client.delete(*set(names))
+    finally:
+        await client.aclose()
+
+
+async def read_allocation(db: Database, scenario: Scenario,
+                          round_ids: list[str]) -> tuple[list[dict[str, Any]], list[MatchRow]]:
+    """The allocation of the given rounds as stored, one row per patient of the scenario, in its order."""
+    async with db.session() as session:
+        placements = (await session.exec(
+            select(PlacementRow).where(col(PlacementRow.round_id).in_(round_ids)))).all()
+        matches = list((await session.exec(select(MatchRow).where(col(MatchRow.round_id).in_(round_ids)))).all())
+    by_case = {p.case_ref: p for p in placements}
+    rows = []
+    for request in scenario.requests:
+        for patient in request.patients:
+            p = by_case.get(patient.case_ref)
+            if p is None:
+                raise RuntimeError(f"case {patient.case_ref} has no outcome in rounds {round_ids}")
+            rows.append({"case_ref": p.case_ref, "request_id": p.request_id, "offer_id": p.offer_id,
+                         "reason": p.reason, "cost_sek": p.cost_sek, "distance_km": p.distance_km,
+                         "wait_days": p.wait_days})
+    return rows, matches
+
+
+def write_jsonl_atomically(rows: list[dict[str, Any]], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    os.replace(tmp, out)
+
+
+def render_summary(console: Console, scenario: Scenario, result: DemoResult) -> None:
+    names = regions()
+    requests = {r.request_id: r for r in scenario.requests}
+    per: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for row in result.rows:
+        r = requests[row["request_id"]]
+        agg = per[(r.region, r.care_area)]
+        agg["patients"] += 1
+        if row["offer_id"]:
+            agg["placed"] += 1
+            agg["wait_days"] += row["wait_days"]
+    money: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for m in result.matches:
+        money[(m.requesting_region, m.care_area)][0] += m.price_sek
+        money[(m.requesting_region, m.care_area)][1] += m.ancillary_cost_sek
+    table = Table(title=f"{scenario.name}: clearing as of {scenario.as_of}", title_justify="left")
+    for heading, justify in (("home region", "left"), ("care area", "left"), ("placed", "right"),
+                             ("patients", "right"), ("avg wait days", "right"),
+                             ("procedure SEK", "right"), ("ancillary SEK", "right")):
+        table.add_column(heading, justify=justify)  # type: ignore[arg-type]
+    totals = [0.0] * 5
+    for (region, area), agg in sorted(per.items()):
+        proc, anc = money[(region, area)]
+        avg = agg["wait_days"] / agg["placed"] if agg["placed"] else 0
+        table.add_row(f"{region} {names[region].name}", area, f"{agg['placed']:.0f}", f"{agg['patients']:.0f}",
+                      f"{avg:.0f}", f"{proc:,.0f}".replace(",", " "), f"{anc:,.0f}".replace(",", " "))
+        for i, v in enumerate((agg["placed"], agg["patients"], agg["wait_days"], proc, anc)):
+            totals[i] += v
+    table.add_section()
+    table.add_row("all", "", f"{totals[0]:.0f}", f"{totals[1]:.0f}",
+                  f"{(totals[2] / totals[0] if totals[0] else 0):.0f}",
+                  f"{totals[3]:,.0f}".replace(",", " "), f"{totals[4]:,.0f}".replace(",", " "))
+    console.print(table)
+    console.print(f"placed {totals[0]:.0f} of {totals[1]:.0f} patients, {totals[2]:.0f} wait days; "
+                  f"procedures {totals[3]:,.0f} SEK + ancillary {totals[4]:,.0f} SEK; "
+                  f"{result.seconds:.1f} s end to end (run {result.run_id})".replace(",", " "))

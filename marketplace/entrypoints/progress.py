@@ -1,0 +1,61 @@
+"""Waiting for the marketplace to settle, and reading back what it decided."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sqlmodel import col, func, select
+
+from marketplace.adapters.database import Database
+from marketplace.adapters.orm import ClearingRoundRow, OutboxRow
+
+
+async def stream_backlog(redis: Any, pairs: Iterable[tuple[str, str]]) -> int:
+    """Entries not yet delivered or not yet acknowledged, over the given (stream, group) pairs."""
+    total = 0
+    for stream, group in pairs:
+        try:
+            groups = await redis.xinfo_groups(stream)
+        except Exception:
+            continue
+        for info in groups:
+            name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
+            if name == group:
+                total += int(info.get("pending", 0) or 0) + int(info.get("lag", 0) or 0)
+    return total
+
+
+async def unpublished(db: Database) -> int:
+    async with db.session() as session:
+        query = select(func.count()).select_from(OutboxRow).where(col(OutboxRow.published_at).is_(None))
+        return int((await session.exec(query)).one())
+
+
+async def rounds_done(db: Database, round_ids: Iterable[str]) -> int:
+    ids = list(round_ids)
+    async with db.session() as session:
+        query = select(func.count()).select_from(ClearingRoundRow).where(col(ClearingRoundRow.round_id).in_(ids))
+        return int((await session.exec(query)).one())
+
+
+async def wait_until_settled(redis: Any, db: Database, pairs: list[tuple[str, str]], round_ids: list[str],
+                             *, timeout_s: float = 300.0,
+                             on_tick: Callable[[int, int], None] | None = None) -> None:
+    """Until every round is done, the outbox is empty and every group has read and acked everything."""
+    deadline = time.monotonic() + timeout_s
+    quiet = 0
+    while time.monotonic() < deadline:
+        done = await rounds_done(db, round_ids)
+        backlog = await stream_backlog(redis, pairs) + await unpublished(db)
+        if on_tick:
+            on_tick(done, backlog)
+        # Settled twice in a row: a relay may be between its commit and its XADD.
+        quiet = quiet + 1 if done == len(round_ids) and backlog == 0 else 0
+        if quiet >= 2:
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"marketplace did not settle within {timeout_s:.0f} s "
+                       f"({await rounds_done(db, round_ids)}/{len(round_ids)} rounds done)")

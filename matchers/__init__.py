@@ -1,0 +1,1 @@
+"""Pure matching: the book, feasibility rules, distances and costs, clearing solvers, explanations."""

@@ -1,0 +1,99 @@
+"""Bad input from a region: nothing of it is stored, the reason is recorded, the sender is told, work goes on."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from events import OfferPublished, new_envelope
+from events.envelope import parse_envelope
+from marketplace.adapters.orm import CaseRow, OfferRow, RejectionRow, RequestRow
+from marketplace.adapters.outbox import DATA_FIELD
+from tests.integration.harness import marketplace, publish_raw, settle
+
+pytestmark = pytest.mark.integration
+
+
+def _offer(**changes: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "offer_id": "off-ok", "region": "01", "unit_hsa_id": "SE2321000016-KATA1", "care_area": "cataract",
+        "capacity": 10, "window_start": "2026-03-09", "window_end": "2026-04-17", "price_sek": 9800,
+    }
+    payload.update(changes)
+    return {"event_id": "6f1c1a9e-8d8e-4f64-9d55-3d6f0c7f2a10", "type": "offer.published", "schema_version": 1,
+            "occurred_at": "2026-03-01T08:00:00Z", "producer": payload.get("region", "01"),
+            "correlation_id": "corr-1", "payload": payload}
+
+
+def _with_id(event: dict[str, Any], n: int) -> dict[str, Any]:
+    event["event_id"] = f"00000000-0000-4000-8000-{n:012d}"
+    return event
+
+
+BAD = [
+    # (what a region sent, field named, rule named)
+    (_with_id(_offer(offer_id="off-missing"), 1) | {"payload": {k: v for k, v in _offer()["payload"].items()
+                                                               if k != "price_sek"}},
+     "payload.price_sek", "missing"),
+    (_with_id(_offer(offer_id="off-region", region="99"), 2), "payload.region", "known_region"),
+    (_with_id(_offer(offer_id="off-window", window_end="2026-03-01"), 3), "payload.window_end", "window_order"),
+    (_with_id(_offer(offer_id="off-zero", capacity=0), 4), "payload.capacity", "greater_than"),
+    (_with_id(_offer(offer_id="off-area", care_area="dentistry"), 5), "payload.care_area", "known_care_area"),
+    (b"{this is not json", "body", "json"),
+]
+
+
+async def test_bad_input_is_refused_named_and_nothing_is_stored(settings, database, redis_client):
+    good = new_envelope(OfferPublished(offer_id="off-good", region="13", unit_hsa_id="SE2321000115-KATB2",
+                                       care_area="cataract", capacity=3, window_start=date(2026, 3, 2),
+                                       window_end=date(2026, 3, 31), price_sek=9000), producer="13")
+    async with marketplace(settings, database) as runtime:
+        await publish_raw(runtime.redis, runtime.streams.intake, [item for item, _, _ in BAD] + [good])
+        await settle(runtime)
+        entries = await runtime.redis.xrange(runtime.streams.rejections)
+
+    async with database.session() as session:
+        offers = (await session.exec(select(OfferRow))).all()
+        rejections = (await session.exec(select(RejectionRow))).all()
+        assert (await session.exec(select(RequestRow))).all() == []
+        assert (await session.exec(select(CaseRow))).all() == []
+    # Only the good offer was stored: the workers went on after the bad ones.
+    assert [o.offer_id for o in offers] == ["off-good"]
+    recorded = {(r.field, r.rule) for r in rejections}
+    told = []
+    for _, fields in entries:
+        envelope, payload = parse_envelope(fields[DATA_FIELD.encode()])
+        assert envelope.type == "event.rejected"
+        told.append((payload.field, payload.rule, payload.message, payload.producer))  # type: ignore[attr-defined]
+    assert len(told) == len(BAD) == len(rejections)
+    for _, field, rule in BAD:
+        assert (field, rule) in recorded
+        assert any(f == field and r == rule and m for f, r, m, _ in told), (field, rule, told)
+    # The region that sent a bad offer can find its rejection by its own code.
+    assert ("payload.region", "known_region", "unknown region code '99'", "99") in {
+        (f, r, m, p) for f, r, m, p in told} or any(p == "99" for *_, p in told)
+
+
+async def test_a_request_with_one_bad_patient_stores_nothing_of_it(settings, database, redis_client):
+    request = {
+        "event_id": "00000000-0000-4000-8000-000000000100", "type": "request.published", "schema_version": 1,
+        "occurred_at": "2026-03-01T08:00:00Z", "producer": "25", "correlation_id": "c",
+        "payload": {"request_id": "req-1", "region": "25", "care_area": "cataract",
+                    "window_start": "2026-03-02", "window_end": "2026-05-29", "max_price_sek": 12000,
+                    "max_travel_km": 1200, "excluded_regions": ["13"], "requires_agreement": False,
+                    "patients": [{"case_ref": "case-1", "waiting_since": "2025-10-01"},
+                                 {"case_ref": "case-2", "waiting_since": "not a date"}]},
+    }
+    async with marketplace(settings, database) as runtime:
+        await publish_raw(runtime.redis, runtime.streams.intake, [json.dumps(request)])
+        await settle(runtime)
+    async with database.session() as session:
+        assert (await session.exec(select(RequestRow))).all() == []
+        assert (await session.exec(select(CaseRow))).all() == []
+        (rejection,) = (await session.exec(select(RejectionRow))).all()
+    assert rejection.field == "payload.patients.1.waiting_since"
+    assert rejection.producer == "25"

@@ -1,0 +1,1 @@
+"""FastStream apps wiring the domain to Redis Streams."""

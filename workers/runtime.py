@@ -1,0 +1,39 @@
+"""What the workers of one process share: settings, stream names, the database, the broker, the relay."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from faststream.redis import RedisBroker
+
+from events import Streams
+from marketplace.adapters.database import Database
+from marketplace.adapters.outbox import OutboxRelay
+from marketplace.settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    streams: Streams
+    db: Database
+    broker: RedisBroker
+    relay: OutboxRelay
+
+    @property
+    def redis(self) -> Any:
+        """The broker's own redis-py client (valid once the broker is connected)."""
+        return self.broker._connection  # FastStream exposes it only as the `Redis` context annotation
+
+    @classmethod
+    def create(cls, settings: Settings, redis_url: str, db: Database | None = None) -> Runtime:
+        broker = RedisBroker(redis_url, graceful_timeout=10.0)
+        db = db or Database(settings.effective_database_url, schema=settings.db_schema)
+        runtime = cls(settings=settings, streams=Streams(settings.stream_prefix), db=db, broker=broker,
+                      relay=OutboxRelay(db, None))
+        return runtime
+
+    async def connect(self) -> None:
+        await self.broker.connect()
+        self.relay.redis = self.redis
