@@ -6,6 +6,7 @@ their idempotency on it (FastStream's own message id changes on each delivery).
 
 from __future__ import annotations
 
+import builtins
 import json
 import uuid
 from datetime import UTC, datetime
@@ -51,7 +52,7 @@ class Envelope(BaseModel):
         except ValidationError as exc:
             raise _parse_error(exc, prefix="payload", envelope=self) from exc
 
-    def payload_as(self, cls: type[P]) -> P:
+    def payload_as(self, cls: builtins.type[P]) -> P:
         if self.type != cls.TYPE:
             raise TypeError(f"event {self.event_id} is {self.type}, not {cls.TYPE}")
         return cls.model_validate(self.payload)

@@ -1,26 +1,25 @@
 """The worker roles wired onto Redis Streams consumer groups.
 
 One process may host any subset of the roles (`nvf run --role ...`); the demo hosts all of them.
-Every subscriber reads in batches and handles a batch in one database transaction, whose outbox
-rows the relay publishes right after the commit.
+Each (stream, group) pair has one service handler; a subscriber reads a batch, runs the handler in
+one database transaction, commits, and lets the outbox relay publish what the handler staged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import structlog
 from faststream.redis import StreamSub
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from events import ClearingRoundRequested, EventParseError, MatchProposed
-from events.envelope import parse_envelope
 from events.streams import GROUP_INTAKE, GROUP_MATCHER, GROUP_NOTIFIER, GROUP_TIMELINE
-from marketplace.adapters.inbox import already_processed, record_processed
 from marketplace.services import clearing, intake, notification, timeline
+from marketplace.services.context import ServiceContext
 from matchers.reference import care_areas as all_care_areas
 from workers.groups import ensure_group
 from workers.runtime import Runtime
@@ -28,119 +27,69 @@ from workers.runtime import Runtime
 log = structlog.get_logger(__name__)
 
 ROLES = ("intake", "matcher", "notifier", "timeline")
-TIMELINE_ATTEMPTS = 5
+# A batch that lost a race (another writer took a case's next timeline version, SQLite was busy)
+# is run again from the start; its transaction left nothing behind.
+TRANSACTION_ATTEMPTS = 5
 
-
-def _sub(runtime: Runtime, stream: str, group: str) -> StreamSub[Any]:
-    s = runtime.settings
-    return StreamSub(stream, group=group, consumer=s.consumer_name, batch=True, max_records=s.batch_size,
-                     polling_interval=s.polling_interval_ms)
+Handler = Callable[[AsyncSession, Sequence[Any], ServiceContext], Awaitable[Any]]
 
 
 def subscriptions(runtime: Runtime, roles: Iterable[str],
-                  care_areas: Iterable[str] | None = None) -> list[tuple[str, str]]:
-    """(stream, group) of every subscriber the given roles need."""
+                  care_areas: Iterable[str] | None = None) -> list[tuple[str, str, Handler]]:
+    """(stream, group, handler) of every subscriber the given roles need."""
     st = runtime.streams
     wanted = set(roles)
-    pairs: list[tuple[str, str]] = []
+    pairs: list[tuple[str, str, Handler]] = []
     if "intake" in wanted:
-        pairs.append((st.intake, GROUP_INTAKE))
+        pairs.append((st.intake, GROUP_INTAKE, intake.handle_batch))
     if "matcher" in wanted:
-        pairs += [(st.book(area), GROUP_MATCHER) for area in (care_areas or sorted(all_care_areas()))]
+        areas = list(care_areas) if care_areas is not None else sorted(all_care_areas())
+        pairs += [(st.book(area), GROUP_MATCHER, clearing.handle_batch) for area in areas]
     if "notifier" in wanted:
-        pairs.append((st.matches, GROUP_NOTIFIER))
+        pairs.append((st.matches, GROUP_NOTIFIER, notification.handle_batch))
     if "timeline" in wanted:
-        pairs += [(st.cases, GROUP_TIMELINE), (st.matches, GROUP_TIMELINE), (st.messages, GROUP_TIMELINE)]
+        pairs += [(stream, GROUP_TIMELINE, timeline.handle_batch)
+                  for stream in (st.cases, st.matches, st.messages)]
     return pairs
 
 
-def register_workers(runtime: Runtime, roles: Iterable[str] = ROLES,
-                     care_areas: Iterable[str] | None = None) -> list[tuple[str, str]]:
-    """Add the subscribers of `roles` to the runtime's broker; returns their (stream, group) pairs."""
-    broker, db, streams = runtime.broker, runtime.db, runtime.streams
-    pairs = subscriptions(runtime, roles, care_areas)
-    # Timeline appends from three streams must not race each other for the next version.
-    timeline_lock = asyncio.Lock()
+def stream_groups(runtime: Runtime, roles: Iterable[str]) -> list[tuple[str, str]]:
+    return [(stream, group) for stream, group, _ in subscriptions(runtime, roles)]
 
-    async def after_commit() -> None:
+
+def register_workers(runtime: Runtime, roles: Iterable[str] = ROLES) -> list[tuple[str, str]]:
+    """Add the subscribers of `roles` to the runtime's broker; returns their (stream, group) pairs."""
+    s = runtime.settings
+    # Handlers of one process that write the same rows (timelines) take turns; other processes
+    # are kept apart by the database's unique keys and the retry below.
+    group_locks: dict[str, asyncio.Lock] = {}
+    for stream, group, handler in subscriptions(runtime, roles):
+        sub = StreamSub(stream, group=group, consumer=s.consumer_name, batch=True, max_records=s.batch_size,
+                        polling_interval=s.polling_interval_ms)
+        lock = group_locks.setdefault(group, asyncio.Lock())
+        runtime.broker.subscriber(stream=sub, title=f"{group} <- {stream}")(
+            _batch_consumer(runtime, group, handler, lock))
+    return stream_groups(runtime, roles)
+
+
+def _batch_consumer(runtime: Runtime, group: str, handler: Handler,
+                    lock: asyncio.Lock) -> Callable[[list[Any]], Awaitable[None]]:
+    async def consume(body: list[Any]) -> None:
+        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+            try:
+                async with lock, runtime.db.session() as session:
+                    await handler(session, body, runtime.context)
+                    await session.commit()
+                break
+            except (IntegrityError, OperationalError) as exc:
+                if attempt == TRANSACTION_ATTEMPTS:
+                    raise
+                log.info("worker.transaction_retry", group=group, attempt=attempt, error=type(exc).__name__)
+                await asyncio.sleep(0.02 * attempt)
         await runtime.relay.flush()
 
-    for stream, group in pairs:
-        if group == GROUP_INTAKE:
-
-            @broker.subscriber(stream=_sub(runtime, stream, group), title="intake")
-            async def handle_intake(body: list[Any]) -> None:
-                async with db.session() as session:
-                    result = await intake.handle_batch(session, body, streams)
-                    await session.commit()
-                log.info("intake.batch", received=len(body), accepted=result.accepted,
-                         rejected=result.rejected, duplicates=result.duplicates)
-                await after_commit()
-
-        elif group == GROUP_MATCHER:
-
-            @broker.subscriber(stream=_sub(runtime, stream, group), title=f"matcher {stream}")
-            async def handle_book(body: list[Any]) -> None:
-                for raw in body:
-                    envelope, payload = _trusted(raw)
-                    if envelope is None or not isinstance(payload, ClearingRoundRequested):
-                        continue
-                    structlog.contextvars.bind_contextvars(event_id=str(envelope.event_id),
-                                                           correlation_id=envelope.correlation_id,
-                                                           round_id=payload.round_id)
-                    async with db.session() as session:
-                        await clearing.run_round(session, envelope, payload, streams)
-                        await session.commit()
-                    structlog.contextvars.clear_contextvars()
-                    await after_commit()
-
-        elif group == GROUP_NOTIFIER:
-
-            @broker.subscriber(stream=_sub(runtime, stream, group), title="notifier")
-            async def handle_matches(body: list[Any]) -> None:
-                items = [pair for raw in body if (pair := _trusted(raw))[0] is not None]
-                async with db.session() as session:
-                    seen = await already_processed(session, notification.CONSUMER,
-                                                   (str(e.event_id) for e, _ in items if e is not None))
-                    for envelope, payload in items:
-                        assert envelope is not None
-                        eid = str(envelope.event_id)
-                        if eid in seen:
-                            continue
-                        seen.add(eid)
-                        if isinstance(payload, MatchProposed):
-                            notification.notify_match(session, envelope, payload, streams)
-                        record_processed(session, notification.CONSUMER, eid)
-                    await session.commit()
-                await after_commit()
-
-        elif group == GROUP_TIMELINE:
-
-            @broker.subscriber(stream=_sub(runtime, stream, group), title=f"timeline {stream}")
-            async def handle_case_events(body: list[Any]) -> None:
-                items = [pair for raw in body if (pair := _trusted(raw))[0] is not None]
-                for attempt in range(1, TIMELINE_ATTEMPTS + 1):
-                    try:
-                        async with timeline_lock, db.session() as session:
-                            await timeline.append_events(session, items)  # type: ignore[arg-type]
-                            await session.commit()
-                        return
-                    except IntegrityError:
-                        # Another timeline process took the next version of a case first: read again.
-                        if attempt == TIMELINE_ATTEMPTS:
-                            raise
-                        log.info("timeline.version_conflict", attempt=attempt)
-                        await asyncio.sleep(0.01 * attempt)
-    return pairs
-
-
-def _trusted(raw: Any) -> tuple[Any, Any]:
-    """Parse an entry written by our own workers; a broken one is logged and skipped."""
-    try:
-        return parse_envelope(raw)
-    except EventParseError as exc:
-        log.error("worker.unreadable_entry", field=exc.field, rule=exc.rule, reason=exc.message)
-        return None, None
+    consume.__name__ = f"consume_{group}"
+    return consume
 
 
 async def prepare(runtime: Runtime, pairs: Iterable[tuple[str, str]]) -> None:
@@ -152,8 +101,8 @@ async def prepare(runtime: Runtime, pairs: Iterable[tuple[str, str]]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running(runtime: Runtime, roles: Iterable[str] = ROLES):  # type: ignore[no-untyped-def]
-    """Run the given roles until the block exits; the relay runs beside them."""
+async def running(runtime: Runtime, roles: Iterable[str] = ROLES) -> AsyncIterator[Runtime]:
+    """Run the given roles until the block exits; the outbox relay runs beside them."""
     pairs = register_workers(runtime, roles)
     await prepare(runtime, pairs)
     await runtime.broker.start()

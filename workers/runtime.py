@@ -10,6 +10,7 @@ from faststream.redis import RedisBroker
 from events import Streams
 from marketplace.adapters.database import Database
 from marketplace.adapters.outbox import OutboxRelay
+from marketplace.services.context import ServiceContext
 from marketplace.settings import Settings
 
 
@@ -20,6 +21,7 @@ class Runtime:
     db: Database
     broker: RedisBroker
     relay: OutboxRelay
+    context: ServiceContext
 
     @property
     def redis(self) -> Any:
@@ -30,9 +32,9 @@ class Runtime:
     def create(cls, settings: Settings, redis_url: str, db: Database | None = None) -> Runtime:
         broker = RedisBroker(redis_url, graceful_timeout=10.0)
         db = db or Database(settings.effective_database_url, schema=settings.db_schema)
-        runtime = cls(settings=settings, streams=Streams(settings.stream_prefix), db=db, broker=broker,
-                      relay=OutboxRelay(db, None))
-        return runtime
+        streams = Streams(settings.stream_prefix)
+        return cls(settings=settings, streams=streams, db=db, broker=broker, relay=OutboxRelay(db, None),
+                   context=ServiceContext(streams=streams))
 
     async def connect(self) -> None:
         await self.broker.connect()

@@ -9,6 +9,7 @@ that can XADD can publish to the marketplace the same way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,10 +75,8 @@ class OutboxRelay:
     async def run(self, interval_s: float = 0.5) -> None:
         """Background loop: publish when poked, and at least every `interval_s` (crash leftovers)."""
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=interval_s)
-            except TimeoutError:
-                pass
             self._wake.clear()
             try:
                 await self.flush()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import signal
 import sys
 from pathlib import Path
@@ -157,12 +157,9 @@ def tail(
 
     settings = _settings()
     flt = EventFilter(types=set(type_ or ()), region=region, care_area=care_area, case_ref=case)
-    with redis_server(settings) as redis_url:
-        try:
-            asyncio.run(follow(settings, redis_url, flt, console=console, from_start=from_start, count=count,
-                               as_json=as_json))
-        except KeyboardInterrupt:
-            pass
+    with redis_server(settings) as redis_url, contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(follow(settings, redis_url, flt, console=console, from_start=from_start, count=count,
+                           as_json=as_json))
 
 
 @app.command()

@@ -28,7 +28,7 @@ from marketplace.scenario_events import clearing_requests, new_run_id, region_ev
 from marketplace.settings import Settings
 from matchers.model import Scenario
 from matchers.reference import regions
-from workers.app import ROLES, running, subscriptions
+from workers.app import ROLES, running, stream_groups
 from workers.runtime import Runtime
 
 
@@ -52,7 +52,7 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
     envelopes = list(region_events(scenario, run_id=run_id))
     rounds = clearing_requests(scenario, run_id=run_id, policy=policy)
     round_ids = [r.payload["round_id"] for r in rounds]
-    pairs = subscriptions(runtime, ROLES)
+    pairs = stream_groups(runtime, ROLES)
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=False)
     if reset:

@@ -8,7 +8,9 @@ caller's transaction. One matcher per care area at a time writes here, so a slot
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import date
+from typing import Any
 
 import structlog
 from sqlmodel import col, select
@@ -25,7 +27,6 @@ from events import (
     new_envelope,
 )
 from events.envelope import stable_event_id
-from marketplace.adapters.inbox import already_processed, record_processed
 from marketplace.adapters.orm import (
     AgreementRow,
     CaseRow,
@@ -36,6 +37,8 @@ from marketplace.adapters.orm import (
     RequestRow,
 )
 from marketplace.adapters.outbox import stage
+from marketplace.services.context import ServiceContext
+from marketplace.services.inbound import fresh_events
 from matchers.clearing import clear
 from matchers.model import Agreement, Offer, Patient, Request, Scenario
 
@@ -73,12 +76,23 @@ async def load_book(session: AsyncSession, care_area: str, as_of: date) -> Scena
     )
 
 
+async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> None:
+    """The matcher's share of a book partition: the clearing rounds asked for, in order."""
+    for envelope, payload in await fresh_events(session, CONSUMER, items):
+        if isinstance(payload, ClearingRoundRequested):
+            structlog.contextvars.bind_contextvars(event_id=str(envelope.event_id),
+                                                   correlation_id=envelope.correlation_id,
+                                                   round_id=payload.round_id)
+            try:
+                await run_round(session, envelope, payload, ctx.streams)
+            finally:
+                structlog.contextvars.unbind_contextvars("event_id", "correlation_id", "round_id")
+
+
 async def run_round(session: AsyncSession, envelope: Envelope, cmd: ClearingRoundRequested,
                     streams: Streams) -> ClearingRoundRow | None:
-    """Clear the book once; None when this round was already run (a redelivery)."""
-    eid = str(envelope.event_id)
-    if eid in await already_processed(session, CONSUMER, [eid]) or \
-            await session.get(ClearingRoundRow, cmd.round_id) is not None:
+    """Clear the book once; None when this round was already run (the same round asked twice)."""
+    if await session.get(ClearingRoundRow, cmd.round_id) is not None:
         return None
     started = time.perf_counter()
     book = await load_book(session, cmd.care_area, cmd.as_of)
@@ -144,7 +158,6 @@ async def run_round(session: AsyncSession, envelope: Envelope, cmd: ClearingRoun
                                 patients=allocation.patients, placed=allocation.placed,
                                 wait_days=allocation.wait_days, cost_sek=allocation.total_cost_sek),
          streams.matches, "completed")
-    record_processed(session, CONSUMER, eid)
     log.info("clearing.completed", round_id=cmd.round_id, care_area=cmd.care_area,
              patients=allocation.patients, placed=allocation.placed, seconds=round(seconds, 3))
     return summary

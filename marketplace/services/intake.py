@@ -32,6 +32,7 @@ from events.envelope import parse_envelope, stable_event_id
 from marketplace.adapters.inbox import already_processed, record_processed
 from marketplace.adapters.orm import AgreementRow, CaseRow, OfferRow, RequestRow
 from marketplace.adapters.outbox import stage
+from marketplace.services.context import ServiceContext
 from marketplace.services.holds import release_hold
 from marketplace.services.rejections import reject
 from matchers.reference import care_areas
@@ -62,7 +63,8 @@ class Refused(Exception):
         return cls(f"payload.{v.field}", v.rule, v.message)
 
 
-async def handle_batch(session: AsyncSession, items: Sequence[Any], streams: Streams) -> IntakeResult:
+async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> IntakeResult:
+    streams = ctx.streams
     result = IntakeResult()
     parsed: list[tuple[Envelope, Payload]] = []
     for raw in items:
@@ -94,6 +96,8 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], streams: Str
         finally:
             structlog.contextvars.unbind_contextvars("event_id", "correlation_id")
         record_processed(session, CONSUMER, eid)
+    log.info("intake.batch", received=len(items), accepted=result.accepted, rejected=result.rejected,
+             duplicates=result.duplicates)
     return result
 
 

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from events import Envelope, MatchProposed, MessageSent, Streams, new_envelope
 from events.envelope import stable_event_id
 from marketplace.adapters.orm import NotificationRow
 from marketplace.adapters.outbox import stage
+from marketplace.services.context import ServiceContext
+from marketplace.services.inbound import fresh_events
 
 CONSUMER = "notifier"
+
+
+async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> None:
+    for envelope, payload in await fresh_events(session, CONSUMER, items):
+        if isinstance(payload, MatchProposed):
+            notify_match(session, envelope, payload, ctx.streams)
 
 
 def notify_match(session: AsyncSession, envelope: Envelope, match: MatchProposed, streams: Streams) -> None:

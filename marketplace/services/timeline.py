@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import UTC
+from typing import Any
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -13,8 +14,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from events import Envelope, Payload
 from marketplace.adapters.orm import TimelineRow
 from marketplace.lifecycle.timeline import GENESIS_HASH, TimelineEntry, canonical_json, chain_hash
+from marketplace.services.context import ServiceContext
+from marketplace.services.inbound import trusted_events
 
 CONSUMER = "timeline"
+
+
+async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> None:
+    # No inbox here: the timeline's unique (case_ref, event_id) already makes an append idempotent.
+    await append_events(session, trusted_events(items))
 
 
 async def append_events(session: AsyncSession, items: Sequence[tuple[Envelope, Payload]]) -> int:

@@ -12,7 +12,7 @@ from marketplace.adapters.database import Database
 from marketplace.adapters.outbox import DATA_FIELD
 from marketplace.entrypoints.progress import wait_until_settled
 from marketplace.settings import Settings
-from workers.app import ROLES, running, subscriptions
+from workers.app import ROLES, running, stream_groups
 from workers.runtime import Runtime
 
 
@@ -38,5 +38,5 @@ async def marketplace(settings: Settings, db: Database, roles: tuple[str, ...] =
 
 
 async def settle(runtime: Runtime, round_ids: list[str] | None = None, timeout_s: float = 120) -> None:
-    pairs = subscriptions(runtime, ROLES)
+    pairs = stream_groups(runtime, ROLES)
     await wait_until_settled(runtime.redis, runtime.db, pairs, round_ids or [], timeout_s=timeout_s)

@@ -59,7 +59,7 @@ async def test_republishing_the_same_events_has_one_effect(settings, database, r
     async with marketplace(settings, database) as runtime:
         await publish_raw(runtime.redis, runtime.streams.intake, events + events + rounds + rounds)
         await settle(runtime, [r.payload["round_id"] for r in rounds])
-        rows, matches = await read_allocation(database, scenario, [r.payload["round_id"] for r in rounds])
+        rows, _matches = await read_allocation(database, scenario, [r.payload["round_id"] for r in rounds])
     async with database.session() as session:
         assert len((await session.exec(select(MatchRow))).all()) == 2
     assert audit_allocation(scenario, rows) == []

@@ -1,0 +1,22 @@
+"""What every handler may use besides its session: stream names, the clock, the lifecycle policy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from events import Streams
+from marketplace.lifecycle import DEFAULT_POLICY, LifecyclePolicy
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ServiceContext:
+    streams: Streams
+    # Tests move time by hand instead of sleeping: every handler asks this clock, never datetime.now.
+    clock: Callable[[], datetime] = system_clock
+    policy: LifecyclePolicy = field(default_factory=lambda: DEFAULT_POLICY)
