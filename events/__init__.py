@@ -7,6 +7,7 @@ from events.envelope import Envelope, EventParseError, new_envelope
 from events.payloads import (
     PAYLOAD_TYPES,
     AgreementRegistered,
+    CaseCommandIssued,
     CaseStateChanged,
     ClearingRoundCompleted,
     ClearingRoundRequested,
@@ -27,6 +28,7 @@ from events.streams import Streams
 __all__ = [
     "PAYLOAD_TYPES",
     "AgreementRegistered",
+    "CaseCommandIssued",
     "CaseStateChanged",
     "ClearingRoundCompleted",
     "ClearingRoundRequested",

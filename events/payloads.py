@@ -164,13 +164,43 @@ class PatientNotPlaced(Payload):
     reason: NotPlacedReason
 
 
+Detail = str | int | float | bool | None
+
+
 class CaseStateChanged(Payload):
+    """One event of a case's lifecycle, for everyone who follows cases (notifier, operators).
+
+    `event_type` is the lifecycle event (e.g. `case.match_held`, `case.hold_released`); `from_state`
+    equals `to_state` for events that change no state (a warning, a released hold). `details` are
+    ids, codes and amounts only: never anything that identifies a patient.
+    """
+
     TYPE = "case.state_changed"
     case_ref: Identifier
     from_state: str | None
     to_state: str
     reason: str = ""
     version: int = Field(ge=1)
+    event_type: str = ""
+    details: dict[str, Detail] = Field(default_factory=dict)
+
+
+CaseCommandName = Literal[
+    "accept_match", "decline_match", "offer_to_patient", "record_patient_answer", "acknowledge_referral",
+    "schedule", "record_performed", "record_follow_up", "invoice", "record_payment", "close", "withdraw",
+    "cancel", "expire_hold", "expire_case", "escalate_referral", "warn_guarantee",
+]
+
+
+class CaseCommandIssued(Payload):
+    """A party asks a case to move on: the provider accepts, the home region records the patient's
+    answer, the sweeper expires a hold. `args` are the command's own fields (match_id, reason_code,
+    accepted, scheduled_for, performed_on, invoice_id, payment_ref, amount_sek, note, ...)."""
+
+    TYPE = "case.command"
+    case_ref: Identifier
+    command: CaseCommandName
+    args: dict[str, Detail] = Field(default_factory=dict)
 
 
 class MessageSent(Payload):
@@ -219,6 +249,7 @@ PAYLOAD_TYPES: dict[str, type[Payload]] = {
         MatchProposed,
         PatientNotPlaced,
         CaseStateChanged,
+        CaseCommandIssued,
         MessageSent,
         ReceiptReceived,
         EventRejected,

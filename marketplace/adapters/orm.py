@@ -66,6 +66,10 @@ class CaseRow(SQLModel, table=True):
     excluded_offers: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     current_match_id: str | None = Field(default=None, max_length=64)
     last_reason: str | None = Field(default=None, max_length=64)
+    guarantee_date: date | None = None
+    # When the sweeper must next look at this case (a hold expiring, a warning falling due).
+    next_deadline_at: datetime | None = Field(default=None, index=True,  # type: ignore[call-overload]
+                                              sa_type=DateTime(timezone=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
 
 

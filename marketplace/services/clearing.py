@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import structlog
@@ -17,13 +18,11 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from events import (
-    CaseStateChanged,
     ClearingRoundCompleted,
     ClearingRoundRequested,
     Envelope,
     MatchProposed,
     PatientNotPlaced,
-    Streams,
     new_envelope,
 )
 from events.envelope import stable_event_id
@@ -37,10 +36,13 @@ from marketplace.adapters.orm import (
     RequestRow,
 )
 from marketplace.adapters.outbox import stage
+from marketplace.lifecycle import ProposeMatch
 from marketplace.services.context import ServiceContext
 from marketplace.services.inbound import fresh_events
+from marketplace.services.lifecycle import CaseLedger
 from matchers.clearing import clear
 from matchers.model import Agreement, Offer, Patient, Request, Scenario
+from matchers.reference import default_tariff
 
 CONSUMER = "matcher"
 log = structlog.get_logger(__name__)
@@ -84,16 +86,17 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
                                                    correlation_id=envelope.correlation_id,
                                                    round_id=payload.round_id)
             try:
-                await run_round(session, envelope, payload, ctx.streams)
+                await run_round(session, envelope, payload, ctx)
             finally:
                 structlog.contextvars.unbind_contextvars("event_id", "correlation_id", "round_id")
 
 
 async def run_round(session: AsyncSession, envelope: Envelope, cmd: ClearingRoundRequested,
-                    streams: Streams) -> ClearingRoundRow | None:
+                    ctx: ServiceContext) -> ClearingRoundRow | None:
     """Clear the book once; None when this round was already run (the same round asked twice)."""
     if await session.get(ClearingRoundRow, cmd.round_id) is not None:
         return None
+    streams = ctx.streams
     started = time.perf_counter()
     book = await load_book(session, cmd.care_area, cmd.as_of)
     allocation = clear(book, cmd.policy)
@@ -103,8 +106,11 @@ async def run_round(session: AsyncSession, envelope: Envelope, cmd: ClearingRoun
         select(CaseRow).where(CaseRow.care_area == cmd.care_area, CaseRow.state == "on_book"))).all()}
     taken: dict[str, int] = {}
     corr = envelope.correlation_id
+    ledger = CaseLedger(session, ctx)
+    await ledger.load(p.case_ref for p in allocation.placements if p.offer_id is not None)
+    tariff = default_tariff()
 
-    def emit(payload: MatchProposed | PatientNotPlaced | CaseStateChanged | ClearingRoundCompleted,
+    def emit(payload: MatchProposed | PatientNotPlaced | ClearingRoundCompleted,
              stream: str, *key: object) -> None:
         stage(session, new_envelope(payload, producer=CONSUMER, correlation_id=corr,
                                     event_id=stable_event_id(cmd.round_id, *key)), stream)
@@ -133,14 +139,17 @@ async def run_round(session: AsyncSession, envelope: Envelope, cmd: ClearingRoun
             ancillary_cost_sek=p.ancillary_cost_sek, distance_km=p.distance_km, wait_days=p.wait_days,
         )
         session.add(MatchRow(**match.model_dump(exclude={"round_id"}), round_id=cmd.round_id))
-        case.version += 1
-        changed = CaseStateChanged(case_ref=p.case_ref, from_state=case.state, to_state="match_proposed",
-                                   reason=f"matched with offer {offer.offer_id} of region {offer.region}",
-                                   version=case.version)
-        case.state, case.current_match_id, case.last_reason = "match_proposed", match_id, None
+        case.last_reason = None
         session.add(case)
+        # The ancillary cost is travel plus, beyond the threshold, a night's stay (the tariff's split).
+        nights = tariff.nights_when_over_threshold * tariff.night_sek if p.distance_km > tariff.overnight_threshold_km else 0
+        await ledger.apply(ProposeMatch(
+            p.case_ref, match_id=match_id, offer_id=offer.offer_id, providing_region=offer.region,
+            unit_hsa_id=offer.unit_hsa_id, price_sek=Decimal(str(offer.price_sek)),
+            travel_sek=Decimal(str(round(p.ancillary_cost_sek - nights, 2))), accommodation_sek=Decimal(nights),
+            distance_km=p.distance_km, command_id=stable_event_id(cmd.round_id, "propose", p.case_ref),
+        ), correlation_id=corr, producer=CONSUMER)
         emit(match, streams.matches, "match", p.case_ref)
-        emit(changed, streams.cases, "state", p.case_ref, case.version)
 
     for offer_id, count in taken.items():
         row = await session.get(OfferRow, offer_id)

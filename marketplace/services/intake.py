@@ -16,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from events import (
     AgreementRegistered,
-    CaseStateChanged,
+    CaseCommandIssued,
     ClearingRoundRequested,
     Envelope,
     EventParseError,
@@ -26,14 +26,17 @@ from events import (
     RequestPublished,
     RequestWithdrawn,
     Streams,
-    new_envelope,
 )
 from events.envelope import parse_envelope, stable_event_id
 from marketplace.adapters.inbox import already_processed, record_processed
 from marketplace.adapters.orm import AgreementRow, CaseRow, OfferRow, RequestRow
 from marketplace.adapters.outbox import stage
+from marketplace.lifecycle import IdentifyNeed, PlaceOnBook, Withdraw
+from marketplace.lifecycle.reasons import WithdrawalReason
+from marketplace.services import case_commands
 from marketplace.services.context import ServiceContext
-from marketplace.services.holds import release_hold
+from marketplace.services.lifecycle import CaseLedger
+from marketplace.services.refusal import Refused
 from marketplace.services.rejections import reject
 from matchers.reference import care_areas
 from matchers.validation import Violation, check_agreement, check_offer, check_request
@@ -42,7 +45,8 @@ CONSUMER = "intake"
 log = structlog.get_logger(__name__)
 
 # Case states from which the home region may still withdraw.
-_WITHDRAWABLE = {"on_book", "match_proposed", "provider_accepted", "offered_to_patient", "patient_accepted"}
+_WITHDRAWABLE = {"need_identified", "on_book", "match_proposed", "provider_accepted", "offered_to_patient",
+                 "patient_accepted", "referred", "referral_acknowledged", "scheduled"}
 
 
 @dataclass
@@ -51,16 +55,6 @@ class IntakeResult:
     rejected: int = 0
     duplicates: int = 0
     touched_care_areas: set[str] = field(default_factory=set)
-
-
-class Refused(Exception):
-    def __init__(self, field: str, rule: str, message: str) -> None:
-        super().__init__(message)
-        self.field, self.rule, self.message = field, rule, message
-
-    @classmethod
-    def from_violation(cls, v: Violation) -> Refused:
-        return cls(f"payload.{v.field}", v.rule, v.message)
 
 
 async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> IntakeResult:
@@ -75,6 +69,7 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
                    event_id=exc.event_id, event_type=exc.event_type, producer=exc.producer)
             result.rejected += 1
     seen = await already_processed(session, CONSUMER, (str(env.event_id) for env, _ in parsed))
+    ledger = CaseLedger(session, ctx)
     for envelope, payload in parsed:
         eid = str(envelope.event_id)
         if eid in seen:
@@ -83,7 +78,7 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
         seen.add(eid)
         structlog.contextvars.bind_contextvars(event_id=eid, correlation_id=envelope.correlation_id)
         try:
-            care_area = await _apply(session, envelope, payload, streams)
+            care_area = await _apply(session, ledger, envelope, payload, streams)
         except Refused as exc:
             reject(session, streams, field=exc.field, rule=exc.rule, message=exc.message, event_id=eid,
                    event_type=envelope.type, producer=envelope.producer,
@@ -101,17 +96,21 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
     return result
 
 
-async def _apply(session: AsyncSession, envelope: Envelope, payload: Payload, streams: Streams) -> str | None:
+async def _apply(session: AsyncSession, ledger: CaseLedger, envelope: Envelope, payload: Payload,
+                 streams: Streams) -> str | None:
     """Check one item completely, then store it; returns the care area whose book it touched."""
     match payload:
+        case CaseCommandIssued():
+            await case_commands.apply(ledger, envelope, payload)
+            return None
         case OfferPublished():
             await _accept_offer(session, envelope, payload)
         case OfferWithdrawn():
             return await _withdraw_offer(session, envelope, payload, streams)
         case RequestPublished():
-            await _accept_request(session, envelope, payload, streams)
+            await _accept_request(session, ledger, envelope, payload)
         case RequestWithdrawn():
-            return await _withdraw_request(session, envelope, payload, streams)
+            return await _withdraw_request(session, ledger, envelope, payload)
         case AgreementRegistered():
             await _register_agreement(session, envelope, payload)
         case ClearingRoundRequested():
@@ -165,8 +164,8 @@ async def _withdraw_offer(session: AsyncSession, envelope: Envelope, cmd: OfferW
     return offer.care_area
 
 
-async def _accept_request(session: AsyncSession, envelope: Envelope, request: RequestPublished,
-                          streams: Streams) -> None:
+async def _accept_request(session: AsyncSession, ledger: CaseLedger, envelope: Envelope,
+                          request: RequestPublished) -> None:
     _first_violation(check_request(request))
     _producer_is(envelope, request.region)
     if await session.get(RequestRow, request.request_id) is not None:
@@ -185,19 +184,20 @@ async def _accept_request(session: AsyncSession, envelope: Envelope, request: Re
         excluded_regions=list(request.excluded_regions), requires_agreement=request.requires_agreement,
         event_id=eid,
     ))
+    await ledger.load(refs)
     for patient in request.patients:
-        session.add(CaseRow(case_ref=patient.case_ref, request_id=request.request_id, region=request.region,
-                            care_area=request.care_area, waiting_since=patient.waiting_since,
-                            state="on_book", version=1))
-        changed = CaseStateChanged(case_ref=patient.case_ref, from_state="need_identified", to_state="on_book",
-                                   reason=f"request {request.request_id} published by region {request.region}",
-                                   version=1)
-        stage(session, new_envelope(changed, producer=CONSUMER, correlation_id=envelope.correlation_id,
-                                    event_id=stable_event_id(eid, patient.case_ref, 1)), streams.cases)
+        ref = patient.case_ref
+        for command in (
+            IdentifyNeed(ref, request_id=request.request_id, home_region=request.region,
+                         care_area=request.care_area, waiting_since=patient.waiting_since,
+                         window_end=request.window_end, command_id=stable_event_id(eid, ref, "identify")),
+            PlaceOnBook(ref, command_id=stable_event_id(eid, ref, "place")),
+        ):
+            await ledger.apply(command, correlation_id=envelope.correlation_id, producer=CONSUMER)
 
 
-async def _withdraw_request(session: AsyncSession, envelope: Envelope, cmd: RequestWithdrawn,
-                            streams: Streams) -> str:
+async def _withdraw_request(session: AsyncSession, ledger: CaseLedger, envelope: Envelope,
+                            cmd: RequestWithdrawn) -> str:
     request = await session.get(RequestRow, cmd.request_id)
     if request is None:
         raise Refused("payload.request_id", "known_request", f"no request {cmd.request_id!r}")
@@ -214,20 +214,14 @@ async def _withdraw_request(session: AsyncSession, envelope: Envelope, cmd: Requ
     if cmd.case_refs is None:
         request.status = "withdrawn"
         session.add(request)
+    await ledger.load(wanted)
     for ref in wanted:
-        case = cases[ref]
-        if case.state not in _WITHDRAWABLE:
-            continue
-        await release_hold(session, case, streams, correlation_id=envelope.correlation_id,
-                           reason="withdrawn by home region")
-        case.version += 1
-        changed = CaseStateChanged(case_ref=ref, from_state=case.state, to_state="withdrawn",
-                                   reason=cmd.reason or "withdrawn by home region", version=case.version)
-        case.state = "withdrawn"
-        session.add(case)
-        stage(session, new_envelope(changed, producer=CONSUMER, correlation_id=envelope.correlation_id,
-                                    event_id=stable_event_id(envelope.event_id, ref, case.version)),
-              streams.cases)
+        state = ledger.states[ref]
+        if state is None or state.status.value not in _WITHDRAWABLE:
+            continue  # already closed, performed or withdrawn: nothing left to withdraw
+        await ledger.apply(Withdraw(ref, reason=WithdrawalReason.OTHER, note=cmd.reason or "withdrawn by home region",
+                                    command_id=stable_event_id(envelope.event_id, ref, "withdraw")),
+                           correlation_id=envelope.correlation_id, producer=CONSUMER)
     return request.care_area
 
 

@@ -1,68 +1,95 @@
-"""The timeline projection: every case event appended once, in order, to its case's hash chain."""
+"""Case timelines: every case event appended once, in order, to its case's hash chain.
+
+Two writers share a timeline: the lifecycle (its own events, in the transaction that decided them)
+and the timeline worker (what the bus says about a case: a patient not placed, a message sent, a
+receipt). Both append through `TimelineAppender`; the unique (case_ref, version) key makes a
+concurrent append fail its transaction, which the worker then runs again.
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
-from datetime import UTC
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from events import Envelope, Payload
+from events import CaseStateChanged, Envelope, MatchProposed, Payload
 from marketplace.adapters.orm import TimelineRow
 from marketplace.lifecycle.timeline import GENESIS_HASH, TimelineEntry, canonical_json, chain_hash
 from marketplace.services.context import ServiceContext
 from marketplace.services.inbound import trusted_events
 
 CONSUMER = "timeline"
+# Mirrors of lifecycle events, which the lifecycle writes to the timeline itself.
+_MIRRORS = (CaseStateChanged, MatchProposed)
+
+
+class TimelineAppender:
+    """Appends to the timelines of some cases within one transaction, knowing each one's head."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self._heads: dict[str, tuple[int, str]] = {}
+        self._present: set[tuple[str, str]] = set()
+        self._loaded: set[str] = set()
+
+    async def load(self, case_refs: Iterable[str]) -> list[TimelineRow]:
+        """Read the timelines of `case_refs` (once per case); returns the rows read."""
+        refs = set(case_refs) - self._loaded
+        if not refs:
+            return []
+        rows = list((await self.session.exec(
+            select(TimelineRow).where(col(TimelineRow.case_ref).in_(refs))
+            .order_by(col(TimelineRow.case_ref), col(TimelineRow.version)))).all())
+        for row in rows:
+            self._present.add((row.case_ref, row.event_id))
+            self._heads[row.case_ref] = (row.version, row.hash)
+        self._loaded |= refs
+        return rows
+
+    def add(self, case_ref: str, event_id: uuid.UUID | str, event_type: str, occurred_at: datetime,
+            payload: Mapping[str, Any]) -> TimelineRow | None:
+        """Append one entry (the case must be loaded); None when that event is already there."""
+        assert case_ref in self._loaded, f"timeline of {case_ref} not loaded"
+        key = (case_ref, str(event_id))
+        if key in self._present:
+            return None
+        self._present.add(key)
+        version, prev_hash = self._heads.get(case_ref, (0, GENESIS_HASH))
+        version += 1
+        body = dict(json.loads(canonical_json(payload)))  # stored exactly as hashed
+        digest = chain_hash(prev_hash, case_ref=case_ref, version=version, event_id=event_id,
+                            event_type=event_type, occurred_at=occurred_at, payload=body)
+        row = TimelineRow(case_ref=case_ref, version=version, event_id=str(event_id), event_type=event_type,
+                          occurred_at=occurred_at, payload=body, prev_hash=prev_hash, hash=digest)
+        self.session.add(row)
+        self._heads[case_ref] = (version, digest)
+        return row
 
 
 async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> None:
-    # No inbox here: the timeline's unique (case_ref, event_id) already makes an append idempotent.
+    # No inbox here: an event already on its case's timeline is skipped by the appender.
     await append_events(session, trusted_events(items))
 
 
 async def append_events(session: AsyncSession, items: Sequence[tuple[Envelope, Payload]]) -> int:
-    """Append the case events among `items`; an event already on its timeline is skipped."""
-    case_items = [(env, p) for env, p in items if isinstance(getattr(p, "case_ref", None), str)]
+    """Append the bus events about a case among `items` (not the lifecycle's own mirrors)."""
+    case_items = [(env, p) for env, p in items
+                  if isinstance(getattr(p, "case_ref", None), str) and not isinstance(p, _MIRRORS)]
     if not case_items:
         return 0
-    refs = {p.case_ref for _, p in case_items}  # type: ignore[attr-defined]
-    rows = (await session.exec(
-        select(TimelineRow.case_ref, TimelineRow.version, TimelineRow.hash, TimelineRow.event_id)
-        .where(col(TimelineRow.case_ref).in_(refs)))).all()
-    heads: dict[str, tuple[int, str]] = {}
-    present: set[tuple[str, str]] = set()
-    for case_ref, version, digest, event_id in rows:
-        present.add((case_ref, event_id))
-        if version > heads.get(case_ref, (0, ""))[0]:
-            heads[case_ref] = (version, digest)
-    appended = 0
+    appender = TimelineAppender(session)
+    await appender.load(p.case_ref for _, p in case_items)  # type: ignore[attr-defined]
+    added = 0
     for envelope, payload in case_items:
-        case_ref: str = payload.case_ref  # type: ignore[attr-defined]
-        key = (case_ref, str(envelope.event_id))
-        if key in present:
-            continue
-        present.add(key)
-        version, prev_hash = heads.get(case_ref, (0, GENESIS_HASH))
-        version += 1
-        # Stored exactly as hashed: the canonical JSON round trip.
-        body = _canonical(envelope.payload)
-        digest = chain_hash(prev_hash, case_ref=case_ref, version=version, event_id=envelope.event_id,
-                            event_type=envelope.type, occurred_at=envelope.occurred_at, payload=body)
-        session.add(TimelineRow(case_ref=case_ref, version=version, event_id=str(envelope.event_id),
-                                event_type=envelope.type, occurred_at=envelope.occurred_at, payload=body,
-                                prev_hash=prev_hash, hash=digest))
-        heads[case_ref] = (version, digest)
-        appended += 1
-    return appended
-
-
-def _canonical(payload: dict[str, object]) -> dict[str, object]:
-    return dict(json.loads(canonical_json(payload)))
+        row = appender.add(payload.case_ref, envelope.event_id, envelope.type,  # type: ignore[attr-defined]
+                           envelope.occurred_at, envelope.payload)
+        added += row is not None
+    return added
 
 
 async def load_timeline(session: AsyncSession, case_ref: str) -> list[TimelineEntry]:

@@ -9,6 +9,8 @@ from sqlmodel import select
 
 from marketplace.adapters.orm import CaseRow, MatchRow, OfferRow, TimelineRow
 from marketplace.entrypoints.demo import read_allocation
+from marketplace.lifecycle.timeline import replay_timeline, verify
+from marketplace.services.timeline import to_entry
 from marketplace.scenario_events import clearing_requests, region_events
 from matchers.audit import audit_allocation
 from matchers.scenario import load_scenario
@@ -42,14 +44,20 @@ async def test_small_scenario_is_cleared_validly_through_the_workers(settings, d
     placed = {r["case_ref"] for r in rows if r["offer_id"]}
     assert {ref for ref, c in cases.items() if c.state == "match_proposed"} == placed
     assert all(cases[m.case_ref].current_match_id == m.match_id for m in matches)
-    # Every case got its history: on the book, then (if placed) matched and both parties told.
-    per_case: dict[str, list[str]] = {}
+    # Every case got its history: need identified, on the book, then matched (a hold) or not placed.
+    per_case: dict[str, list[TimelineRow]] = {}
     for entry in sorted(timeline, key=lambda e: (e.case_ref, e.version)):
-        per_case.setdefault(entry.case_ref, []).append(entry.event_type)
+        per_case.setdefault(entry.case_ref, []).append(entry)
     assert set(per_case) == set(cases)
-    some_placed = sorted(placed)[0]
-    assert per_case[some_placed].count("match.proposed") == 1
-    assert per_case[some_placed].count("message.sent") == 2
+    for ref, entries in per_case.items():
+        kinds = [e.event_type for e in entries]
+        assert kinds[:2] == ["case.need_identified", "case.placed_on_book"], ref
+        assert ("case.match_held" in kinds) == (ref in placed), ref
+        assert ("patient.not_placed" in kinds) == (ref not in placed), ref
+        # The timeline is the truth: its chain holds and replaying it gives the stored state.
+        as_entries = [to_entry(e) for e in entries]
+        assert verify(as_entries).ok, ref
+        assert replay_timeline(as_entries).status.value == cases[ref].state
 
 
 async def test_republishing_the_same_events_has_one_effect(settings, database, redis_client):

@@ -1,0 +1,158 @@
+"""Carrying cases through their lifecycle inside a transaction.
+
+The pure rules (`marketplace.lifecycle`) decide; this module keeps their consequences together:
+the decided events go onto the case's hash-chained timeline (the truth: a case's state is its
+timeline replayed), the `cases` row is updated as a queryable snapshot, a released hold gives its
+slot back to the offer, and every event is mirrored on the bus as `case.state_changed`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from events import CaseStateChanged, new_envelope
+from marketplace.adapters.orm import CaseRow, MatchRow, OfferRow
+from marketplace.adapters.outbox import stage
+from marketplace.lifecycle import (
+    EVENT_TYPES,
+    CaseEvent,
+    CaseState,
+    Command,
+    HoldExpired,
+    HoldReleased,
+    ProviderAcceptedMatch,
+    ProviderDeclinedMatch,
+    apply,
+    change_reason,
+    decide,
+    event_payload,
+    evolve,
+    next_deadline,
+    replay_timeline,
+)
+from marketplace.services.context import ServiceContext
+from marketplace.services.timeline import TimelineAppender, to_entry
+
+# What a match row says once the case's hold on it has been answered or let go.
+_MATCH_STATUS: dict[type[CaseEvent], str] = {
+    ProviderAcceptedMatch: "accepted",
+    ProviderDeclinedMatch: "declined",
+    HoldExpired: "expired",
+}
+
+
+class CaseLedger:
+    """The cases one transaction touches: their states and timelines, each read once."""
+
+    def __init__(self, session: AsyncSession, ctx: ServiceContext) -> None:
+        self.session = session
+        self.ctx = ctx
+        self.timeline = TimelineAppender(session)
+        self.states: dict[str, CaseState | None] = {}
+
+    async def load(self, case_refs: Iterable[str]) -> None:
+        refs = [r for r in set(case_refs) if r not in self.states]
+        if not refs:
+            return
+        entries: dict[str, list[Any]] = defaultdict(list)
+        for row in await self.timeline.load(refs):
+            if row.event_type in EVENT_TYPES:
+                entries[row.case_ref].append(to_entry(row))
+        for ref in refs:
+            self.states[ref] = replay_timeline(entries[ref]) if entries[ref] else None
+
+    async def state(self, case_ref: str) -> CaseState | None:
+        await self.load([case_ref])
+        return self.states[case_ref]
+
+    async def apply(self, command: Command, *, correlation_id: str, producer: str) -> list[CaseEvent]:
+        """Decide `command` against the case as it stands and record everything that follows.
+
+        Raises `marketplace.lifecycle.DomainError` (nothing recorded) when the rules refuse it.
+        """
+        ref = command.case_ref
+        before = await self.state(ref)
+        events = decide(before, command, self.ctx.clock(), self.ctx.policy)
+        if not events:
+            return events
+        state = before
+        for event in events:
+            previous = state
+            state = evolve(state, event)
+            self.timeline.add(ref, event.event_id, event.TYPE, event.occurred_at, event_payload(event))
+            stage(self.session, new_envelope(_mirror(previous, state, event), producer=producer,
+                                             correlation_id=correlation_id, event_id=event.event_id),
+                  self.ctx.streams.cases)
+            await self._book_consequences(event)
+        after = apply(before, events)
+        assert after is not None
+        self.states[ref] = after
+        await self._snapshot(after)
+        return events
+
+    async def _book_consequences(self, event: CaseEvent) -> None:
+        if isinstance(event, HoldReleased):
+            match = await self.session.get(MatchRow, event.match_id)
+            if match is not None and match.status in ("proposed", "accepted"):
+                match.status = "released"
+                self.session.add(match)
+            offer = await self.session.get(OfferRow, event.offer_id)
+            if offer is not None:
+                offer.remaining += 1
+                self.session.add(offer)
+        elif type(event) in _MATCH_STATUS:
+            match = await self.session.get(MatchRow, event.match_id)  # type: ignore[attr-defined]
+            if match is not None and match.status in ("proposed", "accepted"):
+                match.status = _MATCH_STATUS[type(event)]
+                self.session.add(match)
+
+    async def _snapshot(self, state: CaseState) -> None:
+        row = await self.session.get(CaseRow, state.case_ref)
+        if row is None:
+            row = CaseRow(case_ref=state.case_ref, request_id=state.request_id, region=state.home_region,
+                          care_area=state.care_area, waiting_since=state.waiting_since, state=state.status.value)
+        due = next_deadline(state, self.ctx.policy)
+        row.state = state.status.value
+        row.version = state.version
+        row.excluded_offers = sorted(state.excluded_offer_ids)
+        row.current_match_id = state.match.match_id if state.match is not None and state.slot_reserved else None
+        row.guarantee_date = state.guarantee_date
+        row.next_deadline_at = due.due_at if due is not None else None
+        row.updated_at = self.ctx.clock()
+        self.session.add(row)
+
+
+def _mirror(before: CaseState | None, after: CaseState, event: CaseEvent) -> CaseStateChanged:
+    return CaseStateChanged(
+        case_ref=after.case_ref, from_state=before.status.value if before else None,
+        to_state=after.status.value, reason=change_reason(event), version=after.version,
+        event_type=event.TYPE, details=_details(event_payload(event)),
+    )
+
+
+def _details(payload: dict[str, Any]) -> dict[str, str | int | float | bool | None]:
+    """Scalars of the event, nested ones (the locked match) lifted one level."""
+    flat: dict[str, str | int | float | bool | None] = {}
+    for key, value in payload.items():
+        if isinstance(value, dict):
+            flat.update({k: v for k, v in value.items() if isinstance(v, str | int | float | bool | None)})
+        elif isinstance(value, str | int | float | bool | None):
+            flat[key] = value
+    return flat
+
+
+async def apply_command(session: AsyncSession, command: Command, ctx: ServiceContext, *, correlation_id: str,
+                        producer: str) -> list[CaseEvent]:
+    """One command on one case (see `CaseLedger.apply`)."""
+    return await CaseLedger(session, ctx).apply(command, correlation_id=correlation_id, producer=producer)
+
+
+async def load_case(session: AsyncSession, case_ref: str, ctx: ServiceContext | None = None) -> CaseState | None:
+    from events import Streams
+
+    ledger = CaseLedger(session, ctx or ServiceContext(streams=Streams()))
+    return await ledger.state(case_ref)
