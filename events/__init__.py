@@ -13,6 +13,7 @@ from events.payloads import (
     ClearingRoundRequested,
     EventRejected,
     MatchProposed,
+    MessageEscalated,
     MessageSent,
     OfferPublished,
     OfferWithdrawn,
@@ -22,6 +23,10 @@ from events.payloads import (
     ReceiptReceived,
     RequestPublished,
     RequestWithdrawn,
+    SecureMessageDelivered,
+    SecureMessageSubmitted,
+    SecureReceiptDelivered,
+    SecureReceiptSubmitted,
 )
 from events.streams import Streams
 
@@ -36,6 +41,7 @@ __all__ = [
     "EventParseError",
     "EventRejected",
     "MatchProposed",
+    "MessageEscalated",
     "MessageSent",
     "OfferPublished",
     "OfferWithdrawn",
@@ -45,6 +51,10 @@ __all__ = [
     "ReceiptReceived",
     "RequestPublished",
     "RequestWithdrawn",
+    "SecureMessageDelivered",
+    "SecureMessageSubmitted",
+    "SecureReceiptDelivered",
+    "SecureReceiptSubmitted",
     "Streams",
     "new_envelope",
 ]

@@ -236,6 +236,65 @@ class EventRejected(Payload):
     message: str
 
 
+
+# --- secure messages (SDK style) -------------------------------------------------------------
+# The marketplace routes sealed messages and signed receipts between organisations. What it can
+# read is their readable header (ids, organisations, functional addresses, type); the body is
+# encrypted for the recipient organisation alone. Bytes travel as standard base64.
+
+SealedBase64 = Annotated[str, Field(min_length=4, max_length=40_000_004, pattern=r"^[A-Za-z0-9+/]*={0,2}$")]
+"""A sealed message's canonical wire form in base64 (SDK's 30 MB limit, plus base64's third)."""
+ReceiptBase64 = Annotated[str, Field(min_length=4, max_length=90_000, pattern=r"^[A-Za-z0-9+/]*={0,2}$")]
+
+
+class SecureMessageSubmitted(Payload):
+    """A party's own system hands a sealed message to the marketplace for delivery.
+
+    `case_ref` names the case the message belongs to; it must equal the header's conversation id,
+    which is how the recipient, who can read the body, checks that the two agree.
+    """
+
+    TYPE = "sdk.message.submitted"
+    case_ref: Identifier
+    sealed: SealedBase64
+
+
+class SecureMessageDelivered(Payload):
+    """A sealed message, in its recipient organisation's inbox."""
+
+    TYPE = "sdk.message.delivered"
+    message_id: Identifier
+    case_ref: Identifier
+    sealed: SealedBase64
+
+
+class SecureReceiptSubmitted(Payload):
+    """A recipient returns its signed business receipt for a message it was delivered."""
+
+    TYPE = "sdk.receipt.submitted"
+    receipt: ReceiptBase64
+
+
+class SecureReceiptDelivered(Payload):
+    """A signed receipt, in the inbox of the organisation whose message it answers (or a REJECTED
+    receipt signed by the marketplace, for a submission it refused to route)."""
+
+    TYPE = "sdk.receipt.delivered"
+    message_id: Identifier | None
+    receipt: ReceiptBase64
+
+
+class MessageEscalated(Payload):
+    """A secure message needs a person: no receipt by its deadline, or it could not be handed over."""
+
+    TYPE = "message.escalated"
+    message_id: Identifier
+    case_ref: Identifier
+    message_type: str
+    recipient: str
+    reason: Literal["no_receipt", "undeliverable"]
+    attempts: int = Field(ge=0)
+
 PAYLOAD_TYPES: dict[str, type[Payload]] = {
     cls.TYPE: cls
     for cls in (
@@ -253,5 +312,10 @@ PAYLOAD_TYPES: dict[str, type[Payload]] = {
         MessageSent,
         ReceiptReceived,
         EventRejected,
+        SecureMessageSubmitted,
+        SecureMessageDelivered,
+        SecureReceiptSubmitted,
+        SecureReceiptDelivered,
+        MessageEscalated,
     )
 }

@@ -53,6 +53,22 @@ class Streams:
     def dead_letter(self) -> str:
         return f"{self.prefix}:dead-letter"
 
+    # --- secure messages (SDK style): the marketplace routes sealed messages it cannot read ---
+
+    @property
+    def secure_submissions(self) -> str:
+        """Sealed messages a party's own system hands to the marketplace for delivery."""
+        return f"{self.prefix}:sdk:submitted"
+
+    @property
+    def secure_receipts(self) -> str:
+        """Signed business receipts a recipient returns for a message it was delivered."""
+        return f"{self.prefix}:sdk:receipts"
+
+    def inbox(self, org_number: str) -> str:
+        """One organisation's inbox: sealed messages for it, receipts for what it sent."""
+        return f"{self.prefix}:sdk:inbox:{org_number}"
+
     def all_streams(self, care_areas: Iterable[str]) -> list[str]:
         return [self.intake, *(self.book(a) for a in care_areas), self.matches, self.cases,
                 self.messages, self.rejections, self.dead_letter]

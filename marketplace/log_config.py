@@ -31,10 +31,12 @@ def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: s
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=out),  # type: ignore[arg-type]
+        # Looked up at each write: a test runner may swap sys.stderr and close the old one.
+        logger_factory=(lambda *_: structlog.PrintLogger(file=stream)) if stream is not None  # type: ignore[arg-type]
+        else (lambda *_: structlog.PrintLogger(file=sys.stderr)),
         cache_logger_on_first_use=False,
     )
     # FastStream and friends log through stdlib logging; keep them quiet unless asked.
-    logging.basicConfig(level=max(numeric_level, logging.WARNING), stream=out)  # type: ignore[arg-type]
+    logging.basicConfig(level=max(numeric_level, logging.WARNING))
     for name in ("faststream", "faststream.access.redis", "apscheduler"):
         logging.getLogger(name).setLevel(max(numeric_level, logging.WARNING))

@@ -51,6 +51,33 @@ class Settings(BaseSettings):
         default=0.0, ge=0, validation_alias=AliasChoices("NVF_CLEARING_INTERVAL_S", "clearing_interval_s"),
         description="seconds between automatic clearing rounds in `nvf run`; 0 means only on request",
     )
+    # Reliability (issue 6): claimer, delivery limit, partition locks, auto-clearing, trimming.
+    claim_idle_ms: int = Field(
+        default=30_000, ge=1, validation_alias=AliasChoices("NVF_CLAIM_IDLE_MS", "claim_idle_ms"),
+        description="an entry pending this long (its consumer died or failed it) is claimed by another consumer",
+    )
+    claim_interval_ms: int = Field(
+        default=1_000, ge=1, validation_alias=AliasChoices("NVF_CLAIM_INTERVAL_MS", "claim_interval_ms"),
+        description="how often each claimer looks for idle pending entries when it found none",
+    )
+    max_deliveries: int = Field(
+        default=5, ge=1, validation_alias=AliasChoices("NVF_MAX_DELIVERIES", "max_deliveries"),
+        description="an entry whose handler still fails on this delivery goes to the dead-letter stream",
+    )
+    auto_clear_ms: int = Field(
+        default=0, ge=0, validation_alias=AliasChoices("NVF_AUTO_CLEAR_MS", "auto_clear_ms"),
+        description="clear a partition this many ms after new book items arrive (debounced); 0: only on request",
+    )
+    auto_clear_policy: Literal["optimal", "greedy"] = Field(
+        default="optimal", validation_alias=AliasChoices("NVF_AUTO_CLEAR_POLICY", "auto_clear_policy"))
+    partition_lock_ttl_ms: int = Field(
+        default=10_000, ge=100, validation_alias=AliasChoices("NVF_PARTITION_LOCK_TTL_MS", "partition_lock_ttl_ms"),
+        description="a matcher that stops renewing its partition lock loses it after this long",
+    )
+    trim_interval_s: float = Field(
+        default=60.0, ge=0, validation_alias=AliasChoices("NVF_TRIM_INTERVAL_S", "trim_interval_s"),
+        description="how often streams are trimmed below what every group has acknowledged; 0: never",
+    )
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", validation_alias=AliasChoices("NVF_LOG_FORMAT", "log_format"))
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("NVF_LOG_LEVEL", "log_level"))

@@ -54,6 +54,19 @@ class MatchNotice(MessageBody):
     request_id: Identifier
 
 
+class MatchReleased(MessageBody):
+    """A party is told the slot it held for a case is released (declined, expired, withdrawn,
+    cancelled). Ids and a cause code only; `referral_id` names a referral to discard, if one was
+    sent."""
+
+    TYPE = "match.released"
+    match_id: Identifier
+    case_ref: Identifier
+    offer_id: Identifier
+    cause: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+    referral_id: Identifier | None = None
+
+
 class Referral(MessageBody):
     """The referral (remiss) to the performing unit: the only body with patient identity."""
 
@@ -141,7 +154,8 @@ class Invoice(MessageBody):
 
 MESSAGE_TYPES: dict[str, type[MessageBody]] = {
     cls.TYPE: cls
-    for cls in (MatchNotice, Referral, ReferralAnswer, CarePerformedReport, FollowUp, Invoice)
+    for cls in (MatchNotice, MatchReleased, Referral, ReferralAnswer, CarePerformedReport, FollowUp,
+                Invoice)
 }
 
 

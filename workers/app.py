@@ -1,42 +1,46 @@
 """The worker roles wired onto Redis Streams consumer groups.
 
 One process may host any subset of the roles (`nvf run --role ...`); the demo hosts all of them.
-Each (stream, group) pair has one service handler; a subscriber reads a batch, runs the handler in
-one database transaction, commits, and lets the outbox relay publish what the handler staged.
+Each (stream, group) pair has one service handler; its consumer (workers/consumer.py) reads a
+batch, runs the handler in one database transaction, commits, acks, and lets the outbox relay
+publish what the handler staged; a claimer in the same group takes over what a dead consumer left
+pending, and an entry that keeps failing goes to the dead-letter stream.
+
+The matcher's pairs are book partitions: they are not consumed by every matcher process but by the
+one holding the partition's fenced lock (workers/partitions.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import structlog
-from faststream.redis import StreamSub
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from events.streams import GROUP_INTAKE, GROUP_MATCHER, GROUP_NOTIFIER, GROUP_TIMELINE
 from marketplace.services import clearing, intake, notification, timeline
-from marketplace.services.context import ServiceContext
 from matchers.reference import care_areas as all_care_areas
+from workers.consumer import TRANSACTION_ATTEMPTS, Handler, StreamConsumer
 from workers.groups import ensure_group
+from workers.partitions import Partition, PartitionManager
 from workers.runtime import Runtime
+from workers.trimming import trim_forever
 
 log = structlog.get_logger(__name__)
 
 ROLES = ("intake", "matcher", "notifier", "timeline")
-# A batch that lost a race (another writer took a case's next timeline version, SQLite was busy)
-# is run again from the start; its transaction left nothing behind.
-TRANSACTION_ATTEMPTS = 5
+# Roles whose (stream, group) pairs are partitions with one writer each, divided between processes.
+PARTITIONED_GROUPS = frozenset({GROUP_MATCHER})
 
-Handler = Callable[[AsyncSession, Sequence[Any], ServiceContext], Awaitable[Any]]
+__all__ = ["ROLES", "TRANSACTION_ATTEMPTS", "Handler", "prepare", "register_workers", "running",
+           "stream_groups", "subscriptions"]
 
 
 def subscriptions(runtime: Runtime, roles: Iterable[str],
                   care_areas: Iterable[str] | None = None) -> list[tuple[str, str, Handler]]:
-    """(stream, group, handler) of every subscriber the given roles need."""
+    """(stream, group, handler) of every consumer the given roles need."""
     st = runtime.streams
     wanted = set(roles)
     pairs: list[tuple[str, str, Handler]] = []
@@ -46,7 +50,9 @@ def subscriptions(runtime: Runtime, roles: Iterable[str],
         areas = list(care_areas) if care_areas is not None else sorted(all_care_areas())
         pairs += [(st.book(area), GROUP_MATCHER, clearing.handle_batch) for area in areas]
     if "notifier" in wanted:
-        pairs.append((st.matches, GROUP_NOTIFIER, notification.handle_batch))
+        # Case events, parties' sealed submissions and their receipts; keys in <state dir>/keys.
+        pairs += [(stream, GROUP_NOTIFIER, handler)
+                  for stream, handler in notification.handlers(st, runtime.settings.state_dir)]
     if "timeline" in wanted:
         pairs += [(stream, GROUP_TIMELINE, timeline.handle_batch)
                   for stream in (st.cases, st.matches, st.messages)]
@@ -57,39 +63,25 @@ def stream_groups(runtime: Runtime, roles: Iterable[str]) -> list[tuple[str, str
     return [(stream, group) for stream, group, _ in subscriptions(runtime, roles)]
 
 
+def _care_area_of(runtime: Runtime, stream: str) -> str:
+    return stream.removeprefix(runtime.streams.book(""))
+
+
 def register_workers(runtime: Runtime, roles: Iterable[str] = ROLES) -> list[tuple[str, str]]:
-    """Add the subscribers of `roles` to the runtime's broker; returns their (stream, group) pairs."""
-    s = runtime.settings
+    """Create the consumers of `roles` on the runtime (started by `running`); returns their pairs."""
     # Handlers of one process that write the same rows (timelines) take turns; other processes
-    # are kept apart by the database's unique keys and the retry below.
+    # are kept apart by the database's unique keys and the transaction retry.
     group_locks: dict[str, asyncio.Lock] = {}
+    partitions: list[Partition] = []
     for stream, group, handler in subscriptions(runtime, roles):
-        sub = StreamSub(stream, group=group, consumer=s.consumer_name, batch=True, max_records=s.batch_size,
-                        polling_interval=s.polling_interval_ms)
         lock = group_locks.setdefault(group, asyncio.Lock())
-        runtime.broker.subscriber(stream=sub, title=f"{group} <- {stream}")(
-            _batch_consumer(runtime, group, handler, lock))
+        if group in PARTITIONED_GROUPS:
+            partitions.append(Partition(_care_area_of(runtime, stream), stream, group, handler))
+        else:
+            runtime.consumers.append(StreamConsumer(runtime, stream, group, handler, lock=lock))
+    if partitions:
+        runtime.partitions = PartitionManager(runtime, partitions, lock=group_locks[GROUP_MATCHER])
     return stream_groups(runtime, roles)
-
-
-def _batch_consumer(runtime: Runtime, group: str, handler: Handler,
-                    lock: asyncio.Lock) -> Callable[[list[Any]], Awaitable[None]]:
-    async def consume(body: list[Any]) -> None:
-        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
-            try:
-                async with lock, runtime.db.session() as session:
-                    await handler(session, body, runtime.context)
-                    await session.commit()
-                break
-            except (IntegrityError, OperationalError) as exc:
-                if attempt == TRANSACTION_ATTEMPTS:
-                    raise
-                log.info("worker.transaction_retry", group=group, attempt=attempt, error=type(exc).__name__)
-                await asyncio.sleep(0.02 * attempt)
-        await runtime.relay.flush()
-
-    consume.__name__ = f"consume_{group}"
-    return consume
 
 
 async def prepare(runtime: Runtime, pairs: Iterable[tuple[str, str]]) -> None:
@@ -102,15 +94,31 @@ async def prepare(runtime: Runtime, pairs: Iterable[tuple[str, str]]) -> None:
 
 @contextlib.asynccontextmanager
 async def running(runtime: Runtime, roles: Iterable[str] = ROLES) -> AsyncIterator[Runtime]:
-    """Run the given roles until the block exits; the outbox relay runs beside them."""
+    """Run the given roles until the block exits; the outbox relay and the trimmer run beside them."""
     pairs = register_workers(runtime, roles)
     await prepare(runtime, pairs)
     await runtime.broker.start()
-    relay_task = asyncio.create_task(runtime.relay.run(), name="outbox-relay")
+    for consumer in runtime.consumers:
+        consumer.start()
+    if runtime.partitions is not None:
+        runtime.partitions.start()
+    background: list[asyncio.Task[Any]] = [asyncio.create_task(runtime.relay.run(), name="outbox-relay")]
+    if runtime.settings.trim_interval_s > 0:
+        # Trim against every group of every role, not only this process's: another role's backlog counts.
+        everything = stream_groups(runtime, ROLES)
+        background.append(asyncio.create_task(
+            trim_forever(runtime.redis, everything, runtime.settings.trim_interval_s), name="trimmer"))
     try:
         yield runtime
     finally:
-        relay_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await relay_task
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if runtime.partitions is not None:
+            await runtime.partitions.stop()
+        await asyncio.gather(*(c.stop() for c in runtime.consumers))
+        runtime.consumers.clear()
+        runtime.partitions = None
         await runtime.broker.stop()

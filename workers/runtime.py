@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from faststream.redis import RedisBroker
 
@@ -12,6 +12,10 @@ from marketplace.adapters.database import Database
 from marketplace.adapters.outbox import OutboxRelay
 from marketplace.services.context import ServiceContext
 from marketplace.settings import Settings
+
+if TYPE_CHECKING:
+    from workers.consumer import StreamConsumer
+    from workers.partitions import PartitionManager
 
 
 @dataclass
@@ -22,6 +26,9 @@ class Runtime:
     broker: RedisBroker
     relay: OutboxRelay
     context: ServiceContext
+    # The consumers of the roles this process runs, and the matcher's partitions (set by `running`).
+    consumers: list[StreamConsumer] = field(default_factory=list)
+    partitions: PartitionManager | None = None
 
     @property
     def redis(self) -> Any:

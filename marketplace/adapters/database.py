@@ -14,6 +14,7 @@ from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from marketplace.adapters import orm  # noqa: F401  (registers the tables)
+from marketplace.adapters import message_orm  # noqa: F401  (the secure messages' tables)
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 

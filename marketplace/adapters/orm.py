@@ -191,3 +191,14 @@ class RejectionRow(SQLModel, table=True):
     rule: str = Field(max_length=64)
     message: str
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+
+
+class PartitionLeaseRow(SQLModel, table=True):
+    """The highest fencing token that has written to a book partition: a stale lock holder's
+    transaction (a lower token) is refused, so a partition has one writer even across a pause."""
+
+    __tablename__ = "partition_leases"
+    partition: str = Field(primary_key=True, max_length=200)
+    token: int = Field(sa_type=BigInteger)  # type: ignore[call-overload]
+    holder: str = Field(max_length=200)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]

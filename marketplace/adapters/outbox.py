@@ -65,7 +65,7 @@ class OutboxRelay:
                                       approximate=True)
                         await pipe.execute()
                     ids = [row.id for row in rows]
-                    await session.exec(  # type: ignore[call-overload]
+                    await session.exec(
                         update(OutboxRow).where(col(OutboxRow.id).in_(ids)).values(published_at=datetime.now(UTC))
                     )
                     await session.commit()

@@ -81,10 +81,14 @@ def demo(
 def run(
     role: Annotated[list[str] | None, typer.Option(help="worker role(s) to run; default all: "
                                                         "intake, matcher, notifier, timeline")] = None,
+    sweeper: Annotated[bool, typer.Option(help="also host the deadline sweeper (one per deployment runs, "
+                                               "by a Redis lock)")] = True,
+    sweep_interval: Annotated[float, typer.Option(help="seconds between deadline sweeps")] = 5.0,
 ) -> None:
     """Start the workers against the configured Redis and database, until interrupted."""
     from workers.app import ROLES, running
     from workers.runtime import Runtime
+    from workers.sweeper import DeadlineSweeper
 
     settings = _settings()
     roles = tuple(role or ROLES)
@@ -101,8 +105,13 @@ def run(
             loop.add_signal_handler(sig, stop.set)
         runtime = Runtime.create(settings, redis_url)
         async with running(runtime, roles):
-            log.info("workers.started", roles=list(roles), consumer=settings.consumer_name)
+            deadlines = DeadlineSweeper(runtime, interval_s=sweep_interval) if sweeper else None
+            if deadlines:
+                deadlines.start()
+            log.info("workers.started", roles=list(roles), consumer=settings.consumer_name, sweeper=sweeper)
             await stop.wait()
+            if deadlines:
+                await deadlines.stop()
         await runtime.db.dispose()
         log.info("workers.stopped")
 

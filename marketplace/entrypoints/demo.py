@@ -23,6 +23,7 @@ from sqlmodel import col, select
 from marketplace.adapters.database import Database
 from marketplace.adapters.orm import MatchRow, PlacementRow
 from marketplace.adapters.outbox import DATA_FIELD
+from marketplace.demo_parties import play_parties
 from marketplace.entrypoints.progress import wait_until_settled
 from marketplace.scenario_events import clearing_requests, new_run_id, region_events
 from marketplace.settings import Settings
@@ -75,6 +76,9 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
                 progress.update(clearing, completed=done)
                 progress.update(backlog_task, description=f"entries in flight: {backlog}")
 
+            await wait_until_settled(runtime.redis, db, pairs, round_ids, on_tick=tick)
+            # The regions' own systems carry a sample of the placed cases on: referral, care, payment.
+            await play_parties(runtime.redis, db, runtime.streams, settings.state_dir)
             await wait_until_settled(runtime.redis, db, pairs, round_ids, on_tick=tick)
         rows, matches = await read_allocation(db, scenario, round_ids)
     await db.dispose()

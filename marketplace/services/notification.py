@@ -1,38 +1,46 @@
-"""Telling the parties of a case what changed: ids only, the party fetches what it may see."""
+"""The notifier role's wiring: which streams it follows and the handler of each.
+
+The work itself is in `messaging` (notices, routing, receipts) and `delivery` (the message
+outbox, retries, escalation); keys and addresses in `directory`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from events import Envelope, MatchProposed, MessageSent, Streams, new_envelope
-from events.envelope import stable_event_id
-from marketplace.adapters.orm import NotificationRow
-from marketplace.adapters.outbox import stage
+from events import Streams
 from marketplace.services.context import ServiceContext
-from marketplace.services.inbound import fresh_events
+from marketplace.services.delivery import DEFAULT_RETRY_POLICY, Courier, OutboxDelivery, PumpResult
+from marketplace.services.directory import Federation, key_directory
+from marketplace.services.messaging import Notifier
+from notifiers.delivery import RetryPolicy
 
-CONSUMER = "notifier"
-
-
-async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> None:
-    for envelope, payload in await fresh_events(session, CONSUMER, items):
-        if isinstance(payload, MatchProposed):
-            notify_match(session, envelope, payload, ctx.streams)
+Handler = Callable[[AsyncSession, Sequence[Any], ServiceContext], Awaitable[Any]]
 
 
-def notify_match(session: AsyncSession, envelope: Envelope, match: MatchProposed, streams: Streams) -> None:
-    parties = (
-        ("requesting", match.requesting_region, f"region-{match.requesting_region}"),
-        ("providing", match.providing_region, match.unit_hsa_id),
-    )
-    for role, region, address in parties:
-        message_id = str(stable_event_id("notice", match.match_id, role))
-        session.add(NotificationRow(message_id=message_id, case_ref=match.case_ref, party=region, role=role,
-                                    message_type="match_notice", about_event_id=str(envelope.event_id)))
-        sent = MessageSent(message_id=message_id, case_ref=match.case_ref, message_type="match_notice",
-                           sender="nvf-marketplace", recipient=region, recipient_address=address)
-        stage(session, new_envelope(sent, producer=CONSUMER, correlation_id=envelope.correlation_id,
-                                    event_id=stable_event_id("message.sent", message_id)), streams.messages)
+def notifier(state_dir: Path, policy: RetryPolicy = DEFAULT_RETRY_POLICY) -> Notifier:
+    """A notifier whose keys and address book live in `<state_dir>/keys` (made on first use)."""
+    federation = Federation(key_directory(state_dir))
+    return Notifier(federation, Courier(lambda session, ctx: OutboxDelivery(session, ctx, federation.book), policy))
+
+
+def handlers(streams: Streams, state_dir: Path,
+             policy: RetryPolicy = DEFAULT_RETRY_POLICY) -> list[tuple[str, Handler]]:
+    """(stream, handler) of the notifier role (consumer group `notifier`)."""
+    n = notifier(state_dir, policy)
+    return [
+        (streams.cases, n.on_cases),
+        (streams.secure_submissions, n.on_submissions),
+        (streams.secure_receipts, n.on_receipts),
+    ]
+
+
+async def pump(session: AsyncSession, ctx: ServiceContext, state_dir: Path,
+               policy: RetryPolicy = DEFAULT_RETRY_POLICY) -> PumpResult:
+    """Retry and escalate what is due, in the caller's transaction (for a periodic sweeper: the
+    notifier itself only pumps when one of its streams has something new)."""
+    return await notifier(state_dir, policy).courier.pump(session, ctx)

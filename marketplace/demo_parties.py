@@ -1,0 +1,388 @@
+"""The regions' own systems, played for the demo once the clearing round has settled.
+
+For a sample of the placed cases the parties do what the process asks of them, each only through
+the bus, as an outside system would: the providing region accepts (a few decline), the home
+region offers the slot to the patient and records the answer, composes the referral with the
+patient's identity and a clinical summary, sealed for the providing organisation, and submits it;
+the unit's agent takes it from its organisation's inbox with its own key store and returns a
+signed receipt and its answer; the provider schedules, performs, follows up and invoices (with
+the secure messages that go with each step), and the home region pays. Every organisation's agent
+also answers every other message in its inbox (the match notices) with a receipt.
+
+The identities are synthetic: a Swedish-format personal identity number with a valid check digit
+and a name, derived from the case reference (`synthetic_identity`), so a test can recompute them
+and look for them everywhere they must not be.
+
+Shortcuts a real region system would not take: the parties read their cases' state from the
+marketplace's database instead of following the `cases` stream, and the agents keep their
+seen-message sets there too (each under its own organisation number).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlmodel import col, select
+
+from events import (
+    CaseCommandIssued,
+    CaseStateChanged,
+    Payload,
+    SecureMessageDelivered,
+    SecureMessageSubmitted,
+    SecureReceiptDelivered,
+    SecureReceiptSubmitted,
+    Streams,
+    new_envelope,
+)
+from events.envelope import parse_envelope, stable_event_id
+from marketplace.adapters.database import Database
+from marketplace.adapters.message_orm import SecureMessageRow
+from marketplace.adapters.orm import CaseRow, MatchRow
+from marketplace.adapters.outbox import DATA_FIELD
+from marketplace.adapters.seen_messages import DatabaseSeenMessages, receive
+from marketplace.lifecycle.swedish_time import swedish_date
+from marketplace.services.directory import ensure_keys, key_directory, with_unit
+from marketplace.services.lifecycle import load_case
+from matchers.reference import regions
+from notifiers.address_book import AddressBook, OrganisationEntry
+from notifiers.envelope import compose
+from notifiers.identifiers import luhn_valid
+from notifiers.keystore import KeyStore
+from notifiers.message_types import (
+    CarePerformedReport,
+    FollowUp,
+    Invoice,
+    InvoiceLine,
+    MessageBody,
+    Referral,
+    ReferralAnswer,
+    build_referral,
+)
+from notifiers.provisioning import load_directory, open_key_store
+from notifiers.receipts import ReceiptInvalid, ReceiptStatus, verify_receipt
+
+log = structlog.get_logger(__name__)
+
+PROCEDURES = {"cataract": "CJE20", "inguinal-hernia": "JAB30", "knee-replacement": "NGB49"}
+CLINICAL_SUMMARY = "Remiss för åtgärd enligt vårdgarantin. Anamnes och status bifogas (syntetiska uppgifter)."
+_GIVEN = ("Alvina", "Edvira", "Majken", "Nilsine", "Ottilde", "Sunniva", "Gretel", "Ingvalda", "Arvedine", "Tyra")
+_FAMILY_HEAD = ("Kvarn", "Ljung", "Sälg", "Rönn", "Tjärn", "Myr", "Hägg", "Lönn")
+_FAMILY_TAIL = ("ekvist", "grenius", "hammarén", "dahlius", "strömer", "bladin", "markell", "byström")
+
+
+@dataclass(frozen=True)
+class SyntheticIdentity:
+    personal_identity_number: str
+    given_name: str
+    family_name: str
+
+
+def synthetic_identity(case_ref: str) -> SyntheticIdentity:
+    """A made-up patient for `case_ref`: always the same, never a real person's number on purpose
+    (a random birth date and serial with a computed check digit; the names are invented)."""
+    digest = hashlib.sha256(f"nvf-demo-patient/{case_ref}".encode()).digest()
+    n = int.from_bytes(digest[:8], "big")
+    birth = date(1931, 1, 1) + timedelta(days=n % (365 * 40))
+    serial = f"{(n >> 20) % 1000:03d}"
+    body = f"{birth:%y%m%d}{serial}"
+    check = next(str(d) for d in range(10) if luhn_valid(body + str(d)))
+    return SyntheticIdentity(
+        personal_identity_number=f"{birth:%Y%m%d}-{serial}{check}",
+        given_name=_GIVEN[(n >> 32) % len(_GIVEN)],
+        family_name=_FAMILY_HEAD[(n >> 40) % len(_FAMILY_HEAD)] + _FAMILY_TAIL[(n >> 48) % len(_FAMILY_TAIL)],
+    )
+
+
+@dataclass
+class PartyOutcome:
+    carried: list[str] = field(default_factory=list)
+    """Cases taken through referral, care, follow-up, invoice and payment."""
+    declined: list[str] = field(default_factory=list)
+    settled: list[str] = field(default_factory=list)
+    referrals_opened: int = 0
+    messages_received: int = 0
+    receipts_returned: int = 0
+    receipts_read: int = 0
+    refusals: int = 0
+    seconds: float = 0.0
+
+
+class Federation:
+    """The regions' own systems: one key store each, the shared address book, their inboxes."""
+
+    def __init__(self, redis: Any, streams: Streams, key_dir: Path, start_id: str) -> None:
+        self.redis = redis
+        self.streams = streams
+        self.key_dir = key_dir
+        self.book: AddressBook = ensure_keys(key_dir)
+        self.codes = {r.code: r.org_number for r in regions().values()}
+        self.stores = {org: open_key_store(key_dir, org) for org in self.codes.values()}
+        self._last = {org: start_id for org in self.codes.values()}
+
+    def org(self, code: str) -> OrganisationEntry:
+        entry = self.book.get(self.codes[code])
+        assert entry is not None
+        return entry
+
+    def code_of(self, org_number: str) -> str:
+        return next(code for code, org in self.codes.items() if org == org_number)
+
+    async def publish(self, stream: str, payload: Payload, *, producer: str, key: Iterable[object]) -> None:
+        envelope = new_envelope(payload, producer=producer, event_id=stable_event_id("demo-party", *key))
+        await self.redis.xadd(stream, {DATA_FIELD: envelope.to_json()})
+
+    async def command(self, case_ref: str, command: str, producer: str, **args: Any) -> None:
+        await self.publish(self.streams.intake, CaseCommandIssued(case_ref=case_ref, command=command, args=args),
+                           producer=producer, key=(case_ref, command))
+
+    async def submit(self, body: MessageBody, *, sender_code: str, recipient: OrganisationEntry, case_ref: str,
+                     address: str | None = None, in_reply_to: Any = None, label: str = "") -> None:
+        sealed = compose(body, sender=self.stores[self.codes[sender_code]], recipient=recipient,
+                         recipient_address=address, conversation_id=case_ref, in_reply_to=in_reply_to, label=label)
+        payload = SecureMessageSubmitted(case_ref=case_ref, sealed=base64.b64encode(sealed.to_bytes()).decode())
+        await self.publish(self.streams.secure_submissions, payload, producer=sender_code,
+                           key=(case_ref, body.TYPE, sealed.header.message_id))
+
+    def refresh_book(self) -> None:
+        # The marketplace lists a unit's HSA-id when it first routes to it; re-read to see them.
+        self.book = load_directory(self.key_dir)
+
+
+class Agents:
+    """Each organisation's receiving agent: opens what its inbox holds, answers with a receipt."""
+
+    def __init__(self, federation: Federation, db: Database, outcome: PartyOutcome) -> None:
+        self.f = federation
+        self.db = db
+        self.outcome = outcome
+        self.referrals: dict[str, str] = {}  # case_ref -> referral message id, as the unit received it
+
+    async def run(self, interval_s: float = 0.1) -> None:
+        while True:
+            try:
+                await self.poll()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("demo_parties.agent_failed")
+            await asyncio.sleep(interval_s)
+
+    async def poll(self) -> int:
+        self.f.refresh_book()
+        handled = 0
+        for code, org in self.f.codes.items():
+            stream = self.f.streams.inbox(org)
+            entries = await self.f.redis.xrange(stream, min=f"({self.f._last[org]}", count=500)
+            if not entries:
+                continue
+            async with self.db.session() as session:
+                seen = DatabaseSeenMessages(session, org)
+                for entry_id, fields in entries:
+                    self.f._last[org] = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                    _, payload = parse_envelope(fields[DATA_FIELD.encode()])
+                    if isinstance(payload, SecureMessageDelivered):
+                        await self._message(session, seen, code, org, payload)
+                    elif isinstance(payload, SecureReceiptDelivered):
+                        self._receipt(payload)
+                    handled += 1
+                await session.commit()
+        return handled
+
+    async def _message(self, session: Any, seen: DatabaseSeenMessages, code: str, org: str,
+                       delivered: SecureMessageDelivered) -> None:
+        store: KeyStore = self.f.stores[org]
+        signed, opened = await receive(base64.b64decode(delivered.sealed), store, self.f.book, seen)
+        self.outcome.messages_received += 1
+        await self.f.publish(self.f.streams.secure_receipts,
+                             SecureReceiptSubmitted(receipt=base64.b64encode(signed.to_bytes()).decode()),
+                             producer=code, key=("receipt", signed.receipt.receipt_id))
+        self.outcome.receipts_returned += 1
+        if opened is None or not isinstance(opened.body, Referral):
+            return
+        referral = opened.body
+        # What the unit reads is for the unit: it checks the body belongs to the case it was told of.
+        if referral.case_ref != opened.header.conversation_id:
+            return
+        self.outcome.referrals_opened += 1
+        self.referrals[referral.case_ref] = str(opened.header.message_id)
+        home = self.f.book.get(opened.header.sender_org)
+        assert home is not None
+        answer = ReferralAnswer(match_id=referral.match_id, case_ref=referral.case_ref, decision="accepted",
+                                scheduled_for=swedish_date(opened.header.created_at) + timedelta(days=14))
+        await self.f.submit(answer, sender_code=code, recipient=home, case_ref=referral.case_ref,
+                            in_reply_to=opened.header.message_id, label="Svar på remiss")
+
+    def _receipt(self, delivered: SecureReceiptDelivered) -> None:
+        try:
+            receipt = verify_receipt(base64.b64decode(delivered.receipt), self.f.book)
+        except ReceiptInvalid:
+            log.warning("demo_parties.receipt_invalid", message_id=delivered.message_id)
+            return
+        self.outcome.receipts_read += 1
+        if receipt.status is ReceiptStatus.REJECTED:
+            self.outcome.refusals += 1
+            log.warning("demo_parties.message_refused", message_id=delivered.message_id,
+                        code=receipt.code, detail=receipt.detail, reason=receipt.reason)
+
+
+async def _states(db: Database, refs: Iterable[str]) -> dict[str, str]:
+    async with db.session() as session:
+        rows = (await session.exec(select(CaseRow.case_ref, CaseRow.state)
+                                   .where(col(CaseRow.case_ref).in_(list(refs))))).all()
+    return dict(rows)
+
+
+async def wait_for(db: Database, expected: dict[str, set[str]], *, timeout_s: float) -> dict[str, str]:
+    """Until every case is in one of its expected states; returns the states (timing out keeps going)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = await _states(db, expected)
+        if all(states.get(ref) in wanted for ref, wanted in expected.items()) or time.monotonic() > deadline:
+            missing = {ref: states.get(ref) for ref, wanted in expected.items() if states.get(ref) not in wanted}
+            if missing:
+                log.warning("demo_parties.cases_behind", count=len(missing), example=next(iter(missing.items())))
+            return states
+        await asyncio.sleep(0.05)
+
+
+async def _start_id(redis: Any, streams: Streams) -> str:
+    # Inbox entries older than this run's first intake entry belong to an earlier run.
+    first = await redis.xrange(streams.intake, count=1)
+    if not first:
+        return "0-0"
+    entry_id = first[0][0]
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+async def play_parties(redis: Any, db: Database, streams: Streams, state_dir: Path, *, sample: int = 40,
+                       decline_every: int = 8, timeout_s: float = 60.0) -> PartyOutcome:
+    """Carry up to `sample` placed cases through the rest of the process (every `decline_every`-th
+    gets a provider decline instead)."""
+    started = time.perf_counter()
+    outcome = PartyOutcome()
+    federation = Federation(redis, streams, key_directory(state_dir), await _start_id(redis, streams))
+    agents = Agents(federation, db, outcome)
+    agent_task = asyncio.create_task(agents.run(), name="demo-party-agents")
+    try:
+        async with db.session() as session:
+            held = (await session.exec(select(CaseRow, MatchRow)
+                                       .where(CaseRow.state == "match_proposed",
+                                              col(CaseRow.current_match_id) == col(MatchRow.match_id))
+                                       .order_by(col(CaseRow.case_ref)))).all()
+        stride = max(1, len(held) // sample) if sample else len(held) + 1
+        chosen = list(held)[::stride][:sample]
+        matches = {case.case_ref: match for case, match in chosen}
+        declined = {ref for i, ref in enumerate(matches) if decline_every and i % decline_every == decline_every - 1}
+        carried = [ref for ref in matches if ref not in declined]
+        outcome.declined, outcome.carried = sorted(declined), carried
+
+        async def step(refs: Iterable[str], command: str, producer_of: str, expected: set[str],
+                       **args_of: Any) -> None:
+            refs = list(refs)
+            for ref in refs:
+                m = matches[ref]
+                producer = m.providing_region if producer_of == "provider" else m.requesting_region
+                args = {k: (v(ref, m) if callable(v) else v) for k, v in args_of.items()}
+                await federation.command(ref, command, producer, **args)
+            await wait_for(db, {ref: expected for ref in refs}, timeout_s=timeout_s)
+
+        today = swedish_date(datetime.now(UTC))
+        await step(declined, "decline_match", "provider", {"on_book"},
+                   match_id=lambda r, m: m.match_id, reason_code="no_capacity")
+        await step(carried, "accept_match", "provider", {"provider_accepted"}, match_id=lambda r, m: m.match_id)
+        await step(carried, "offer_to_patient", "home", {"offered_to_patient"})
+        await step(carried, "record_patient_answer", "home", {"patient_accepted"},
+                   match_id=lambda r, m: m.match_id, accepted=True)
+
+        # The home region's system builds the referral only past the staged-release gate.
+        for ref in carried:
+            m = matches[ref]
+            async with db.session() as session:
+                case = await session.get(CaseRow, ref)
+            assert case is not None
+            who = synthetic_identity(ref)
+            referral = build_referral(
+                CaseStateChanged(case_ref=ref, from_state=None, to_state=case.state, version=max(case.version, 1)),
+                match_id=m.match_id, care_area=m.care_area, personal_identity_number=who.personal_identity_number,
+                given_name=who.given_name, family_name=who.family_name, clinical_summary=CLINICAL_SUMMARY)
+            federation.book = with_unit(federation.book, m.unit_hsa_id, region_code=m.providing_region)
+            provider = federation.book.by_address(m.unit_hsa_id)
+            assert provider is not None
+            await federation.submit(referral, sender_code=m.requesting_region, recipient=provider, case_ref=ref,
+                                    address=m.unit_hsa_id, label="Remiss")
+        await wait_for(db, {ref: {"referral_acknowledged"} for ref in carried}, timeout_s=timeout_s)
+
+        await step(carried, "schedule", "provider", {"scheduled"},
+                   scheduled_for=(today + timedelta(days=14)).isoformat())
+        await step(carried, "record_performed", "provider", {"performed"}, performed_on=today.isoformat())
+        for ref in carried:
+            m = matches[ref]
+            await federation.submit(
+                CarePerformedReport(match_id=m.match_id, case_ref=ref, performed_on=today,
+                                    procedure_codes=(PROCEDURES.get(m.care_area, "XXX00"),),
+                                    summary="Åtgärd utförd utan komplikationer."),
+                sender_code=m.providing_region, recipient=federation.org(m.requesting_region), case_ref=ref,
+                label="Utförd vård")
+        await step(carried, "record_follow_up", "provider", {"followed_up"}, note="as_expected")
+        for ref in carried:
+            m = matches[ref]
+            await federation.submit(
+                FollowUp(match_id=m.match_id, case_ref=ref, followed_up_on=today, outcome="as_expected"),
+                sender_code=m.providing_region, recipient=federation.org(m.requesting_region), case_ref=ref,
+                label="Uppföljning")
+        await step(carried, "invoice", "provider", {"invoiced", "settled"},
+                   invoice_id=lambda r, m: f"inv-{m.match_id[:8]}")
+        for ref in carried:
+            m = matches[ref]
+            async with db.session() as session:
+                state = await load_case(session, ref)
+            owed = state.settlement.invoice_total_sek if state and state.settlement else Decimal(str(m.price_sek))
+            await federation.submit(
+                Invoice(invoice_id=f"inv-{m.match_id[:8]}", match_id=m.match_id, case_ref=ref, issued_on=today,
+                        due_on=today + timedelta(days=30),
+                        lines=(InvoiceLine(kind="care", description="Åtgärd till låst pris", amount_sek=owed),),
+                        total_sek=owed),
+                sender_code=m.providing_region, recipient=federation.org(m.requesting_region), case_ref=ref,
+                label="Faktura")
+            if state is not None and state.outstanding_sek > 0:
+                await federation.command(ref, "record_payment", m.requesting_region,
+                                         payment_ref=f"pay-{m.match_id[:8]}", amount_sek=str(state.outstanding_sek))
+        states = await wait_for(db, {ref: {"settled"} for ref in carried}, timeout_s=timeout_s)
+        outcome.settled = sorted(ref for ref in carried if states.get(ref) == "settled")
+        await _until_answered(db, list(matches), timeout_s=timeout_s)
+        await agents.poll()
+    finally:
+        agent_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await agent_task
+    outcome.seconds = time.perf_counter() - started
+    log.info("demo_parties.done", carried=len(outcome.carried), declined=len(outcome.declined),
+             settled=len(outcome.settled), referrals_opened=outcome.referrals_opened,
+             messages_received=outcome.messages_received, receipts_returned=outcome.receipts_returned,
+             refusals=outcome.refusals, seconds=round(outcome.seconds, 2))
+    return outcome
+
+
+async def _until_answered(db: Database, refs: list[str], *, timeout_s: float) -> None:
+    """Until every message of these cases has its receipt (so their timelines are complete)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        async with db.session() as session:
+            open_ = (await session.exec(select(SecureMessageRow.message_id).where(
+                col(SecureMessageRow.case_ref).in_(refs), col(SecureMessageRow.receipt_status).is_(None)))).all()
+        if not open_:
+            return
+        await asyncio.sleep(0.05)
+    log.warning("demo_parties.receipts_missing", cases=len(refs))

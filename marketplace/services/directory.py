@@ -1,0 +1,128 @@
+"""The federation as the marketplace sees it: the address book (public keys, functional
+addresses) and the marketplace's own signing keys.
+
+- Organisations: the 21 regions and the marketplace itself (the national coordination function,
+  which sends match notices and signs the receipts of submissions it refuses to route). The
+  marketplace's organisation number is synthetic: a valid legal-person number (third digit 2,
+  correct check digit) that belongs to no real body.
+- Keys: provisioned on first use (`notifiers.provisioning.init_demo_keys`, idempotent) under
+  `<state dir>/keys`. The marketplace opens only its *own* key store; it never decrypts a message
+  between parties, it only checks signatures against the address book.
+- Units: an offer names its unit by HSA-id, `SE<org number without dash>-<unit>`. A unit resolves
+  to the organisation whose number is embedded in its HSA-id, and only if that is the region that
+  published the offer; it is then listed as a functional address of that organisation (and the
+  address book saved), so that senders can address it and the unit can open what it receives.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import structlog
+
+from matchers.reference import regions
+from notifiers.address_book import AddressBook, Organisation, OrganisationEntry, save_address_book
+from notifiers.identifiers import functional_address
+from notifiers.keystore import KeyStore
+from notifiers.provisioning import address_book_path, init_demo_keys, load_directory, open_key_store
+
+log = structlog.get_logger(__name__)
+
+MARKETPLACE_ORG = "202100-9994"
+MARKETPLACE = Organisation(org_number=MARKETPLACE_ORG, name="NVF Marketplace (national coordination)",
+                           addresses=(functional_address(MARKETPLACE_ORG),))
+_UNIT_HSA_ID = re.compile(r"^SE(\d{6})(\d{4})-[A-Za-z0-9]{1,31}$")
+
+
+class UnknownUnit(LookupError):
+    """An HSA-id that does not resolve to the organisation it is claimed for."""
+
+
+def region_organisations() -> list[Organisation]:
+    """The 21 regions, each with one functional address for its brokering function."""
+    return [Organisation(org_number=r.org_number, name=r.name, code=r.code,
+                         addresses=(functional_address(r.org_number),))
+            for r in regions().values()]
+
+
+def federation_organisations() -> list[Organisation]:
+    return [*region_organisations(), MARKETPLACE]
+
+
+def key_directory(state_dir: Path) -> Path:
+    return state_dir / "keys"
+
+
+def ensure_keys(directory: Path, organisations: Iterable[Organisation] | None = None) -> AddressBook:
+    """The address book in `directory`, provisioning keys for whoever lacks them (demo set-up)."""
+    wanted = list(organisations or federation_organisations())
+    book = load_directory(directory)
+    if all((entry := book.get(o.org_number)) is not None and entry.keys for o in wanted):
+        return book
+    log.info("federation.keys_provisioned", directory=str(directory), organisations=len(wanted))
+    return init_demo_keys(directory, wanted)
+
+
+def unit_org_number(hsa_id: str) -> str | None:
+    """The organisation number embedded in a unit's HSA-id, written NNNNNN-NNNN."""
+    m = _UNIT_HSA_ID.match(hsa_id)
+    return f"{m.group(1)}-{m.group(2)}" if m else None
+
+
+def with_unit(book: AddressBook, hsa_id: str, *, region_code: str | None = None) -> AddressBook:
+    """`book` with `hsa_id` listed under its organisation; raises UnknownUnit if it cannot be."""
+    owner = book.by_address(hsa_id)
+    org = owner.org_number if owner is not None else unit_org_number(hsa_id)
+    entry = book.get(org) if org else None
+    if entry is None:
+        raise UnknownUnit(f"{hsa_id} names no organisation of the federation")
+    if region_code is not None and entry.code != region_code:
+        raise UnknownUnit(f"{hsa_id} belongs to {entry.org_number}, not to region {region_code}")
+    return book if owner is not None else book.with_address(entry.org_number, hsa_id)
+
+
+class Federation:
+    """The address book and the marketplace's signing keys, loaded on first use and cached."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._book: AddressBook | None = None
+        self._own: KeyStore | None = None
+
+    @property
+    def book(self) -> AddressBook:
+        if self._book is None:
+            self._book = ensure_keys(self.directory)
+        return self._book
+
+    @property
+    def signer(self) -> KeyStore:
+        """The marketplace's own keys: it signs match notices and its refusals, nothing else."""
+        if self._own is None:
+            _ = self.book
+            self._own = open_key_store(self.directory, MARKETPLACE_ORG)
+        return self._own
+
+    def reload(self) -> AddressBook:
+        """Re-read the address book (another organisation rotated its keys, a unit was added)."""
+        self._book = ensure_keys(self.directory)
+        return self._book
+
+    def region(self, code: str) -> OrganisationEntry | None:
+        return self.book.by_code(code)
+
+    def unit(self, hsa_id: str, region_code: str) -> OrganisationEntry:
+        """The organisation of a unit, listing the unit in the address book if it is new."""
+        book = self.book
+        updated = with_unit(book, hsa_id, region_code=region_code)
+        if updated is not book:
+            # Re-read first so a unit added by another process (or a rotated key) is not lost.
+            updated = with_unit(load_directory(self.directory), hsa_id, region_code=region_code)
+            save_address_book(updated, address_book_path(self.directory))
+            self._book = updated
+            log.info("federation.unit_listed", unit=hsa_id, region=region_code)
+        entry = updated.by_address(hsa_id)
+        assert entry is not None
+        return entry

@@ -1,0 +1,432 @@
+"""The notifier: secure messages (SDK style) for the cases, routed by a marketplace that cannot
+read them.
+
+Three inputs, one consumer group (`notifier`):
+
+- `cases` (`case.state_changed`): the marketplace's own notices, sealed and signed by it. A held
+  match is told to the providing unit and to the requesting region (`match.notice`, ids only); a
+  released hold is told to the provider (`match.released`) when the lifecycle says so.
+- `sdk:submitted` (`sdk.message.submitted`): a party's own system hands over a sealed message
+  (referral, referral answer, care report, follow-up, invoice). The marketplace checks what it
+  can without decrypting (signature, sender, recipient, the case's state) and routes it to the
+  recipient's inbox, or refuses it with a REJECTED receipt it signs itself. A referral is routed
+  only once the provider and the patient have accepted (staged release), and sends the case to
+  `referred` (`SendReferral`) in the same transaction.
+- `sdk:receipts` (`sdk.receipt.submitted`): a recipient's signed receipt. The first one settles
+  its message; every one goes on the case's timeline and back to the message's sender; an
+  ACCEPTED receipt for a referral acknowledges it (`AcknowledgeReferral`).
+
+Everything that leaves goes through the outbox in the handler's transaction, and every message
+sent and receipt received is mirrored, ids only, on the messages stream for the timelines.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from events import (
+    CaseStateChanged,
+    Envelope,
+    EventParseError,
+    Payload,
+    SecureMessageSubmitted,
+    SecureReceiptDelivered,
+    SecureReceiptSubmitted,
+    new_envelope,
+)
+from events.envelope import parse_envelope, stable_event_id
+from marketplace.adapters.inbox import already_processed, record_processed
+from marketplace.adapters.message_orm import MessageReceiptRow, SecureMessageRow
+from marketplace.adapters.orm import CaseRow, MatchRow
+from marketplace.adapters.outbox import stage
+from marketplace.adapters.seen_messages import DatabaseSeenMessages
+from marketplace.lifecycle import AcknowledgeReferral, CaseState, CaseStatus, DomainError, SendReferral, decide
+from marketplace.services.context import ServiceContext
+from marketplace.services.delivery import Courier, OutboxDelivery, b64
+from marketplace.services.directory import MARKETPLACE_ORG, Federation, UnknownUnit
+from marketplace.services.inbound import fresh_events
+from marketplace.services.lifecycle import apply_command, load_case
+from marketplace.services.rejections import reject
+from notifiers import crypto
+from notifiers.address_book import AddressBook, OrganisationEntry
+from notifiers.envelope import MAX_MESSAGE_BYTES, MESSAGE_SIGNING_CONTEXT, SealedMessage, compose
+from notifiers.message_types import MatchNotice, MatchReleased
+from notifiers.receipts import (
+    MessageRejected,
+    ReceiptDetail,
+    ReceiptInvalid,
+    ReceiptStatus,
+    new_receipt,
+    receipt_received_payload,
+    sign_receipt,
+    verify_receipt,
+)
+
+CONSUMER = "notifier"
+log = structlog.get_logger(__name__)
+
+# What a party may submit, and who sends it to whom: "home" is the patient's home region,
+# "provider" the providing region (its units' messages are signed by the region).
+PARTY_MESSAGES: dict[str, tuple[str, str]] = {
+    "referral": ("home", "provider"),
+    "referral.answer": ("provider", "home"),
+    "care.performed": ("provider", "home"),
+    "follow_up": ("provider", "home"),
+    "invoice": ("provider", "home"),
+}
+MARKETPLACE_MESSAGES = frozenset({MatchNotice.TYPE, MatchReleased.TYPE})
+
+
+def verify_sealed(raw: bytes, book: AddressBook) -> SealedMessage:
+    """Check a sealed message's form and its sender's signature, without decrypting anything.
+
+    The order is `notifiers.envelope.open_message`'s: size, canonical form, then the signature
+    over the bytes as received, and only then is anything the header says believed.
+    """
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise MessageRejected(ReceiptDetail.TOO_LONG, f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
+    try:
+        data = json.loads(raw)
+        canonical = crypto.canonical_json(data) if isinstance(data, dict) else b""
+    except (ValueError, RecursionError):
+        raise MessageRejected(ReceiptDetail.STRUCTURE, "not valid JSON") from None
+    if canonical != raw:
+        raise MessageRejected(ReceiptDetail.STRUCTURE, "not a JSON object in canonical form")
+    header = data.get("header")
+    if not isinstance(header, dict) or not isinstance(data.get("signature"), str):
+        raise MessageRejected(ReceiptDetail.STRUCTURE, "header and signature are required")
+    sender, key_id = header.get("sender_org"), header.get("sender_key_id")
+    key = book.signing_key(sender, key_id) if isinstance(sender, str) and isinstance(key_id, str) else None
+    if key is None:
+        raise MessageRejected(ReceiptDetail.SECURITY, f"no signing key {key_id} for {sender}")
+    try:
+        signature = crypto.b64decode_strict(data["signature"])
+    except ValueError as exc:
+        raise MessageRejected(ReceiptDetail.SECURITY, f"signature: {exc}") from None
+    unsigned = {k: v for k, v in data.items() if k != "signature"}
+    if not crypto.verify(key.public_key, signature, MESSAGE_SIGNING_CONTEXT + crypto.canonical_json(unsigned)):
+        raise MessageRejected(ReceiptDetail.SECURITY, "the signature does not verify")
+    try:
+        sealed = SealedMessage.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise MessageRejected(ReceiptDetail.STRUCTURE, f"{where}: {first['msg']}", sender_org=sender) from None
+    if not key.valid_for_signature_at(sealed.header.created_at):
+        raise MessageRejected(ReceiptDetail.SECURITY, f"signed with retired key {key_id}",
+                              message_id=sealed.header.message_id, sender_org=sender)
+    return sealed
+
+
+class Notifier:
+    """The notifier's three handlers, sharing the federation and the courier."""
+
+    def __init__(self, federation: Federation, courier: Courier | None = None) -> None:
+        self.federation = federation
+        self.courier = courier or Courier(lambda session, ctx: OutboxDelivery(session, ctx, federation.book))
+
+    # --- cases: the marketplace's own notices ----------------------------------------------
+
+    async def on_cases(self, session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> None:
+        for envelope, payload in await fresh_events(session, CONSUMER, items):
+            if isinstance(payload, CaseStateChanged):
+                await self._case_changed(session, ctx, envelope, payload)
+        await self.courier.pump(session, ctx)
+
+    async def _case_changed(self, session: AsyncSession, ctx: ServiceContext, envelope: Envelope,
+                            change: CaseStateChanged) -> None:
+        held = change.event_type == "case.match_held" or (
+            # Before the lifecycle named its events, a proposal was only a change of state.
+            not change.event_type and change.to_state == CaseStatus.MATCH_PROPOSED.value)
+        if held:
+            await self._match_notices(session, ctx, change)
+        elif change.event_type == "case.hold_released" and change.details.get("notify_provider"):
+            await self._release_notice(session, ctx, change)
+
+    async def _match_notices(self, session: AsyncSession, ctx: ServiceContext, change: CaseStateChanged) -> None:
+        details = change.details
+        match_id = _text(details.get("match_id"))
+        if match_id is None:
+            case = await session.get(CaseRow, change.case_ref)
+            match_id = case.current_match_id if case is not None else None
+        match = await session.get(MatchRow, match_id) if match_id else None
+        if match is None:
+            log.error("notifier.match_unknown", case_ref=change.case_ref, match_id=match_id)
+            return
+        provider = self._provider_entry(match.unit_hsa_id, match.providing_region)
+        home = self.federation.region(match.requesting_region)
+        body = MatchNotice(match_id=match.match_id, case_ref=match.case_ref, offer_id=match.offer_id,
+                           request_id=match.request_id)
+        parties: list[tuple[str, OrganisationEntry | None, str | None]] = [
+            ("provider", provider, match.unit_hsa_id if provider and match.unit_hsa_id in provider.addresses
+             else None),
+            ("home", home, None),
+        ]
+        for role, entry, address in parties:
+            if entry is None:
+                log.error("notifier.party_unknown", case_ref=match.case_ref, match_id=match.match_id, role=role)
+                continue
+            await self._send_own(session, ctx, body, entry, address, change.case_ref,
+                                 stable_event_id("sdk", MatchNotice.TYPE, match.match_id, role), label="Matchning")
+
+    async def _release_notice(self, session: AsyncSession, ctx: ServiceContext, change: CaseStateChanged) -> None:
+        d = change.details
+        match_id, offer_id = _text(d.get("match_id")), _text(d.get("offer_id"))
+        unit, region = _text(d.get("unit_hsa_id")), _text(d.get("providing_region"))
+        if not (match_id and offer_id and unit and region):
+            log.error("notifier.release_incomplete", case_ref=change.case_ref, match_id=match_id)
+            return
+        entry = self._provider_entry(unit, region)
+        if entry is None:
+            log.error("notifier.party_unknown", case_ref=change.case_ref, match_id=match_id, role="provider")
+            return
+        body = MatchReleased(match_id=match_id, case_ref=change.case_ref, offer_id=offer_id,
+                             cause=_text(d.get("cause")) or "released", referral_id=_text(d.get("referral_id")))
+        await self._send_own(session, ctx, body, entry, unit if unit in entry.addresses else None, change.case_ref,
+                             stable_event_id("sdk", MatchReleased.TYPE, match_id), label="Matchning avbruten")
+
+    def _provider_entry(self, unit_hsa_id: str, region_code: str) -> OrganisationEntry | None:
+        try:
+            return self.federation.unit(unit_hsa_id, region_code)
+        except UnknownUnit as exc:
+            # The region is still told, at its brokering function's address.
+            log.warning("notifier.unit_unresolved", unit=unit_hsa_id, region=region_code, reason=str(exc))
+            return self.federation.region(region_code)
+
+    async def _send_own(self, session: AsyncSession, ctx: ServiceContext, body: MatchNotice | MatchReleased,
+                        recipient: OrganisationEntry, address: str | None, case_ref: str, message_id: uuid.UUID,
+                        *, label: str) -> None:
+        # The id is derived from the case event, so a redelivered event finds its message sent.
+        if await session.get(SecureMessageRow, str(message_id)) is not None:
+            return
+        sealed = compose(body, sender=self.federation.signer, recipient=recipient, recipient_address=address,
+                         conversation_id=case_ref, label=label, message_id=message_id, created_at=ctx.clock())
+        await self.courier.enqueue(session, ctx, sealed, case_ref=case_ref, submitted_by=CONSUMER)
+
+    # --- submissions: the parties' sealed messages --------------------------------------------
+
+    async def on_submissions(self, session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> None:
+        for envelope, payload in await self._untrusted(session, items, ctx, SecureMessageSubmitted):
+            assert isinstance(payload, SecureMessageSubmitted)
+            await self._route(session, ctx, envelope, payload)
+        await self.courier.pump(session, ctx)
+
+    async def _route(self, session: AsyncSession, ctx: ServiceContext, envelope: Envelope,
+                     submitted: SecureMessageSubmitted) -> None:
+        book = self.federation.book
+        state: CaseState | None = None
+        try:
+            try:
+                raw = crypto.b64decode_strict(submitted.sealed)
+            except ValueError as exc:
+                raise MessageRejected(ReceiptDetail.STRUCTURE, f"sealed: {exc}") from None
+            sealed = verify_sealed(raw, book)
+            header = sealed.header
+            submitter = self.federation.region(envelope.producer)
+            if submitter is None or submitter.org_number != header.sender_org:
+                raise _rejected(ReceiptDetail.FORBIDDEN, sealed,
+                                f"{header.sender_org} may not be submitted by producer {envelope.producer!r}")
+            if header.conversation_id != submitted.case_ref:
+                raise _rejected(ReceiptDetail.INVARIANT, sealed, "conversation_id must be the case_ref")
+            state = await load_case(session, submitted.case_ref, ctx)
+            if state is None:
+                raise _rejected(ReceiptDetail.NOT_FOUND, sealed, f"no case {submitted.case_ref}")
+            self._check_parties(state, sealed)
+            command = await self._check_case(session, ctx, state, sealed, envelope)
+            if await session.get(SecureMessageRow, str(header.message_id)) is not None or not await \
+                    DatabaseSeenMessages(session, MARKETPLACE_ORG).add_if_new(header.message_id):
+                raise _rejected(ReceiptDetail.DUPLICATE, sealed, f"message {header.message_id} was already submitted")
+        except MessageRejected as rejection:
+            await self._refuse(session, ctx, envelope, submitted, rejection, known_case=state is not None)
+            return
+        if command is not None:
+            await apply_command(session, command, ctx, correlation_id=envelope.correlation_id,
+                                producer=envelope.producer)
+        await self.courier.enqueue(session, ctx, sealed, case_ref=submitted.case_ref,
+                                   submitted_by=envelope.producer)
+
+    def _check_parties(self, state: CaseState, sealed: SealedMessage) -> None:
+        """Sender and recipient are the parties this type goes between, at a listed address."""
+        header = sealed.header
+        kind = header.message_type
+        if kind in MARKETPLACE_MESSAGES:
+            raise _rejected(ReceiptDetail.FORBIDDEN, sealed, f"only the marketplace sends {kind}")
+        if kind not in PARTY_MESSAGES:
+            raise _rejected(ReceiptDetail.NOT_SUPPORTED, sealed, f"message type {kind!r}")
+        match = state.match
+        if match is None:
+            raise _rejected(ReceiptDetail.FORBIDDEN, sealed, f"case {state.case_ref} has no match ({state.status})")
+        home, provider = self.federation.region(state.home_region), self.federation.region(match.providing_region)
+        assert home is not None and provider is not None, "the case's regions are in the address book"
+        sender_role, recipient_role = PARTY_MESSAGES[kind]
+        expected = {"home": home, "provider": provider}
+        if header.sender_org != expected[sender_role].org_number:
+            raise _rejected(ReceiptDetail.FORBIDDEN, sealed, f"{kind} is sent by the {sender_role} region")
+        if header.recipient_org != expected[recipient_role].org_number:
+            raise _rejected(ReceiptDetail.FORBIDDEN, sealed, f"{kind} goes to the {recipient_role} region")
+        if kind == "referral":
+            # The referral goes to the one unit that will treat the patient, nowhere else.
+            if header.recipient_address != match.unit_hsa_id:
+                raise _rejected(ReceiptDetail.FORBIDDEN, sealed,
+                                f"a referral goes to the matched unit {match.unit_hsa_id}")
+            try:
+                self.federation.unit(match.unit_hsa_id, match.providing_region)
+            except UnknownUnit as exc:
+                raise _rejected(ReceiptDetail.NOT_FOUND, sealed, str(exc)) from None
+        entry = self.federation.book.get(header.recipient_org)
+        if entry is None or header.recipient_address not in entry.addresses:
+            raise _rejected(ReceiptDetail.NOT_FOUND, sealed, f"no functional address {header.recipient_address}")
+
+    async def _check_case(self, session: AsyncSession, ctx: ServiceContext, state: CaseState, sealed: SealedMessage,
+                          envelope: Envelope) -> SendReferral | None:
+        """The case allows this message now; a referral returns the command it takes the case on by."""
+        header = sealed.header
+        if header.message_type == "referral":
+            if state.status is not CaseStatus.PATIENT_ACCEPTED:
+                raise _rejected(ReceiptDetail.FORBIDDEN, sealed,
+                                f"case {state.case_ref} is {state.status.value}: a referral is sent once the "
+                                f"provider and the patient have accepted")
+            command = SendReferral(state.case_ref, referral_id=str(header.message_id), command_id=envelope.event_id)
+            try:
+                decide(state, command, ctx.clock(), ctx.policy)  # pure: only asks whether it would be allowed
+            except DomainError as exc:
+                raise _rejected(ReceiptDetail.FORBIDDEN, sealed, str(exc)) from None
+            return command
+        if header.message_type == "referral.answer":
+            answered = await session.get(SecureMessageRow, str(header.in_reply_to))
+            if answered is None or answered.message_type != "referral" or answered.case_ref != state.case_ref:
+                raise _rejected(ReceiptDetail.NOT_FOUND, sealed, f"no referral {header.in_reply_to} in this case")
+        return None
+
+    async def _refuse(self, session: AsyncSession, ctx: ServiceContext, envelope: Envelope,
+                      submitted: SecureMessageSubmitted, rejection: MessageRejected, *, known_case: bool) -> None:
+        """Tell the submitter why, in a receipt the marketplace signs (and on the case's timeline)."""
+        receipt = sign_receipt(new_receipt(MARKETPLACE_ORG, message_id=rejection.message_id,
+                                           recipient_org=rejection.sender_org, rejection=rejection, now=ctx.clock()),
+                               self.federation.signer)
+        submitter = self.federation.region(envelope.producer)
+        # The submitter is told; if it is no region, the signer (verified or not, as SDK does).
+        target = submitter.org_number if submitter is not None else rejection.sender_org
+        log.warning("message.refused", submission_id=str(envelope.event_id), producer=envelope.producer,
+                    message_id=str(rejection.message_id) if rejection.message_id else None,
+                    code=rejection.code.value, detail=rejection.detail.value, reason=rejection.reason)
+        if target is not None:
+            delivered = SecureReceiptDelivered(message_id=str(rejection.message_id) if rejection.message_id else None,
+                                               receipt=b64(receipt.to_bytes()))
+            stage(session, new_envelope(delivered, producer=CONSUMER, correlation_id=envelope.correlation_id,
+                                        event_id=stable_event_id("sdk.refused", envelope.event_id)),
+                  ctx.streams.inbox(target))
+        if known_case and rejection.message_id is not None:
+            received = receipt_received_payload(receipt.receipt, submitted.case_ref)
+            stage(session, new_envelope(received, producer=CONSUMER, correlation_id=envelope.correlation_id,
+                                        event_id=stable_event_id("receipt.received", receipt.receipt.receipt_id)),
+                  ctx.streams.messages)
+
+    # --- receipts --------------------------------------------------------------------------
+
+    async def on_receipts(self, session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> None:
+        for envelope, payload in await self._untrusted(session, items, ctx, SecureReceiptSubmitted):
+            assert isinstance(payload, SecureReceiptSubmitted)
+            await self._receipt(session, ctx, envelope, payload)
+        await self.courier.pump(session, ctx)
+
+    async def _receipt(self, session: AsyncSession, ctx: ServiceContext, envelope: Envelope,
+                       submitted: SecureReceiptSubmitted) -> None:
+        def refuse(field: str, rule: str, message: str) -> None:
+            reject(session, ctx.streams, field=field, rule=rule, message=message, event_id=str(envelope.event_id),
+                   event_type=envelope.type, producer=envelope.producer, correlation_id=envelope.correlation_id,
+                   worker=CONSUMER)
+
+        try:
+            receipt = verify_receipt(crypto.b64decode_strict(submitted.receipt), self.federation.book)
+        except (ValueError, ReceiptInvalid) as exc:
+            refuse("payload.receipt", "signed_receipt", str(exc)[:300])
+            return
+        issuer = self.federation.region(envelope.producer)
+        if issuer is None or issuer.org_number != receipt.issuer_org:
+            refuse("producer", "receipt_issuer",
+                   f"{envelope.producer!r} may not submit receipts of {receipt.issuer_org}")
+            return
+        row = await session.get(SecureMessageRow, str(receipt.message_id)) if receipt.message_id else None
+        if row is None or row.recipient_org != receipt.issuer_org:
+            refuse("payload.receipt", "known_message", f"{receipt.issuer_org} was sent no message {receipt.message_id}")
+            return
+        if await session.get(MessageReceiptRow, str(receipt.receipt_id)) is not None:
+            return
+        session.add(MessageReceiptRow(
+            receipt_id=str(receipt.receipt_id), message_id=row.message_id, case_ref=row.case_ref,
+            issuer_org=receipt.issuer_org, status=receipt.status.value,
+            code=receipt.code.value if receipt.code else None, detail=receipt.detail.value if receipt.detail else None,
+            issued_at=receipt.created_at, received_at=ctx.clock()))
+        first = row.receipt_status is None
+        if first:
+            # The first receipt is the answer; a later one (a duplicate delivery refused) is history.
+            row.receipt_status = receipt.status.value
+            row.receipt_code = receipt.code.value if receipt.code else None
+            row.receipt_detail = receipt.detail.value if receipt.detail else None
+            row.status = "accepted" if receipt.status is ReceiptStatus.ACCEPTED else "rejected"
+            session.add(row)
+        received = receipt_received_payload(receipt, row.case_ref)
+        stage(session, new_envelope(received, producer=CONSUMER, correlation_id=row.case_ref,
+                                    event_id=stable_event_id("receipt.received", receipt.receipt_id)),
+              ctx.streams.messages)
+        if row.sender_org != MARKETPLACE_ORG:
+            forwarded = SecureReceiptDelivered(message_id=row.message_id, receipt=submitted.receipt)
+            stage(session, new_envelope(forwarded, producer=CONSUMER, correlation_id=row.case_ref,
+                                        event_id=stable_event_id("sdk.receipt.forwarded", receipt.receipt_id)),
+                  ctx.streams.inbox(row.sender_org))
+        log.info("receipt.received", message_id=row.message_id, case_ref=row.case_ref,
+                 message_type=row.message_type, status=receipt.status.value,
+                 detail=receipt.detail.value if receipt.detail else None)
+        if first and row.message_type == "referral" and receipt.status is ReceiptStatus.ACCEPTED:
+            try:
+                await apply_command(session, AcknowledgeReferral(row.case_ref, referral_id=row.message_id,
+                                                                 command_id=envelope.event_id),
+                                    ctx, correlation_id=row.case_ref, producer=envelope.producer)
+            except DomainError as exc:
+                # The case moved on meanwhile (withdrawn, cancelled): the receipt stays recorded.
+                log.warning("referral.acknowledgement_refused", case_ref=row.case_ref, message_id=row.message_id,
+                            reason=str(exc))
+
+    # --- input from parties ----------------------------------------------------------------
+
+    async def _untrusted(self, session: AsyncSession, items: Sequence[Any], ctx: ServiceContext,
+                         accepted: type[Payload]) -> list[tuple[Envelope, Payload]]:
+        """Parse what a party wrote; tell it about what does not parse; drop what was processed."""
+        parsed: list[tuple[Envelope, Payload]] = []
+        for raw in items:
+            try:
+                parsed.append(parse_envelope(raw))
+            except EventParseError as exc:
+                reject(session, ctx.streams, field=exc.field, rule=exc.rule, message=exc.message,
+                       event_id=exc.event_id, event_type=exc.event_type, producer=exc.producer, worker=CONSUMER)
+        seen = await already_processed(session, CONSUMER, (str(e.event_id) for e, _ in parsed))
+        fresh = []
+        for envelope, payload in parsed:
+            eid = str(envelope.event_id)
+            if eid in seen:
+                continue
+            seen.add(eid)
+            record_processed(session, CONSUMER, eid)
+            if not isinstance(payload, accepted):
+                reject(session, ctx.streams, field="type", rule="accepted_here",
+                       message=f"this stream takes {accepted.TYPE}, not {envelope.type}", event_id=eid,
+                       event_type=envelope.type, producer=envelope.producer, worker=CONSUMER)
+                continue
+            fresh.append((envelope, payload))
+        return fresh
+
+
+def _rejected(detail: ReceiptDetail, sealed: SealedMessage, reason: str) -> MessageRejected:
+    return MessageRejected(detail, reason, message_id=sealed.header.message_id, sender_org=sealed.header.sender_org)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,77 @@
+"""Bounding stream length without ever dropping an entry some group still needs.
+
+A stream may be trimmed below the oldest entry that any of its groups has not acknowledged: the
+first pending entry of a group, or, when nothing is pending, the last entry delivered to it
+(everything after that is not yet read). `XTRIM MINID ~` then removes whole nodes below that id
+only. A stream is trimmed only when every group expected on it exists (a role that has not
+started yet must still find its backlog), and a stream without groups (rejections, dead letters,
+read by people and regions) is never trimmed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def safe_floor(redis: Any, stream: str, groups: Iterable[str]) -> str | None:
+    """The lowest id any expected group still needs, or None when the stream must not be trimmed."""
+    try:
+        infos = await redis.xinfo_groups(stream)
+    except Exception:
+        return None  # no such stream
+    by_name = {_text(info["name"]): info for info in infos}
+    floors = []
+    for group in set(groups):
+        info = by_name.get(group)
+        if info is None:
+            return None
+        if int(info.get("pending") or 0):
+            summary = await redis.xpending(stream, group)
+            floors.append(_text(summary["min"]))
+        else:
+            floors.append(_text(info["last-delivered-id"]))
+    if not floors:
+        return None
+    return min(floors, key=_key)
+
+
+async def trim_acknowledged(redis: Any, pairs: Iterable[tuple[str, str]]) -> dict[str, int]:
+    """Trim each stream of `pairs` below what all its groups have acknowledged; entries removed per stream."""
+    groups: dict[str, list[str]] = {}
+    for stream, group in pairs:
+        groups.setdefault(stream, []).append(group)
+    removed = {}
+    for stream, names in groups.items():
+        floor = await safe_floor(redis, stream, names)
+        if floor is None or floor == "0-0":
+            continue
+        removed[stream] = int(await redis.xtrim(stream, minid=floor, approximate=True))
+    if any(removed.values()):
+        log.info("streams.trimmed", removed={k: v for k, v in removed.items() if v})
+    return removed
+
+
+async def trim_forever(redis: Any, pairs: list[tuple[str, str]], interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await trim_acknowledged(redis, pairs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("streams.trim_failed", error=f"{type(exc).__name__}: {exc}")
