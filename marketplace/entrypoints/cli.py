@@ -21,7 +21,8 @@ from marketplace.settings import Settings
 
 app = typer.Typer(help="NVF Marketplace: national healthcare capacity brokering between regions.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
-console = Console()
+# Off a terminal (CI logs, a pipe), Rich would fold tables to 80 columns; give them room.
+console = Console(width=None if Console().is_terminal else 140)
 err_console = Console(stderr=True)
 
 

@@ -21,7 +21,7 @@ from rich.table import Table
 from sqlmodel import col, select
 
 from marketplace.adapters.database import Database
-from marketplace.adapters.orm import MatchRow, PlacementRow
+from marketplace.adapters.orm import CaseRow, MatchRow, PlacementRow
 from marketplace.adapters.outbox import DATA_FIELD
 from marketplace.demo_parties import play_parties
 from marketplace.entrypoints.progress import wait_until_settled
@@ -39,6 +39,7 @@ class DemoResult:
     rows: list[dict[str, Any]]
     seconds: float
     matches: list[MatchRow]
+    showcase: str | None = None  # a case that went furthest along its lifecycle
 
 
 async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, console: Console,
@@ -81,8 +82,20 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
             await play_parties(runtime.redis, db, runtime.streams, settings.state_dir)
             await wait_until_settled(runtime.redis, db, pairs, round_ids, on_tick=tick)
         rows, matches = await read_allocation(db, scenario, round_ids)
+        showcase = await _furthest_case(db)
     await db.dispose()
-    return DemoResult(run_id=run_id, rows=rows, seconds=time.perf_counter() - started, matches=matches)
+    return DemoResult(run_id=run_id, rows=rows, seconds=time.perf_counter() - started, matches=matches,
+                      showcase=showcase)
+
+
+async def _furthest_case(db: Database) -> str | None:
+    async with db.session() as session:
+        for state in ("closed", "settled", "invoiced", "referral_acknowledged", "referred", "match_proposed"):
+            row = (await session.exec(select(CaseRow.case_ref).where(CaseRow.state == state)
+                                      .order_by(col(CaseRow.case_ref)).limit(1))).first()
+            if row is not None:
+                return row
+    return None
 
 
 async def _delete_streams(redis_url: str, names: list[str]) -> None:
@@ -148,7 +161,7 @@ def render_summary(console: Console, scenario: Scenario, result: DemoResult) -> 
     for (region, area), agg in sorted(per.items()):
         proc, anc = money[(region, area)]
         avg = agg["wait_days"] / agg["placed"] if agg["placed"] else 0
-        table.add_row(f"{region} {names[region].name}", area, f"{agg['placed']:.0f}", f"{agg['patients']:.0f}",
+        table.add_row(f"{region} {names[region].name.removeprefix('Region ')}", area, f"{agg['placed']:.0f}", f"{agg['patients']:.0f}",
                       f"{avg:.0f}", f"{proc:,.0f}".replace(",", " "), f"{anc:,.0f}".replace(",", " "))
         for i, v in enumerate((agg["placed"], agg["patients"], agg["wait_days"], proc, anc)):
             totals[i] += v
@@ -159,4 +172,8 @@ def render_summary(console: Console, scenario: Scenario, result: DemoResult) -> 
     console.print(table)
     console.print(f"placed {totals[0]:.0f} of {totals[1]:.0f} patients, {totals[2]:.0f} wait days; "
                   f"procedures {totals[3]:,.0f} SEK + ancillary {totals[4]:,.0f} SEK; "
-                  f"{result.seconds:.1f} s end to end (run {result.run_id})".replace(",", " "))
+                  f"{result.seconds:.1f} s end to end (run {result.run_id})".replace(",", "\u202f"))
+    if result.showcase:
+        console.print(f"\nFollow a case: [bold]nvf timeline {result.showcase} --verify[/bold]   "
+                      f"Market health: [bold]nvf stats[/bold]   "
+                      f"The bus: [bold]nvf tail --from-start --type match.proposed[/bold] (while a demo runs)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -13,9 +14,56 @@ from marketplace.services.timeline import load_timeline
 from marketplace.settings import Settings
 
 
+def _when(value: object) -> str:
+    return str(value)[:16].replace("T", " ")
+
+
 def describe_entry(entry: TimelineEntry) -> str:
-    p = entry.payload
+    p: dict[str, Any] = dict(entry.payload)
     match entry.event_type:
+        case "case.need_identified":
+            return (f"region {p.get('home_region')} needs {p.get('care_area')} (request {p.get('request_id')}), "
+                    f"decided {p.get('waiting_since')}, guarantee date {p.get('guarantee_date')}")
+        case "case.placed_on_book":
+            return "on the book, waiting for a clearing round"
+        case "case.match_held":
+            m = p.get("match", {})
+            return (f"slot held: offer {m.get('offer_id')} at {m.get('unit_hsa_id')} (region {m.get('providing_region')}), "
+                    f"{m.get('price_sek')} SEK + {m.get('travel_sek')} travel + {m.get('accommodation_sek')} stay; "
+                    f"provider answers by {_when(p.get('provider_answer_due'))}")
+        case "case.provider_accepted_match":
+            return f"provider accepted; the patient answers by {_when(p.get('patient_answer_due'))}"
+        case "case.provider_declined_match" | "case.patient_declined_offer":
+            return f"declined ({p.get('reason_code')}) {p.get('note') or ''}".strip()
+        case "case.hold_released":
+            told = ", provider told" if p.get("notify_provider") else ""
+            return f"slot of offer {p.get('offer_id')} back on the book ({p.get('cause')}{told})"
+        case "case.referral_sent":
+            return f"referral {p.get('referral_id')} sent (encrypted) to {p.get('unit_hsa_id')}"
+        case "case.offered_to_patient":
+            return "offered to the patient by the home region"
+        case "case.patient_accepted_offer":
+            return "the patient accepted"
+        case "case.referral_acknowledged":
+            return f"referral {p.get('referral_id')} acknowledged by the performing unit"
+        case "case.payment_recorded":
+            return f"paid {p.get('amount_sek')} SEK (total {p.get('paid_total_sek')})"
+        case "case.settled" | "case.closed" | "case.follow_up_recorded":
+            return entry.event_type.removeprefix("case.").replace("_", " ")
+        case "case.withdrawn" | "case.cancelled" | "case.expired":
+            return f"{entry.event_type.removeprefix('case.')}: {p.get('reason') or ''} {p.get('note') or ''}".strip()
+        case "case.care_scheduled":
+            return f"care scheduled for {p.get('scheduled_for')}"
+        case "case.care_performed":
+            return f"care performed on {p.get('performed_on')}"
+        case "case.invoiced":
+            lines = (p.get("settlement") or {}).get("lines", [])
+            return "invoiced: " + "; ".join(f"{ln['kind']} {ln['amount_sek']} SEK {ln['payer']} -> {ln['payee']}"
+                                            for ln in lines)
+        case "case.guarantee_warning_raised":
+            left = p.get("days_left")
+            return (f"care guarantee breached ({p.get('guarantee_date')})" if left is not None and left < 0
+                    else f"{left} days left to the care-guarantee date {p.get('guarantee_date')}")
         case "case.state_changed":
             text = f"{p.get('from_state')} → {p.get('to_state')}"
             return f"{text}: {p['reason']}" if p.get("reason") else text

@@ -235,14 +235,18 @@ class Notifier:
                                 f"{header.sender_org} may not be submitted by producer {envelope.producer!r}")
             if header.conversation_id != submitted.case_ref:
                 raise _rejected(ReceiptDetail.INVARIANT, sealed, "conversation_id must be the case_ref")
+            duplicate = _rejected(ReceiptDetail.DUPLICATE, sealed, f"message {header.message_id} was already submitted")
+            # Before the case's state: a repeated referral must be told "duplicate", not "already referred".
+            if await session.get(SecureMessageRow, str(header.message_id)) is not None:
+                raise duplicate
             state = await load_case(session, submitted.case_ref, ctx)
             if state is None:
                 raise _rejected(ReceiptDetail.NOT_FOUND, sealed, f"no case {submitted.case_ref}")
             self._check_parties(state, sealed)
             command = await self._check_case(session, ctx, state, sealed, envelope)
-            if await session.get(SecureMessageRow, str(header.message_id)) is not None or not await \
-                    DatabaseSeenMessages(session, MARKETPLACE_ORG).add_if_new(header.message_id):
-                raise _rejected(ReceiptDetail.DUPLICATE, sealed, f"message {header.message_id} was already submitted")
+            # The atomic claim, last and before any write: of two concurrent submissions one routes.
+            if not await DatabaseSeenMessages(session, MARKETPLACE_ORG).add_if_new(header.message_id):
+                raise duplicate
         except MessageRejected as rejection:
             await self._refuse(session, ctx, envelope, submitted, rejection, known_case=state is not None)
             return

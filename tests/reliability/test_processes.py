@@ -1,0 +1,160 @@
+"""Faults survived by real `nvf run` processes on a real Redis and a real database.
+
+Each test runs the workers as subprocesses against the test's own stream prefix and schema (or
+SQLite file, WAL), so SIGKILL, SIGSTOP and a Redis restart hit them as they would in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import pytest
+from sqlmodel import select
+
+from benchmarks.pipeline import market_events
+from marketplace.adapters.orm import MatchRow, PartitionLeaseRow
+from tests.integration.harness import publish_raw
+from tests.reliability.checks import assert_exactly_once, eventually, expected_cases, settled
+from tests.reliability.conftest import worker_env
+from workers.app import ROLES, stream_groups
+from workers.runtime import Runtime
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ALL = list(ROLES)
+
+
+def _pairs(settings, database) -> list[tuple[str, str]]:
+    return stream_groups(Runtime.create(settings, settings.redis_url or "", db=database), ROLES)
+
+
+async def _count(database, model) -> int:
+    async with database.session() as session:
+        return len((await session.exec(select(model))).all())
+
+
+async def test_sigkill_mid_batch_then_restart_every_event_has_its_effect_once(
+        settings, database, redis_client, workers):
+    env = worker_env(settings, NVF_BATCH_SIZE="10", NVF_AUTO_CLEAR_MS="30")
+    events = list(market_events("kill", 150))
+    refs = expected_cases(events)
+    intake = settings.stream_prefix + ":intake"
+    await publish_raw(redis_client, intake, events)
+
+    workers.start("w1", ALL, env)
+    await eventually(lambda: _some_matches(database, 5), 60, "the first matches")
+    workers.kill("w1")  # SIGKILL: batches in hand are neither committed nor acked
+    # The same events again (a region's retry): they must have no second effect.
+    await publish_raw(redis_client, intake, events[:40])
+    workers.start("w2", ALL, env)
+    await eventually(lambda: _some_matches(database, 40), 60, "more matches")
+    workers.kill("w2")
+    workers.start("w3", ALL, env)
+    pairs = _pairs(settings, database)
+    await eventually(lambda: settled(database, redis_client, pairs, refs), 120, "the market to settle")
+
+    await assert_exactly_once(database, events)
+
+
+async def _some_matches(database, n: int) -> bool:
+    return await _count(database, MatchRow) >= n
+
+
+async def test_the_same_event_published_twice_has_one_effect(settings, database, redis_client, workers):
+    env = worker_env(settings, NVF_AUTO_CLEAR_MS="30")
+    events = list(market_events("twice", 25))
+    refs = expected_cases(events)
+    intake = settings.stream_prefix + ":intake"
+    workers.start("w1", ALL, env)
+    pairs = _pairs(settings, database)
+    await publish_raw(redis_client, intake, events + events)
+    await eventually(lambda: settled(database, redis_client, pairs, refs), 60, "the market to settle")
+    # Once more, long after the first copies were processed (and possibly trimmed away).
+    await publish_raw(redis_client, intake, events)
+    await asyncio.sleep(1.0)
+    await eventually(lambda: settled(database, redis_client, pairs, refs), 60, "the market to settle again")
+    await assert_exactly_once(database, events)
+
+
+async def test_redis_restart_with_aof_workers_reconnect_and_nothing_is_lost(
+        settings, database, own_redis, workers):
+    import redis.asyncio as aioredis
+
+    settings = settings.model_copy(update={"redis_url": own_redis.url})
+    env = worker_env(settings, NVF_AUTO_CLEAR_MS="30")
+    events = list(market_events("restart", 100))
+    refs = expected_cases(events)
+    intake = settings.stream_prefix + ":intake"
+    workers.start("w1", ALL, env)
+    client = aioredis.from_url(own_redis.url)
+    try:
+        await eventually(lambda: _exists(client, settings.stream_prefix + ":intake"), 30, "workers to start")
+        await publish_raw(client, intake, events[:50])
+        await eventually(lambda: _some_matches(database, 5), 60, "the first matches")
+    finally:
+        await client.aclose()
+    own_redis.kill()  # mid-run; every acknowledged write is in the AOF (appendfsync always)
+    await asyncio.sleep(1.0)
+    own_redis.start()
+    client = aioredis.from_url(own_redis.url)
+    try:
+        await publish_raw(client, intake, events[50:])
+        pairs = _pairs(settings, database)
+        await eventually(lambda: settled(database, client, pairs, refs), 120, "the market to settle")
+        assert workers.procs["w1"].poll() is None, "the worker died instead of reconnecting"
+    finally:
+        await client.aclose()
+    await assert_exactly_once(database, events)
+
+
+async def _exists(client, key: str) -> bool:
+    return bool(await client.exists(key))
+
+
+async def _holders(redis, prefix: str) -> dict[str, str]:
+    """partition stream -> matcher holding its lock."""
+    out = {}
+    async for key in redis.scan_iter(match=f"{prefix}:lock:*:book:*"):
+        value = await redis.get(key)
+        if value:
+            out[key.decode().split(":lock:", 1)[1]] = value.decode().split("#")[0]
+    return out
+
+
+async def test_two_matchers_divide_the_partitions_and_never_allocate_a_slot_twice(
+        settings, database, redis_client, workers):
+    env = worker_env(settings, NVF_AUTO_CLEAR_MS="30")
+    prefix = settings.stream_prefix
+    workers.start("rest", ["intake", "notifier", "timeline"], env)
+    workers.start("m1", ["matcher"], env)
+    workers.start("m2", ["matcher"], env)
+
+    async def divided() -> bool:
+        holders = await _holders(redis_client, prefix)
+        return len(holders) == 3 and set(holders.values()) == {"m1", "m2"}
+
+    await eventually(divided, 30, "the two matchers to divide the three partitions")
+    events = list(market_events("two", 120))
+    refs = expected_cases(events)
+    await publish_raw(redis_client, prefix + ":intake", events[:60])
+    await eventually(lambda: _some_matches(database, 10), 60, "the first matches")
+
+    # Freeze the holder of the cataract partition past its lock's TTL: the other matcher takes
+    # over; when the frozen one wakes up, its writes carry a stale token and are refused.
+    cataract = f"{prefix}:book:cataract"
+    frozen = (await _holders(redis_client, prefix))[cataract]
+    other = "m2" if frozen == "m1" else "m1"
+    workers.procs[frozen].send_signal(signal.SIGSTOP)
+    await publish_raw(redis_client, prefix + ":intake", events[60:])
+
+    async def taken_over() -> bool:
+        return (await _holders(redis_client, prefix)).get(cataract) == other
+
+    await eventually(taken_over, 30, f"{other} to take over {cataract}")
+    workers.procs[frozen].send_signal(signal.SIGCONT)
+    pairs = _pairs(settings, database)
+    await eventually(lambda: settled(database, redis_client, pairs, refs), 120, "the market to settle")
+    await assert_exactly_once(database, events)
+    async with database.session() as session:
+        lease = await session.get(PartitionLeaseRow, cataract)
+    assert lease is not None and lease.token >= 2 and lease.holder == other
