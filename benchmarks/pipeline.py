@@ -249,7 +249,7 @@ def raw_consumer(redis_url: str, stream: str, count: int) -> None:
     """In its own process: XREADGROUP + XACK the raw stream; prints the latencies (ms) as JSON."""
     import redis as sync_redis
 
-    client = sync_redis.Redis.from_url(redis_url)
+    client: Any = sync_redis.Redis.from_url(redis_url)
     latencies: list[float] = []
     done = 0
     last_at = 0.0

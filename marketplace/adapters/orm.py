@@ -25,7 +25,7 @@ class OfferRow(SQLModel, table=True):
     price_sek: float
     status: str = Field(default="open", max_length=16)
     event_id: str = Field(max_length=36)
-    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
 class RequestRow(SQLModel, table=True):
@@ -41,7 +41,7 @@ class RequestRow(SQLModel, table=True):
     requires_agreement: bool = False
     status: str = Field(default="open", max_length=16)
     event_id: str = Field(max_length=36)
-    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
 class AgreementRow(SQLModel, table=True):
@@ -68,9 +68,9 @@ class CaseRow(SQLModel, table=True):
     last_reason: str | None = Field(default=None, max_length=64)
     guarantee_date: date | None = None
     # When the sweeper must next look at this case (a hold expiring, a warning falling due).
-    next_deadline_at: datetime | None = Field(default=None, index=True,  # type: ignore[call-overload]
+    next_deadline_at: datetime | None = Field(default=None, index=True,
                                               sa_type=DateTime(timezone=True))
-    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
 class ClearingRoundRow(SQLModel, table=True):
@@ -84,7 +84,7 @@ class ClearingRoundRow(SQLModel, table=True):
     wait_days: int
     cost_sek: float
     seconds: float
-    completed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    completed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
 class PlacementRow(SQLModel, table=True):
@@ -119,7 +119,7 @@ class MatchRow(SQLModel, table=True):
     distance_km: float
     wait_days: int
     status: str = Field(default="proposed", max_length=16)
-    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
 class NotificationRow(SQLModel, table=True):
@@ -132,7 +132,7 @@ class NotificationRow(SQLModel, table=True):
     role: str = Field(max_length=16)
     message_type: str = Field(max_length=32)
     about_event_id: str = Field(max_length=36)
-    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
 class TimelineRow(SQLModel, table=True):
@@ -149,7 +149,7 @@ class TimelineRow(SQLModel, table=True):
     version: int
     event_id: str = Field(max_length=36)
     event_type: str = Field(max_length=64)
-    occurred_at: datetime = Field(sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    occurred_at: datetime = Field(sa_type=DateTime(timezone=True))
     payload: dict[str, object] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
@@ -161,7 +161,7 @@ class ProcessedEventRow(SQLModel, table=True):
     __tablename__ = "processed_events"
     consumer: str = Field(primary_key=True, max_length=32)
     event_id: str = Field(primary_key=True, max_length=36)
-    processed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    processed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
 class OutboxRow(SQLModel, table=True):
@@ -174,8 +174,8 @@ class OutboxRow(SQLModel, table=True):
     event_id: str = Field(max_length=36, unique=True)
     stream: str = Field(max_length=200)
     body: str
-    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
-    published_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    published_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class RejectionRow(SQLModel, table=True):
@@ -190,7 +190,7 @@ class RejectionRow(SQLModel, table=True):
     field: str = Field(max_length=200)
     rule: str = Field(max_length=64)
     message: str
-    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
 class PartitionLeaseRow(SQLModel, table=True):
@@ -199,6 +199,6 @@ class PartitionLeaseRow(SQLModel, table=True):
 
     __tablename__ = "partition_leases"
     partition: str = Field(primary_key=True, max_length=200)
-    token: int = Field(sa_type=BigInteger)  # type: ignore[call-overload]
+    token: int = Field(sa_type=BigInteger)
     holder: str = Field(max_length=200)
-    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

@@ -161,8 +161,8 @@ def render_summary(console: Console, scenario: Scenario, result: DemoResult) -> 
     for (region, area), agg in sorted(per.items()):
         proc, anc = money[(region, area)]
         avg = agg["wait_days"] / agg["placed"] if agg["placed"] else 0
-        table.add_row(f"{region} {names[region].name.removeprefix('Region ')}", area, f"{agg['placed']:.0f}", f"{agg['patients']:.0f}",
-                      f"{avg:.0f}", f"{proc:,.0f}".replace(",", " "), f"{anc:,.0f}".replace(",", " "))
+        home = f"{region} {names[region].name.removeprefix('Region ')}"
+        table.add_row(home, area, f"{agg['placed']:.0f}", f"{agg['patients']:.0f}", f"{avg:.0f}", f"{proc:,.0f}".replace(",", " "), f"{anc:,.0f}".replace(",", " "))
         for i, v in enumerate((agg["placed"], agg["patients"], agg["wait_days"], proc, anc)):
             totals[i] += v
     table.add_section()

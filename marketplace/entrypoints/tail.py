@@ -76,7 +76,7 @@ async def follow(settings: Settings, redis_url: str, flt: EventFilter, *, consol
     shown = 0
     try:
         while count is None or shown < count:
-            replies = await client.xread(positions, block=1000, count=500)
+            replies: Any = await client.xread(positions, block=1000, count=500)
             for stream_name, entries in replies:
                 name = stream_name.decode()
                 for entry_id, fields in entries:

@@ -28,7 +28,8 @@ def describe_entry(entry: TimelineEntry) -> str:
             return "on the book, waiting for a clearing round"
         case "case.match_held":
             m = p.get("match", {})
-            return (f"slot held: offer {m.get('offer_id')} at {m.get('unit_hsa_id')} (region {m.get('providing_region')}), "
+            return (f"slot held: offer {m.get('offer_id')} at {m.get('unit_hsa_id')} "
+                    f"(region {m.get('providing_region')}), "
                     f"{m.get('price_sek')} SEK + {m.get('travel_sek')} travel + {m.get('accommodation_sek')} stay; "
                     f"provider answers by {_when(p.get('provider_answer_due'))}")
         case "case.provider_accepted_match":

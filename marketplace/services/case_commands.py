@@ -34,7 +34,7 @@ def build_command(issued: CaseCommandIssued, command_id: Any) -> Command:
     cls = COMMANDS_BY_NAME[issued.command]
     adapter = _adapters.setdefault(issued.command, TypeAdapter(cls))
     try:
-        return adapter.validate_python({**issued.args, "case_ref": issued.case_ref, "command_id": command_id})  # type: ignore[no-any-return]
+        return adapter.validate_python({**issued.args, "case_ref": issued.case_ref, "command_id": command_id})
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

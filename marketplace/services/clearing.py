@@ -71,7 +71,7 @@ async def load_book(session: AsyncSession, care_area: str, as_of: date) -> Scena
                            o.window_end, o.price_sek) for o in offers),
         requests=tuple(
             Request(r.request_id, r.region, r.care_area, r.window_start, r.window_end, r.max_price_sek,
-                    r.max_travel_km, frozenset(r.excluded_regions), r.requires_agreement,
+                    r.max_travel_km, tuple(r.excluded_regions), r.requires_agreement,
                     tuple(by_request[r.request_id]))
             for r in requests if r.request_id in by_request
         ),
@@ -142,7 +142,8 @@ async def run_round(session: AsyncSession, envelope: Envelope, cmd: ClearingRoun
         case.last_reason = None
         session.add(case)
         # The ancillary cost is travel plus, beyond the threshold, a night's stay (the tariff's split).
-        nights = tariff.nights_when_over_threshold * tariff.night_sek if p.distance_km > tariff.overnight_threshold_km else 0
+        far = p.distance_km > tariff.overnight_threshold_km
+        nights = tariff.nights_when_over_threshold * tariff.night_sek if far else 0
         await ledger.apply(ProposeMatch(
             p.case_ref, match_id=match_id, offer_id=offer.offer_id, providing_region=offer.region,
             unit_hsa_id=offer.unit_hsa_id, price_sek=Decimal(str(offer.price_sek)),

@@ -63,7 +63,7 @@ async def sweep(session: AsyncSession, ctx: ServiceContext, *, limit: int = 1000
             continue
         for due in due_deadlines(state, now, ctx.policy):
             envelope = new_envelope(
-                CaseCommandIssued(case_ref=row.case_ref, command=due.command.NAME,  # type: ignore[arg-type]
+                CaseCommandIssued(case_ref=row.case_ref, command=due.command.NAME,
                                   args=command_args(due.command)),
                 producer=SCHEDULER, event_id=due.deadline_id, correlation_id=str(due.deadline_id))
             staged.append(envelope)

@@ -16,8 +16,10 @@ addresses) and the marketplace's own signing keys.
 
 from __future__ import annotations
 
+import fcntl
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import structlog
@@ -55,14 +57,35 @@ def key_directory(state_dir: Path) -> Path:
     return state_dir / "keys"
 
 
+@contextmanager
+def _directory_lock(directory: Path) -> Iterator[None]:
+    """Processes on one host that share a key directory take turns to change it: two workers
+    starting at once must not both create an organisation's keys, or both rewrite the book."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _complete(book: AddressBook, wanted: list[Organisation]) -> bool:
+    return all((entry := book.get(o.org_number)) is not None and entry.keys for o in wanted)
+
+
 def ensure_keys(directory: Path, organisations: Iterable[Organisation] | None = None) -> AddressBook:
     """The address book in `directory`, provisioning keys for whoever lacks them (demo set-up)."""
     wanted = list(organisations or federation_organisations())
     book = load_directory(directory)
-    if all((entry := book.get(o.org_number)) is not None and entry.keys for o in wanted):
+    if _complete(book, wanted):
         return book
-    log.info("federation.keys_provisioned", directory=str(directory), organisations=len(wanted))
-    return init_demo_keys(directory, wanted)
+    with _directory_lock(directory):
+        book = load_directory(directory)
+        if _complete(book, wanted):
+            return book
+        log.info("federation.keys_provisioned", directory=str(directory), organisations=len(wanted))
+        return init_demo_keys(directory, wanted)
 
 
 def unit_org_number(hsa_id: str) -> str | None:
@@ -118,9 +141,12 @@ class Federation:
         book = self.book
         updated = with_unit(book, hsa_id, region_code=region_code)
         if updated is not book:
-            # Re-read first so a unit added by another process (or a rotated key) is not lost.
-            updated = with_unit(load_directory(self.directory), hsa_id, region_code=region_code)
-            save_address_book(updated, address_book_path(self.directory))
+            with _directory_lock(self.directory):
+                # Re-read first so a unit added by another process (or a rotated key) is not lost.
+                current = load_directory(self.directory)
+                updated = with_unit(current, hsa_id, region_code=region_code)
+                if updated is not current:
+                    save_address_book(updated, address_book_path(self.directory))
             self._book = updated
             log.info("federation.unit_listed", unit=hsa_id, region=region_code)
         entry = updated.by_address(hsa_id)

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlmodel import col, select
+from sqlmodel import select
 from typer.testing import CliRunner
 
 from events import CaseCommandIssued, ClearingRoundRequested, RequestWithdrawn, new_envelope

@@ -10,8 +10,8 @@ from sqlmodel import select
 from marketplace.adapters.orm import CaseRow, MatchRow, OfferRow, TimelineRow
 from marketplace.entrypoints.demo import read_allocation
 from marketplace.lifecycle.timeline import replay_timeline, verify
-from marketplace.services.timeline import to_entry
 from marketplace.scenario_events import clearing_requests, region_events
+from marketplace.services.timeline import to_entry
 from matchers.audit import audit_allocation
 from matchers.scenario import load_scenario
 from tests.conftest import shared_path

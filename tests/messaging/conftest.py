@@ -128,7 +128,7 @@ async def open_case(session: AsyncSession, ctx: ServiceContext, until: str = "ma
     await session.flush()
 
 
-async def staged(session: AsyncSession, stream: str, types: Iterable[str] | None = None) -> list[Payload]:
+async def staged(session: AsyncSession, stream: str, types: Iterable[str] | None = None) -> list[Any]:
     """The payloads staged in the outbox for `stream` (optionally only of some types)."""
     rows = (await session.exec(select(OutboxRow).where(OutboxRow.stream == stream)
                                .order_by(col(OutboxRow.id)))).all()

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import col, select
 
+from events import SecureMessageDelivered
 from events.envelope import parse_envelope
 from marketplace.adapters.message_orm import SecureMessageRow
 from marketplace.adapters.orm import OutboxRow
@@ -130,7 +131,7 @@ async def test_nothing_is_lost_or_done_twice_when_the_notifier_dies_mid_delivery
     relay = OutboxRelay(database, redis_client)
     await relay.flush()
     async with database.session() as session:
-        await session.exec(update(OutboxRow).where(col(OutboxRow.stream) == ctx.streams.inbox(PROVIDER_ORG))  # type: ignore[call-overload]
+        await session.exec(update(OutboxRow).where(col(OutboxRow.stream) == ctx.streams.inbox(PROVIDER_ORG))
                            .values(published_at=None))
         await session.commit()
     await relay.flush()
@@ -143,6 +144,7 @@ async def test_nothing_is_lost_or_done_twice_when_the_notifier_dies_mid_delivery
         seen = DatabaseSeenMessages(session, PROVIDER_ORG)
         for _, fields in inbox:
             _, delivered = parse_envelope(fields[DATA_FIELD.encode()])
+            assert isinstance(delivered, SecureMessageDelivered)
             signed, opened = await receive(base64.b64decode(delivered.sealed), keys, federation.book, seen)
             outcomes.append((signed.receipt.status, signed.receipt.detail, opened is not None))
         rows = (await session.exec(select(SecureMessageRow))).all()

@@ -14,11 +14,11 @@ from events import SecureMessageSubmitted, SecureReceiptSubmitted
 from marketplace.adapters.message_orm import SecureMessageRow
 from marketplace.adapters.orm import OutboxRow
 from marketplace.demo_parties import synthetic_identity
-from marketplace.lifecycle import CaseStatus
-from marketplace.services.lifecycle import load_case
+from marketplace.lifecycle import CaseStatus, Withdraw, WithdrawalReason
+from marketplace.services.lifecycle import apply_command, load_case
 from notifiers import crypto
 from notifiers.envelope import open_message
-from notifiers.message_types import MatchNotice, Referral
+from notifiers.message_types import MatchNotice, MatchReleased, Referral
 from notifiers.receipts import ReceiptStatus, new_receipt, sign_receipt, verify_receipt
 from tests.messaging.conftest import (
     CASE,
@@ -193,3 +193,17 @@ async def test_a_held_match_is_told_to_the_unit_and_the_home_region_once(databas
     opened = open_message(base64.b64decode(to_unit[0].sealed), store(federation, PROVIDER_ORG), federation.book)
     assert opened.body == MatchNotice(match_id=MATCH, case_ref=CASE, offer_id="off-01", request_id="req-25")
     assert uuid.UUID(to_unit[0].message_id) == opened.header.message_id
+
+
+async def test_a_released_hold_is_told_to_the_unit_with_its_cause(database, ctx, marketplace_notifier, federation):
+    async with database.session() as session:
+        await open_case(session, ctx, until="patient_accepted")
+        await apply_command(session, Withdraw(CASE, reason=WithdrawalReason.FOUND_SLOT_IN_HOME_REGION), ctx,
+                            correlation_id="test", producer=HOME)
+        rows = (await session.exec(select(OutboxRow).where(OutboxRow.stream == ctx.streams.cases))).all()
+        await marketplace_notifier.on_cases(session, [r.body for r in rows], ctx)
+        to_unit = await staged(session, ctx.streams.inbox(PROVIDER_ORG), ["sdk.message.delivered"])
+    bodies = [open_message(base64.b64decode(d.sealed), store(federation, PROVIDER_ORG), federation.book).body
+              for d in to_unit]
+    assert [type(b).__name__ for b in bodies] == ["MatchNotice", "MatchReleased"]
+    assert bodies[1] == MatchReleased(match_id=MATCH, case_ref=CASE, offer_id="off-01", cause="withdrawn")

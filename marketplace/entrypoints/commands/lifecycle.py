@@ -74,7 +74,7 @@ async def _issue(settings: Settings, name: str, case_ref: str, producer: str, ar
                 console.print(f"[red]case {case_ref} holds no match now (state {case.state})[/red]")
                 return 1
             args["match_id"] = case.current_match_id
-        envelope = new_envelope(CaseCommandIssued(case_ref=case_ref, command=name, args=args),  # type: ignore[arg-type]
+        envelope = new_envelope(CaseCommandIssued(case_ref=case_ref, command=name, args=args),
                                 producer=producer)
         with redis_server(settings) as redis_url:
             import redis.asyncio as aioredis
