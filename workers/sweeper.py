@@ -14,6 +14,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from marketplace.services.deadlines import sweep
+from marketplace.services.notification import pump
 from workers.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -46,6 +47,8 @@ class DeadlineSweeper:
             return 0
         async with self.runtime.db.session() as session:
             count = await sweep(session, self.runtime.context)
+            # Messages are retried and overdue receipts escalated even when no new event arrives.
+            await pump(session, self.runtime.context, self.runtime.settings.state_dir)
             await session.commit()
         if count:
             await self.runtime.relay.flush()
