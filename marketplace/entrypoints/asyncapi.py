@@ -21,6 +21,7 @@ from events.payloads import (
     ClearingRoundRequested,
     EventRejected,
     MatchProposed,
+    MessageEscalated,
     MessageSent,
     OfferPublished,
     OfferWithdrawn,
@@ -28,6 +29,10 @@ from events.payloads import (
     ReceiptReceived,
     RequestPublished,
     RequestWithdrawn,
+    SecureMessageDelivered,
+    SecureMessageSubmitted,
+    SecureReceiptDelivered,
+    SecureReceiptSubmitted,
 )
 from marketplace.settings import Settings
 from workers.app import ROLES, register_workers
@@ -62,7 +67,14 @@ def build() -> tuple[FastStream, AsyncAPI]:
         (st.cases, "Every lifecycle event of every case (ids and codes only).",
          _envelope_of("CaseEvent", CaseStateChanged)),
         (st.messages, "Messages sent to the parties of a case and their receipts (ids only).",
-         _envelope_of("MessageEvent", MessageSent, ReceiptReceived)),
+         _envelope_of("MessageEvent", MessageSent, ReceiptReceived, MessageEscalated)),
+        (st.secure_submissions, "Parties hand in sealed SDK-style messages (header readable, body encrypted "
+                                "for the recipient organisation, signed by the sender).",
+         _envelope_of("SecureSubmission", SecureMessageSubmitted)),
+        (st.secure_receipts, "Recipients return their signed business receipts.",
+         _envelope_of("SecureReceipt", SecureReceiptSubmitted)),
+        (st.inbox("{org_number}"), "One inbox per organisation: sealed messages and receipts delivered to it.",
+         _envelope_of("InboxEntry", SecureMessageDelivered, SecureReceiptDelivered)),
         (st.rejections, "Bad input, told back to its sender: the field and the rule it broke.",
          _envelope_of("RejectionEvent", EventRejected)),
     ]
