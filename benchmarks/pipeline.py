@@ -376,10 +376,10 @@ async def main_async(args: argparse.Namespace, console: Console) -> int:
     console.print(f"targets: >= 2000 events/s: {market.rate:,.0f} ({'met' if market.rate >= 2000 else 'missed'}); "
                   f"p99 < 250 ms at {args.latency_rate:.0f}/s: {_fmt(p99)} ms "
                   f"({'met' if p99 is not None and p99 < 250 else 'missed'}); "
-                  f">= 1/3 of raw: {ratio:.2f} ({'met' if ratio >= 1 / 3 else 'missed'})")
+                  f">= 1/3 of raw: {ratio:.3f} ({'met' if ratio >= 1 / 3 else 'missed'})")
     if lat.latencies_ms:
         console.print(f"latency mean {statistics.fmean(lat.latencies_ms):.0f} ms over {len(lat.latencies_ms)} requests")
-    print(f"ratio marketplace/raw: {ratio:.2f}")
+    print(f"ratio marketplace/raw: {ratio:.3f}")
     return 0
 
 

@@ -170,14 +170,18 @@ class Agents:
         self.referrals: dict[str, str] = {}  # case_ref -> referral message id, as the unit received it
 
     async def run(self, interval_s: float = 0.1) -> None:
-        while True:
+        # Stopped by an event, not a cancel: a cancel landing inside a database call could be
+        # swallowed below it and leave the loop running for ever.
+        self.stopping = asyncio.Event()
+        while not self.stopping.is_set():
             try:
                 await self.poll()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("demo_parties.agent_failed")
-            await asyncio.sleep(interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=interval_s)
 
     async def poll(self) -> int:
         self.f.refresh_book()
@@ -367,9 +371,12 @@ async def play_parties(redis: Any, db: Database, streams: Streams, state_dir: Pa
         await _until_answered(db, list(matches), timeout_s=timeout_s)
         await agents.poll()
     finally:
-        agent_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await agent_task
+        if getattr(agents, "stopping", None) is not None:
+            agents.stopping.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(agent_task), timeout=10)
+        except (TimeoutError, asyncio.CancelledError):
+            agent_task.cancel()
     outcome.seconds = time.perf_counter() - started
     log.info("demo_parties.done", carried=len(outcome.carried), declined=len(outcome.declined),
              settled=len(outcome.settled), referrals_opened=outcome.referrals_opened,
