@@ -46,7 +46,9 @@ REPO = Path(__file__).resolve().parents[1]
 def market_events(run_id: str, count: int, *, requests_per_offer: int = 4, spare: int = 1,
                   today: date | None = None, areas: list[str] | None = None) -> Iterator[Envelope]:
     """`count` events of many regions: per care area in turn, one offer then `requests_per_offer`
-    one-patient requests, each offer with room for them all plus `spare`, every pair feasible."""
+    one-patient requests, each offer with room for them all plus `spare`, every pair feasible. The
+    patients have waited 30 days, so no guarantee deadline falls due during the run: what is
+    measured is offers and requests through intake and matching, not the deadline sweeper."""
     codes = sorted(regions())
     areas = areas or sorted(care_areas())
     start = (today or datetime.now(UTC).date()) + timedelta(days=1)
@@ -69,7 +71,7 @@ def market_events(run_id: str, count: int, *, requests_per_offer: int = 4, spare
             request_id = f"{run_id}-r{block}-{i}"
             yield new_envelope(RequestPublished(
                 request_id=request_id, region=home, care_area=area, window_start=start, window_end=end,
-                patients=(Patient(case_ref=f"{request_id}-p", waiting_since=start - timedelta(days=120)),)),
+                patients=(Patient(case_ref=f"{request_id}-p", waiting_since=start - timedelta(days=30)),)),
                 producer=home, event_id=stable_event_id(run_id, "request", block, i))
             n += 1
         block += 1

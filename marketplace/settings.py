@@ -109,6 +109,12 @@ class Settings(BaseSettings):
             "batch_size": str(self.batch_size),
             "polling_interval_ms": str(self.polling_interval_ms),
             "clearing_interval_s": str(self.clearing_interval_s),
+            "auto_clear_ms": f"{self.auto_clear_ms} ({self.auto_clear_policy})" if self.auto_clear_ms else "off",
+            "claim_idle_ms": str(self.claim_idle_ms),
+            "claim_interval_ms": str(self.claim_interval_ms),
+            "max_deliveries": str(self.max_deliveries),
+            "partition_lock_ttl_ms": str(self.partition_lock_ttl_ms),
+            "trim_interval_s": str(self.trim_interval_s) if self.trim_interval_s else "off",
             "log_format": self.log_format,
             "log_level": self.log_level,
         }

@@ -77,10 +77,29 @@ class Book:
         return Allocation(tuple(placements), policy)
 
 
+def _enough(ordered: tuple[Offer, ...], costs: dict[tuple[str, str], PairCost], region: str,
+            patients: int) -> tuple[Offer, ...]:
+    """The cheapest offers of `ordered` whose capacity covers all `patients` of the book, and any
+    that cost the same as the last of them. No optimal or greedy allocation uses a dearer offer:
+    a patient on one would leave a slot free among these, which is cheaper for the same patient.
+    A book with many offers open (capacity published ahead) stays as small as its patients."""
+    room = 0
+    for i, offer in enumerate(ordered):
+        room += offer.capacity
+        if room >= patients:
+            last = costs[region, offer.offer_id].cost_sek
+            end = i + 1
+            while end < len(ordered) and costs[region, ordered[end].offer_id].cost_sek == last:
+                end += 1
+            return ordered[:end]
+    return ordered
+
+
 def prepare(scenario: Scenario) -> Book:
     feasible = feasible_offers(scenario)
     costs: dict[tuple[str, str], PairCost] = {}
     classes: list[RequestClass] = []
+    patients = sum(len(r.patients) for r in scenario.requests)
     for request in scenario.requests:
         offers = feasible[request.request_id]
         for offer in offers:
@@ -103,6 +122,7 @@ def prepare(scenario: Scenario) -> Book:
                 kept = ordered
                 if patient.excluded_offers:
                     kept = tuple(o for o in ordered if o.offer_id not in patient.excluded_offers)
+                kept = _enough(kept, costs, request.region, patients)
                 rc = by_exclusion[patient.excluded_offers] = RequestClass(
                     request, patient.excluded_offers, offers=kept
                 )

@@ -26,6 +26,7 @@ from workers.consumer import TRANSACTION_ATTEMPTS, Handler, StreamConsumer
 from workers.groups import ensure_group
 from workers.partitions import Partition, PartitionManager
 from workers.runtime import Runtime
+from workers.tasks import cancel_and_wait
 from workers.trimming import trim_forever
 
 log = structlog.get_logger(__name__)
@@ -111,11 +112,7 @@ async def running(runtime: Runtime, roles: Iterable[str] = ROLES) -> AsyncIterat
     try:
         yield runtime
     finally:
-        for task in background:
-            task.cancel()
-        for task in background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*background)
         if runtime.partitions is not None:
             await runtime.partitions.stop()
         await asyncio.gather(*(c.stop() for c in runtime.consumers))

@@ -10,7 +10,6 @@ like the partition's consumer, so only the partition's writer clears it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -25,6 +24,7 @@ from marketplace.adapters.orm import CaseRow
 from marketplace.lifecycle.swedish_time import swedish_date
 from marketplace.services import clearing
 from workers.consumer import Guard
+from workers.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from workers.runtime import Runtime
@@ -52,11 +52,8 @@ class AutoClearer:
         self._task = asyncio.create_task(self._run(), name=f"auto-clear {self.care_area}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:
@@ -94,7 +91,7 @@ class AutoClearer:
                     if not waiting:
                         await session.commit()
                         return None
-                    await clearing.run_round(session, envelope, cmd, rt.context)
+                    await clearing.run_round(session, envelope, cmd, rt.context, continuous=True)
                     await session.commit()
                 break
             except (IntegrityError, OperationalError):

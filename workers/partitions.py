@@ -26,6 +26,7 @@ from marketplace.adapters.locks import FencedLock, FencedOut, fence, highest_tok
 from workers.autoclear import AutoClearer
 from workers.consumer import Handler, StreamConsumer, is_transient
 from workers.groups import ensure_group
+from workers.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from workers.runtime import Runtime
@@ -81,11 +82,8 @@ class PartitionManager:
         self._task = asyncio.create_task(self._run(), name="partitions")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         for care_area in list(self.held):
             await self._let_go(care_area, "stopping")
         with contextlib.suppress(Exception):

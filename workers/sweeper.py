@@ -1,45 +1,50 @@
 """One deadline sweeper per deployment: any worker process may host it, the one holding the lock does.
 
-APScheduler 3.x runs the sweep on an interval; a Redis lock (`SET NX PX`, renewed by its holder
-with a compare-and-extend script) decides which process that is. Job stores stay in memory:
+APScheduler 3.x runs the sweep on an interval; a Redis lock (the partitions' `FencedLock`, renewed
+by its holder) decides which process that is. Job stores stay in memory:
 3.x cannot share one between processes, and the deadlines themselves live in the database.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from marketplace.adapters.locks import FencedLock
 from marketplace.services.deadlines import sweep
 from marketplace.services.notification import pump
 from workers.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
-# Extend the lock only if we still hold it; a holder that stalled past its TTL must not steal it back.
-_RENEW = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
-          "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end")
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
-
-
 class DeadlineSweeper:
     def __init__(self, runtime: Runtime, *, interval_s: float = 5.0, lock_ttl_ms: int = 30_000) -> None:
         self.runtime = runtime
         self.interval_s = interval_s
         self.lock_ttl_ms = lock_ttl_ms
-        self.token = f"{runtime.settings.consumer_name}:{uuid.uuid4().hex[:8]}"
-        self.lock_key = f"{runtime.streams.prefix}:lock:deadline-sweeper"
+        self.holder = f"{runtime.settings.consumer_name}:{uuid.uuid4().hex[:8]}"
+        self._lock: FencedLock | None = None
         self._scheduler: AsyncIOScheduler | None = None
 
+    @property
+    def lock(self) -> FencedLock:
+        # Made once connected: the lock needs the broker's Redis client.
+        if self._lock is None:
+            self._lock = FencedLock.for_partition(self.runtime.redis, self.runtime.streams.prefix, "deadline-sweeper",
+                                                  self.holder, self.lock_ttl_ms)
+        return self._lock
+
     async def holds_lock(self) -> bool:
-        redis: Any = self.runtime.redis
-        if await redis.set(self.lock_key, self.token, nx=True, px=self.lock_ttl_ms):
-            log.info("sweeper.lock_acquired", token=self.token)
+        # The sweep's writes are idempotent (stable command ids), so the token fences nothing here:
+        # the lock only keeps the sweeps of several processes from repeating each other's work.
+        if await self.lock.renew():
             return True
-        return bool(await redis.eval(_RENEW, 1, self.lock_key, self.token, self.lock_ttl_ms))
+        if await self.lock.acquire() is not None:
+            log.info("sweeper.lock_acquired", holder=self.holder, token=self.lock.token)
+            return True
+        return False
 
     async def tick(self) -> int:
         """One sweep, if this process holds the lock; returns the commands published."""
@@ -71,6 +76,6 @@ class DeadlineSweeper:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
         try:
-            await self.runtime.redis.eval(_RELEASE, 1, self.lock_key, self.token)
+            await self.lock.release()
         except Exception:
             log.warning("sweeper.release_failed")

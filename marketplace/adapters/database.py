@@ -13,8 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from marketplace.adapters import orm  # noqa: F401  (registers the tables)
-from marketplace.adapters import message_orm  # noqa: F401  (the secure messages' tables)
+from marketplace.adapters import (
+    appends,  # noqa: F401  (its session hooks write the bulk-appended rows)
+    message_orm,  # noqa: F401  (the secure messages' tables)
+    orm,  # noqa: F401  (registers the tables)
+)
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 

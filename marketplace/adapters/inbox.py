@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from marketplace.adapters.appends import append
 from marketplace.adapters.orm import ProcessedEventRow
+
+PROCESSED = ProcessedEventRow.__table__  # type: ignore[attr-defined]
 
 
 async def already_processed(session: AsyncSession, consumer: str, event_ids: Iterable[str]) -> set[str]:
@@ -21,4 +25,4 @@ async def already_processed(session: AsyncSession, consumer: str, event_ids: Ite
 
 def record_processed(session: AsyncSession, consumer: str, event_id: str) -> None:
     # The primary key (consumer, event_id) makes a concurrent duplicate fail its whole transaction.
-    session.add(ProcessedEventRow(consumer=consumer, event_id=event_id))
+    append(session, PROCESSED, {"consumer": consumer, "event_id": event_id, "processed_at": datetime.now(UTC)})

@@ -19,16 +19,19 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from events.envelope import Envelope
+from marketplace.adapters.appends import append
 from marketplace.adapters.database import Database
 from marketplace.adapters.orm import OutboxRow
 
 log = structlog.get_logger(__name__)
 
 DATA_FIELD = "__data__"
+OUTBOX = OutboxRow.__table__  # type: ignore[attr-defined]
 
 
 def stage(session: AsyncSession, envelope: Envelope, stream: str) -> None:
-    session.add(OutboxRow(event_id=str(envelope.event_id), stream=stream, body=envelope.to_json()))
+    append(session, OUTBOX, {"event_id": str(envelope.event_id), "stream": stream, "body": envelope.to_json(),
+                             "created_at": datetime.now(UTC), "published_at": None})
 
 
 class OutboxRelay:

@@ -196,20 +196,14 @@ def asyncapi(
     console.print(f"AsyncAPI document written to {out}")
 
 
-def _register_optional_commands() -> None:
-    import importlib
+def _register_commands() -> None:
+    from marketplace.entrypoints.commands import dlq, keys, lifecycle, match
 
-    for name in ("match", "keys", "lifecycle", "dlq"):
-        try:
-            module = importlib.import_module(f"marketplace.entrypoints.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"marketplace.entrypoints.commands.{name}":
-                raise
-            continue
+    for module in (match, keys, lifecycle, dlq):
         module.register(app)
 
 
-_register_optional_commands()
+_register_commands()
 
 
 def main() -> None:

@@ -162,7 +162,8 @@ def render_summary(console: Console, scenario: Scenario, result: DemoResult) -> 
         proc, anc = money[(region, area)]
         avg = agg["wait_days"] / agg["placed"] if agg["placed"] else 0
         home = f"{region} {names[region].name.removeprefix('Region ')}"
-        table.add_row(home, area, f"{agg['placed']:.0f}", f"{agg['patients']:.0f}", f"{avg:.0f}", f"{proc:,.0f}".replace(",", " "), f"{anc:,.0f}".replace(",", " "))
+        table.add_row(home, area, f"{agg['placed']:.0f}", f"{agg['patients']:.0f}", f"{avg:.0f}",
+                      f"{proc:,.0f}".replace(",", " "), f"{anc:,.0f}".replace(",", " "))
         for i, v in enumerate((agg["placed"], agg["patients"], agg["wait_days"], proc, anc)):
             totals[i] += v
     table.add_section()

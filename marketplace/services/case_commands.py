@@ -56,7 +56,8 @@ def authorise(producer: str, command: str, state: CaseState | None) -> None:
         allowed = set()
     if producer not in allowed:
         raise Refused("producer", "party_to_case",
-                      f"{producer!r} may not {command} case {state.case_ref} (may: {', '.join(sorted(allowed)) or 'nobody now'})")
+                      f"{producer!r} may not {command} case {state.case_ref} "
+                      f"(may: {', '.join(sorted(allowed)) or 'nobody now'})")
 
 
 async def apply(ledger: CaseLedger, envelope: Envelope, issued: CaseCommandIssued) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -26,6 +27,7 @@ from events import (
     new_envelope,
 )
 from events.envelope import stable_event_id
+from marketplace.adapters.appends import append
 from marketplace.adapters.orm import (
     AgreementRow,
     CaseRow,
@@ -36,34 +38,49 @@ from marketplace.adapters.orm import (
     RequestRow,
 )
 from marketplace.adapters.outbox import stage
-from marketplace.lifecycle import ProposeMatch
+from marketplace.lifecycle import Command, ProposeMatch
 from marketplace.services.context import ServiceContext
-from marketplace.services.inbound import fresh_events
+from marketplace.services.inbound import trusted_events, unprocessed
 from marketplace.services.lifecycle import CaseLedger
+from matchers.allocation import Allocation
 from matchers.clearing import clear
 from matchers.model import Agreement, Offer, Patient, Request, Scenario
 from matchers.reference import default_tariff
 
 CONSUMER = "matcher"
+PLACEMENTS = PlacementRow.__table__  # type: ignore[attr-defined]
+MATCHES = MatchRow.__table__  # type: ignore[attr-defined]
 log = structlog.get_logger(__name__)
 
 
-async def load_book(session: AsyncSession, care_area: str, as_of: date) -> Scenario:
+@dataclass
+class OpenBook:
+    """The open book of a care area as the solver sees it, with the rows it was read from (kept
+    here because the session holds them only weakly, and the round writes to them)."""
+
+    scenario: Scenario
+    cases: dict[str, CaseRow]
+    offers: dict[str, OfferRow]
+
+
+async def load_book(session: AsyncSession, care_area: str, as_of: date) -> OpenBook:
     offers = (await session.exec(
         select(OfferRow).where(OfferRow.care_area == care_area, OfferRow.status == "open",
                                col(OfferRow.remaining) > 0).order_by(col(OfferRow.offer_id)))).all()
+    on_book = select(CaseRow).where(CaseRow.care_area == care_area, CaseRow.state == "on_book")
+    cases = (await session.exec(on_book.order_by(col(CaseRow.case_ref)))).all()
+    # Only the requests with a patient still on the book: the others are settled and would only
+    # make every round slower than the last.
     requests = (await session.exec(
-        select(RequestRow).where(RequestRow.care_area == care_area, RequestRow.status == "open")
-        .order_by(col(RequestRow.request_id)))).all()
-    cases = (await session.exec(
-        select(CaseRow).where(CaseRow.care_area == care_area, CaseRow.state == "on_book")
-        .order_by(col(CaseRow.case_ref)))).all()
+        select(RequestRow).where(col(RequestRow.request_id).in_({c.request_id for c in cases}),
+                                 RequestRow.status == "open")
+        .order_by(col(RequestRow.request_id)))).all() if cases else []
     agreements = (await session.exec(select(AgreementRow).where(AgreementRow.care_area == care_area))).all()
     by_request: dict[str, list[Patient]] = {}
     for case in cases:
         by_request.setdefault(case.request_id, []).append(
             Patient(case.case_ref, case.waiting_since, frozenset(case.excluded_offers)))
-    return Scenario(
+    scenario = Scenario(
         name=f"book:{care_area}",
         as_of=as_of,
         agreements=tuple(Agreement(a.purchaser, a.provider, a.care_area) for a in agreements),
@@ -76,11 +93,15 @@ async def load_book(session: AsyncSession, care_area: str, as_of: date) -> Scena
             for r in requests if r.request_id in by_request
         ),
     )
+    return OpenBook(scenario, {c.case_ref: c for c in cases}, {o.offer_id: o for o in offers})
 
 
 async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> None:
-    """The matcher's share of a book partition: the clearing rounds asked for, in order."""
-    for envelope, payload in await fresh_events(session, CONSUMER, items):
+    """The matcher's share of a book partition: the clearing rounds asked for, in order. Offers and
+    requests on the book stream only wake the auto-clearer (workers/autoclear.py), which reads the
+    book from the database: they need no inbox record of their own."""
+    rounds = [(e, p) for e, p in trusted_events(items) if isinstance(p, ClearingRoundRequested)]
+    for envelope, payload in await unprocessed(session, CONSUMER, rounds):
         if isinstance(payload, ClearingRoundRequested):
             structlog.contextvars.bind_contextvars(event_id=str(envelope.event_id),
                                                    correlation_id=envelope.correlation_id,
@@ -92,22 +113,46 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
 
 
 async def run_round(session: AsyncSession, envelope: Envelope, cmd: ClearingRoundRequested,
-                    ctx: ServiceContext) -> ClearingRoundRow | None:
-    """Clear the book once; None when this round was already run (the same round asked twice)."""
+                    ctx: ServiceContext, *, continuous: bool = False) -> ClearingRoundRow | None:
+    """Clear the book once; None when this round was already run (the same round asked twice).
+
+    A round asked for explicitly records every patient's outcome. A `continuous` round (the
+    auto-clearer's, many a second) records the placements, but a patient left unplaced only when
+    the reason changed: the same "not placed" every few milliseconds would tell nobody anything
+    and would grow the case's timeline without end.
+    """
     if await session.get(ClearingRoundRow, cmd.round_id) is not None:
         return None
-    streams = ctx.streams
     started = time.perf_counter()
-    book = await load_book(session, cmd.care_area, cmd.as_of)
-    allocation = clear(book, cmd.policy)
-    requests = {r.request_id: r for r in book.requests}
-    offers = {o.offer_id: o for o in book.offers}
-    cases = {c.case_ref: c for c in (await session.exec(
-        select(CaseRow).where(CaseRow.care_area == cmd.care_area, CaseRow.state == "on_book"))).all()}
+    # Read everything first and write at the end: on SQLite the write lock is held only that long.
+    session.autoflush = False
+    try:
+        book = await load_book(session, cmd.care_area, cmd.as_of)
+        allocation = clear(book.scenario, cmd.policy)
+        ledger = CaseLedger(session, ctx)
+        await ledger.load(p.case_ref for p in allocation.placements if p.offer_id is not None)
+        summary = await _record(session, envelope, cmd, ctx, book, allocation, ledger, continuous=continuous)
+    finally:
+        session.autoflush = True
+    summary.seconds = time.perf_counter() - started
+    session.add(summary)
+    log.info("clearing.completed", round_id=cmd.round_id, care_area=cmd.care_area,
+             patients=allocation.patients, placed=allocation.placed, seconds=round(summary.seconds, 3))
+    return summary
+
+
+async def _record(session: AsyncSession, envelope: Envelope, cmd: ClearingRoundRequested, ctx: ServiceContext,
+                  book: OpenBook, allocation: Allocation, ledger: CaseLedger, *,
+                  continuous: bool) -> ClearingRoundRow:
+    """Write what the round decided: holds, capacity taken, case states, and the events."""
+    streams = ctx.streams
+    requests = {r.request_id: r for r in book.scenario.requests}
+    offers = {o.offer_id: o for o in book.scenario.offers}
+    cases = book.cases
     taken: dict[str, int] = {}
+    proposals: list[Command] = []
+    matches: list[MatchProposed] = []
     corr = envelope.correlation_id
-    ledger = CaseLedger(session, ctx)
-    await ledger.load(p.case_ref for p in allocation.placements if p.offer_id is not None)
     tariff = default_tariff()
 
     def emit(payload: MatchProposed | PatientNotPlaced | ClearingRoundCompleted,
@@ -117,10 +162,12 @@ async def run_round(session: AsyncSession, envelope: Envelope, cmd: ClearingRoun
 
     for p in allocation.placements:
         request = requests[p.request_id]
-        session.add(PlacementRow(round_id=cmd.round_id, case_ref=p.case_ref, request_id=p.request_id,
-                                 offer_id=p.offer_id, reason=p.reason, cost_sek=p.cost_sek,
-                                 distance_km=p.distance_km, wait_days=p.wait_days))
         case = cases[p.case_ref]
+        if continuous and p.offer_id is None and case.last_reason == p.reason:
+            continue
+        append(session, PLACEMENTS, {"round_id": cmd.round_id, "case_ref": p.case_ref, "request_id": p.request_id,
+                                     "offer_id": p.offer_id, "reason": p.reason, "cost_sek": p.cost_sek,
+                                     "distance_km": p.distance_km, "wait_days": p.wait_days})
         if p.offer_id is None:
             case.last_reason = p.reason
             session.add(case)
@@ -138,36 +185,34 @@ async def run_round(session: AsyncSession, envelope: Envelope, cmd: ClearingRoun
             providing_region=offer.region, unit_hsa_id=offer.unit_hsa_id, price_sek=offer.price_sek,
             ancillary_cost_sek=p.ancillary_cost_sek, distance_km=p.distance_km, wait_days=p.wait_days,
         )
-        session.add(MatchRow(**match.model_dump(exclude={"round_id"}), round_id=cmd.round_id))
+        append(session, MATCHES, {**match.model_dump(), "status": "proposed", "created_at": ctx.clock()})
         case.last_reason = None
         session.add(case)
         # The ancillary cost is travel plus, beyond the threshold, a night's stay (the tariff's split).
         far = p.distance_km > tariff.overnight_threshold_km
         nights = tariff.nights_when_over_threshold * tariff.night_sek if far else 0
-        await ledger.apply(ProposeMatch(
+        proposals.append(ProposeMatch(
             p.case_ref, match_id=match_id, offer_id=offer.offer_id, providing_region=offer.region,
             unit_hsa_id=offer.unit_hsa_id, price_sek=Decimal(str(offer.price_sek)),
             travel_sek=Decimal(str(round(p.ancillary_cost_sek - nights, 2))), accommodation_sek=Decimal(nights),
             distance_km=p.distance_km, command_id=stable_event_id(cmd.round_id, "propose", p.case_ref),
-        ), correlation_id=corr, producer=CONSUMER)
-        emit(match, streams.matches, "match", p.case_ref)
+        ))
+        matches.append(match)
+    await ledger.apply_all(proposals, correlation_id=corr, producer=CONSUMER)
+    for match in matches:
+        emit(match, streams.matches, "match", match.case_ref)
 
     for offer_id, count in taken.items():
-        row = await session.get(OfferRow, offer_id)
-        assert row is not None and row.remaining >= count, f"offer {offer_id} over capacity"
+        row = book.offers[offer_id]
+        assert row.remaining >= count, f"offer {offer_id} over capacity"
         row.remaining -= count
         session.add(row)
 
-    seconds = time.perf_counter() - started
-    summary = ClearingRoundRow(
-        round_id=cmd.round_id, care_area=cmd.care_area, as_of=cmd.as_of, policy=cmd.policy,
-        patients=allocation.patients, placed=allocation.placed, wait_days=allocation.wait_days,
-        cost_sek=allocation.total_cost_sek, seconds=seconds)
-    session.add(summary)
     emit(ClearingRoundCompleted(round_id=cmd.round_id, care_area=cmd.care_area, as_of=cmd.as_of,
                                 patients=allocation.patients, placed=allocation.placed,
                                 wait_days=allocation.wait_days, cost_sek=allocation.total_cost_sek),
          streams.matches, "completed")
-    log.info("clearing.completed", round_id=cmd.round_id, care_area=cmd.care_area,
-             patients=allocation.patients, placed=allocation.placed, seconds=round(seconds, 3))
-    return summary
+    return ClearingRoundRow(
+        round_id=cmd.round_id, care_area=cmd.care_area, as_of=cmd.as_of, policy=cmd.policy,
+        patients=allocation.patients, placed=allocation.placed, wait_days=allocation.wait_days,
+        cost_sek=allocation.total_cost_sek, seconds=0.0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -29,9 +29,14 @@ def trusted_events(items: Iterable[Any]) -> list[tuple[Envelope, Payload]]:
 
 
 async def fresh_events(session: AsyncSession, consumer: str, items: Iterable[Any]) -> list[tuple[Envelope, Payload]]:
-    """The events of `items` this consumer has not processed yet, each recorded as processed now
-    (in the caller's transaction, so the record commits with the effect)."""
-    events = trusted_events(items)
+    """The events of the raw entries `items` this consumer has not processed yet (see `unprocessed`)."""
+    return await unprocessed(session, consumer, trusted_events(items))
+
+
+async def unprocessed(session: AsyncSession, consumer: str,
+                      events: Sequence[tuple[Envelope, Payload]]) -> list[tuple[Envelope, Payload]]:
+    """The parsed `events` this consumer has not processed yet, each recorded as processed now (in
+    the caller's transaction, so the record commits with the effect)."""
     seen = await already_processed(session, consumer, (str(e.event_id) for e, _ in events))
     fresh = []
     for envelope, payload in events:

@@ -28,10 +28,11 @@ from events import (
     Streams,
 )
 from events.envelope import parse_envelope, stable_event_id
+from marketplace.adapters.appends import append
 from marketplace.adapters.inbox import already_processed, record_processed
 from marketplace.adapters.orm import AgreementRow, CaseRow, OfferRow, RequestRow
 from marketplace.adapters.outbox import stage
-from marketplace.lifecycle import IdentifyNeed, PlaceOnBook, Withdraw
+from marketplace.lifecycle import Command, IdentifyNeed, PlaceOnBook, Withdraw
 from marketplace.lifecycle.reasons import WithdrawalReason
 from marketplace.services import case_commands
 from marketplace.services.context import ServiceContext
@@ -42,6 +43,9 @@ from matchers.reference import care_areas
 from matchers.validation import Violation, check_agreement, check_offer, check_request
 
 CONSUMER = "intake"
+# New offers and requests are inserted in bulk at the commit (marketplace/adapters/appends.py).
+OFFERS = OfferRow.__table__  # type: ignore[attr-defined]
+REQUESTS = RequestRow.__table__  # type: ignore[attr-defined]
 log = structlog.get_logger(__name__)
 
 # Case states from which the home region may still withdraw.
@@ -70,6 +74,7 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
             result.rejected += 1
     seen = await already_processed(session, CONSUMER, (str(env.event_id) for env, _ in parsed))
     ledger = CaseLedger(session, ctx)
+    known = await _Known.read(session, ledger, [p for env, p in parsed if str(env.event_id) not in seen])
     for envelope, payload in parsed:
         eid = str(envelope.event_id)
         if eid in seen:
@@ -77,8 +82,14 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
             continue
         seen.add(eid)
         structlog.contextvars.bind_contextvars(event_id=eid, correlation_id=envelope.correlation_id)
+        care_area: str | None
         try:
-            care_area = await _apply(session, ledger, envelope, payload, streams)
+            if isinstance(payload, OfferPublished | RequestPublished):
+                # Everything these need was read above: nothing is flushed until the commit.
+                with session.no_autoflush:
+                    care_area = await _publish(session, ledger, known, envelope, payload, streams)
+            else:
+                care_area = await _apply(session, ledger, envelope, payload, streams)
         except Refused as exc:
             reject(session, streams, field=exc.field, rule=exc.rule, message=exc.message, event_id=eid,
                    event_type=envelope.type, producer=envelope.producer,
@@ -96,6 +107,43 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
     return result
 
 
+@dataclass
+class _Known:
+    """Which of the ids a batch publishes exist already, read once for the whole batch; the
+    batch's own accepted items are added as it goes, so a repeat within the batch is caught too."""
+
+    offers: set[str]
+    requests: set[str]
+    cases: set[str]
+
+    @classmethod
+    async def read(cls, session: AsyncSession, ledger: CaseLedger, payloads: Sequence[Payload]) -> _Known:
+        offer_ids = [p.offer_id for p in payloads if isinstance(p, OfferPublished)]
+        requests = [p for p in payloads if isinstance(p, RequestPublished)]
+        request_ids = [r.request_id for r in requests]
+        refs = [patient.case_ref for r in requests for patient in r.patients]
+        known = cls(
+            offers=set((await session.exec(select(OfferRow.offer_id).where(
+                col(OfferRow.offer_id).in_(offer_ids)))).all()) if offer_ids else set(),
+            requests=set((await session.exec(select(RequestRow.request_id).where(
+                col(RequestRow.request_id).in_(request_ids)))).all()) if request_ids else set(),
+            cases=set((await session.exec(select(CaseRow.case_ref).where(
+                col(CaseRow.case_ref).in_(refs)))).all()) if refs else set(),
+        )
+        await ledger.load(refs)
+        return known
+
+
+async def _publish(session: AsyncSession, ledger: CaseLedger, known: _Known, envelope: Envelope,
+                   payload: OfferPublished | RequestPublished, streams: Streams) -> str:
+    if isinstance(payload, OfferPublished):
+        _accept_offer(session, known, envelope, payload)
+    else:
+        await _accept_request(session, ledger, known, envelope, payload)
+    stage(session, envelope, streams.book(payload.care_area))
+    return payload.care_area
+
+
 async def _apply(session: AsyncSession, ledger: CaseLedger, envelope: Envelope, payload: Payload,
                  streams: Streams) -> str | None:
     """Check one item completely, then store it; returns the care area whose book it touched."""
@@ -103,12 +151,8 @@ async def _apply(session: AsyncSession, ledger: CaseLedger, envelope: Envelope, 
         case CaseCommandIssued():
             await case_commands.apply(ledger, envelope, payload)
             return None
-        case OfferPublished():
-            await _accept_offer(session, envelope, payload)
         case OfferWithdrawn():
             return await _withdraw_offer(session, envelope, payload, streams)
-        case RequestPublished():
-            await _accept_request(session, ledger, envelope, payload)
         case RequestWithdrawn():
             return await _withdraw_request(session, ledger, envelope, payload)
         case AgreementRegistered():
@@ -137,17 +181,18 @@ def _producer_is(envelope: Envelope, region: str) -> None:
                       f"producer {envelope.producer!r} may not publish for region {region!r}")
 
 
-async def _accept_offer(session: AsyncSession, envelope: Envelope, offer: OfferPublished) -> None:
+def _accept_offer(session: AsyncSession, known: _Known, envelope: Envelope, offer: OfferPublished) -> None:
     _first_violation(check_offer(offer))
     _producer_is(envelope, offer.region)
-    if await session.get(OfferRow, offer.offer_id) is not None:
+    if offer.offer_id in known.offers:
         raise Refused("payload.offer_id", "unique_id", f"offer_id {offer.offer_id!r} already exists")
-    session.add(OfferRow(
-        offer_id=offer.offer_id, region=offer.region, unit_hsa_id=offer.unit_hsa_id,
-        care_area=offer.care_area, capacity=offer.capacity, remaining=offer.capacity,
-        window_start=offer.window_start, window_end=offer.window_end, price_sek=offer.price_sek,
-        event_id=str(envelope.event_id),
-    ))
+    known.offers.add(offer.offer_id)
+    append(session, OFFERS, {
+        "offer_id": offer.offer_id, "region": offer.region, "unit_hsa_id": offer.unit_hsa_id,
+        "care_area": offer.care_area, "capacity": offer.capacity, "remaining": offer.capacity,
+        "window_start": offer.window_start, "window_end": offer.window_end, "price_sek": offer.price_sek,
+        "status": "open", "event_id": str(envelope.event_id), "created_at": envelope.occurred_at,
+    })
 
 
 async def _withdraw_offer(session: AsyncSession, envelope: Envelope, cmd: OfferWithdrawn,
@@ -164,36 +209,38 @@ async def _withdraw_offer(session: AsyncSession, envelope: Envelope, cmd: OfferW
     return offer.care_area
 
 
-async def _accept_request(session: AsyncSession, ledger: CaseLedger, envelope: Envelope,
+async def _accept_request(session: AsyncSession, ledger: CaseLedger, known: _Known, envelope: Envelope,
                           request: RequestPublished) -> None:
     _first_violation(check_request(request))
     _producer_is(envelope, request.region)
-    if await session.get(RequestRow, request.request_id) is not None:
+    if request.request_id in known.requests:
         raise Refused("payload.request_id", "unique_id", f"request_id {request.request_id!r} already exists")
     refs = [p.case_ref for p in request.patients]
-    taken = (await session.exec(select(CaseRow.case_ref).where(col(CaseRow.case_ref).in_(refs)))).all()
-    if taken:
-        index = refs.index(taken[0])
-        raise Refused(f"payload.patients.{index}.case_ref", "unique_case_ref",
-                      f"case_ref {taken[0]!r} is already on the book")
+    for index, ref in enumerate(refs):
+        if ref in known.cases:
+            raise Refused(f"payload.patients.{index}.case_ref", "unique_case_ref",
+                          f"case_ref {ref!r} is already on the book")
+    known.requests.add(request.request_id)
+    known.cases.update(refs)
     eid = str(envelope.event_id)
-    session.add(RequestRow(
-        request_id=request.request_id, region=request.region, care_area=request.care_area,
-        window_start=request.window_start, window_end=request.window_end,
-        max_price_sek=request.max_price_sek, max_travel_km=request.max_travel_km,
-        excluded_regions=list(request.excluded_regions), requires_agreement=request.requires_agreement,
-        event_id=eid,
-    ))
+    append(session, REQUESTS, {
+        "request_id": request.request_id, "region": request.region, "care_area": request.care_area,
+        "window_start": request.window_start, "window_end": request.window_end,
+        "max_price_sek": request.max_price_sek, "max_travel_km": request.max_travel_km,
+        "excluded_regions": list(request.excluded_regions), "requires_agreement": request.requires_agreement,
+        "status": "open", "event_id": eid, "created_at": envelope.occurred_at,
+    })
     await ledger.load(refs)
+    commands: list[Command] = []
     for patient in request.patients:
         ref = patient.case_ref
-        for command in (
+        commands += [
             IdentifyNeed(ref, request_id=request.request_id, home_region=request.region,
                          care_area=request.care_area, waiting_since=patient.waiting_since,
                          window_end=request.window_end, command_id=stable_event_id(eid, ref, "identify")),
             PlaceOnBook(ref, command_id=stable_event_id(eid, ref, "place")),
-        ):
-            await ledger.apply(command, correlation_id=envelope.correlation_id, producer=CONSUMER)
+        ]
+    await ledger.apply_all(commands, correlation_id=envelope.correlation_id, producer=CONSUMER)
 
 
 async def _withdraw_request(session: AsyncSession, ledger: CaseLedger, envelope: Envelope,

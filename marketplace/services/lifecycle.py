@@ -12,9 +12,11 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from events import CaseStateChanged, new_envelope
+from marketplace.adapters.appends import append_when_written
 from marketplace.adapters.orm import CaseRow, MatchRow, OfferRow
 from marketplace.adapters.outbox import stage
 from marketplace.lifecycle import (
@@ -26,7 +28,6 @@ from marketplace.lifecycle import (
     HoldReleased,
     ProviderAcceptedMatch,
     ProviderDeclinedMatch,
-    apply,
     change_reason,
     decide,
     event_payload,
@@ -36,6 +37,8 @@ from marketplace.lifecycle import (
 )
 from marketplace.services.context import ServiceContext
 from marketplace.services.timeline import TimelineAppender, to_entry
+
+CASES = CaseRow.__table__  # type: ignore[attr-defined]
 
 # What a match row says once the case's hold on it has been answered or let go.
 _MATCH_STATUS: dict[type[CaseEvent], str] = {
@@ -53,8 +56,13 @@ class CaseLedger:
         self.ctx = ctx
         self.timeline = TimelineAppender(session)
         self.states: dict[str, CaseState | None] = {}
+        self.rows: dict[str, CaseRow] = {}
+        # Snapshots of cases created in this transaction: pending (values), and written already.
+        self._new: dict[str, dict[str, Any]] = {}
+        self._written: set[str] = set()
 
     async def load(self, case_refs: Iterable[str]) -> None:
+        """Read the timelines and snapshots of `case_refs`, all of them in two queries."""
         refs = [r for r in set(case_refs) if r not in self.states]
         if not refs:
             return
@@ -62,6 +70,8 @@ class CaseLedger:
         for row in await self.timeline.load(refs):
             if row.event_type in EVENT_TYPES:
                 entries[row.case_ref].append(to_entry(row))
+        snapshots = await self.session.exec(select(CaseRow).where(col(CaseRow.case_ref).in_(refs)))
+        self.rows.update((row.case_ref, row) for row in snapshots.all())
         for ref in refs:
             self.states[ref] = replay_timeline(entries[ref]) if entries[ref] else None
 
@@ -74,25 +84,33 @@ class CaseLedger:
 
         Raises `marketplace.lifecycle.DomainError` (nothing recorded) when the rules refuse it.
         """
-        ref = command.case_ref
-        before = await self.state(ref)
-        events = decide(before, command, self.ctx.clock(), self.ctx.policy)
-        if not events:
-            return events
-        state = before
-        for event in events:
-            previous = state
-            state = evolve(state, event)
-            self.timeline.add(ref, event.event_id, event.TYPE, event.occurred_at, event_payload(event))
+        return await self.apply_all([command], correlation_id=correlation_id, producer=producer)
+
+    async def apply_all(self, commands: Iterable[Command], *, correlation_id: str,
+                        producer: str) -> list[CaseEvent]:
+        """`apply` each command in turn, each against its case as the ones before it left it. All
+        are decided before anything is recorded (a refused one leaves nothing behind); the snapshot
+        of every case touched is written once, at the end."""
+        states: dict[str, CaseState | None] = {}
+        steps: list[tuple[CaseState | None, CaseState, CaseEvent]] = []
+        for command in commands:
+            ref = command.case_ref
+            state = states[ref] if ref in states else await self.state(ref)
+            for event in decide(state, command, self.ctx.clock(), self.ctx.policy):
+                previous, state = state, evolve(state, event)
+                steps.append((previous, state, event))
+            states[ref] = state
+        for previous, state, event in steps:
+            self.timeline.add(state.case_ref, event.event_id, event.TYPE, event.occurred_at, event_payload(event))
             stage(self.session, new_envelope(_mirror(previous, state, event), producer=producer,
                                              correlation_id=correlation_id, event_id=event.event_id),
                   self.ctx.streams.cases)
             await self._book_consequences(event)
-        after = apply(before, events)
-        assert after is not None
-        self.states[ref] = after
-        await self._snapshot(after)
-        return events
+        touched = {state.case_ref: state for _, state, _ in steps}
+        for state in touched.values():
+            self.states[state.case_ref] = state
+            await self._snapshot(state)
+        return [event for _, _, event in steps]
 
     async def _book_consequences(self, event: CaseEvent) -> None:
         if isinstance(event, HoldReleased):
@@ -111,19 +129,38 @@ class CaseLedger:
                 self.session.add(match)
 
     async def _snapshot(self, state: CaseState) -> None:
-        row = await self.session.get(CaseRow, state.case_ref)
-        if row is None:
-            row = CaseRow(case_ref=state.case_ref, request_id=state.request_id, region=state.home_region,
-                          care_area=state.care_area, waiting_since=state.waiting_since, state=state.status.value)
+        row = self.rows.get(state.case_ref)  # every case applied to was loaded, its row with it
         due = next_deadline(state, self.ctx.policy)
-        row.state = state.status.value
-        row.version = state.version
-        row.excluded_offers = sorted(state.excluded_offer_ids)
-        row.current_match_id = state.match.match_id if state.match is not None and state.slot_reserved else None
-        row.guarantee_date = state.guarantee_date
-        row.next_deadline_at = due.due_at if due is not None else None
-        row.updated_at = self.ctx.clock()
+        values: dict[str, Any] = {
+            "state": state.status.value, "version": state.version, "excluded_offers": sorted(state.excluded_offer_ids),
+            "current_match_id": state.match.match_id if state.match is not None and state.slot_reserved else None,
+            "guarantee_date": state.guarantee_date, "next_deadline_at": due.due_at if due is not None else None,
+            "updated_at": self.ctx.clock(),
+        }
+        ref = state.case_ref
+        if row is None and ref in self._new:
+            self._new[ref].update(values)  # created in this transaction and not written yet
+            return
+        if row is None and ref in self._written:
+            row = self.rows[ref] = await self.session.get_one(CaseRow, ref)
+        if row is None:
+            # A new case is inserted in bulk with the batch's other rows (adapters/appends.py),
+            # as its snapshot stands then: building an ORM object per case costs more.
+            if not self._new:
+                append_when_written(self.session, CASES, self._take_new)
+            self._new[ref] = {"case_ref": ref, "request_id": state.request_id, "region": state.home_region,
+                              "care_area": state.care_area, "waiting_since": state.waiting_since,
+                              "last_reason": None, **values}
+            return
+        for name, value in values.items():
+            if getattr(row, name) != value:  # an assignment through the ORM costs more than the check
+                setattr(row, name, value)
         self.session.add(row)
+
+    def _take_new(self) -> list[dict[str, Any]]:
+        rows, self._new = list(self._new.values()), {}
+        self._written.update(row["case_ref"] for row in rows)
+        return rows
 
 
 def _mirror(before: CaseState | None, after: CaseState, event: CaseEvent) -> CaseStateChanged:

@@ -42,7 +42,6 @@ from events import (
     new_envelope,
 )
 from events.envelope import parse_envelope, stable_event_id
-from marketplace.adapters.inbox import already_processed, record_processed
 from marketplace.adapters.message_orm import MessageReceiptRow, SecureMessageRow
 from marketplace.adapters.orm import CaseRow, MatchRow
 from marketplace.adapters.outbox import stage
@@ -51,7 +50,7 @@ from marketplace.lifecycle import AcknowledgeReferral, CaseState, CaseStatus, Do
 from marketplace.services.context import ServiceContext
 from marketplace.services.delivery import Courier, OutboxDelivery, b64
 from marketplace.services.directory import MARKETPLACE_ORG, Federation, UnknownUnit
-from marketplace.services.inbound import fresh_events
+from marketplace.services.inbound import fresh_events, unprocessed
 from marketplace.services.lifecycle import apply_command, load_case
 from marketplace.services.rejections import reject
 from notifiers import crypto
@@ -411,18 +410,13 @@ class Notifier:
             except EventParseError as exc:
                 reject(session, ctx.streams, field=exc.field, rule=exc.rule, message=exc.message,
                        event_id=exc.event_id, event_type=exc.event_type, producer=exc.producer, worker=CONSUMER)
-        seen = await already_processed(session, CONSUMER, (str(e.event_id) for e, _ in parsed))
         fresh = []
-        for envelope, payload in parsed:
-            eid = str(envelope.event_id)
-            if eid in seen:
-                continue
-            seen.add(eid)
-            record_processed(session, CONSUMER, eid)
+        for envelope, payload in await unprocessed(session, CONSUMER, parsed):
             if not isinstance(payload, accepted):
                 reject(session, ctx.streams, field="type", rule="accepted_here",
-                       message=f"this stream takes {accepted.TYPE}, not {envelope.type}", event_id=eid,
-                       event_type=envelope.type, producer=envelope.producer, worker=CONSUMER)
+                       message=f"this stream takes {accepted.TYPE}, not {envelope.type}",
+                       event_id=str(envelope.event_id), event_type=envelope.type, producer=envelope.producer,
+                       worker=CONSUMER)
                 continue
             fresh.append((envelope, payload))
         return fresh

@@ -18,12 +18,14 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from events import CaseStateChanged, Envelope, MatchProposed, Payload
+from marketplace.adapters.appends import append
 from marketplace.adapters.orm import TimelineRow
 from marketplace.lifecycle.timeline import GENESIS_HASH, TimelineEntry, canonical_json, chain_hash
 from marketplace.services.context import ServiceContext
 from marketplace.services.inbound import trusted_events
 
 CONSUMER = "timeline"
+TIMELINE = TimelineRow.__table__  # type: ignore[attr-defined]
 # Mirrors of lifecycle events, which the lifecycle writes to the timeline itself.
 _MIRRORS = (CaseStateChanged, MatchProposed)
 
@@ -52,8 +54,9 @@ class TimelineAppender:
         return rows
 
     def add(self, case_ref: str, event_id: uuid.UUID | str, event_type: str, occurred_at: datetime,
-            payload: Mapping[str, Any]) -> TimelineRow | None:
-        """Append one entry (the case must be loaded); None when that event is already there."""
+            payload: Mapping[str, Any]) -> int | None:
+        """Append one entry (the case must be loaded); returns its version, None when that event
+        is already there."""
         assert case_ref in self._loaded, f"timeline of {case_ref} not loaded"
         key = (case_ref, str(event_id))
         if key in self._present:
@@ -64,11 +67,11 @@ class TimelineAppender:
         body = dict(json.loads(canonical_json(payload)))  # stored exactly as hashed
         digest = chain_hash(prev_hash, case_ref=case_ref, version=version, event_id=event_id,
                             event_type=event_type, occurred_at=occurred_at, payload=body)
-        row = TimelineRow(case_ref=case_ref, version=version, event_id=str(event_id), event_type=event_type,
-                          occurred_at=occurred_at, payload=body, prev_hash=prev_hash, hash=digest)
-        self.session.add(row)
+        append(self.session, TIMELINE, {"case_ref": case_ref, "version": version, "event_id": str(event_id),
+                                        "event_type": event_type, "occurred_at": occurred_at, "payload": body,
+                                        "prev_hash": prev_hash, "hash": digest})
         self._heads[case_ref] = (version, digest)
-        return row
+        return version
 
 
 async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> None:
@@ -86,9 +89,9 @@ async def append_events(session: AsyncSession, items: Sequence[tuple[Envelope, P
     await appender.load(p.case_ref for _, p in case_items)  # type: ignore[attr-defined]
     added = 0
     for envelope, payload in case_items:
-        row = appender.add(payload.case_ref, envelope.event_id, envelope.type,  # type: ignore[attr-defined]
-                           envelope.occurred_at, envelope.payload)
-        added += row is not None
+        version = appender.add(payload.case_ref, envelope.event_id, envelope.type,  # type: ignore[attr-defined]
+                               envelope.occurred_at, envelope.payload)
+        added += version is not None
     return added
 
 

@@ -157,7 +157,7 @@ def test_explain_reports_offers_the_patients_declined() -> None:
 def test_a_cost_range_beyond_int64_is_refused_not_rounded() -> None:
     # Prices no real offer has: the exact objective would overflow OR-tools' int64 costs.
     s = book(
-        offers=(offer(offer_id="a", price_sek=0), offer(offer_id="b", price_sek=1e16)),
+        offers=(offer(offer_id="a", price_sek=0, capacity=1), offer(offer_id="b", price_sek=1e16, capacity=1)),
         requests=(
             request(
                 max_price_sek=None,
