@@ -163,7 +163,7 @@ class Deployment:
     """An intake process and a matcher process on their own prefix and database."""
 
     def __init__(self, redis_url: str, database_url: str | None, workdir: Path, auto_clear_ms: int,
-                 batch_size: int) -> None:
+                 batch_size: int, log_level: str = "WARNING") -> None:
         tag = uuid.uuid4().hex[:8]
         self.prefix = f"bench-{tag}"
         self.schema = f"nvf_bench_{tag}" if database_url else None
@@ -172,7 +172,7 @@ class Deployment:
         self.env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": self.database_url,
                     "NVF_DB_SCHEMA": self.schema or "", "NVF_STREAM_PREFIX": self.prefix,
                     "NVF_STATE_DIR": str(workdir / tag), "NVF_AUTO_CLEAR_MS": str(auto_clear_ms),
-                    "NVF_BATCH_SIZE": str(batch_size), "NVF_POLLING_MS": "50", "NVF_LOG_LEVEL": "WARNING",
+                    "NVF_BATCH_SIZE": str(batch_size), "NVF_POLLING_MS": "50", "NVF_LOG_LEVEL": log_level,
                     "NVF_LOG_FORMAT": "json", "NVF_TRIM_INTERVAL_S": "5"}
         self.workdir = workdir
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -223,7 +223,8 @@ async def run_marketplace(redis: Any, args: argparse.Namespace, workdir: Path, *
                           name: str) -> Result:
     from events import Streams
 
-    deployment = Deployment(args.redis_url, args.database_url, workdir, args.auto_clear_ms, args.batch_size)
+    deployment = Deployment(args.redis_url, args.database_url, workdir, args.auto_clear_ms, args.batch_size,
+                            args.log_level)
     await deployment.start(redis)
     streams = Streams(deployment.prefix)
     try:
@@ -362,7 +363,10 @@ async def main_async(args: argparse.Namespace, console: Console) -> int:
         await redis.aclose()
         if embedded is not None:
             embedded.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep:
+            console.print(f"workers' logs and databases kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     table = Table(title="pipeline: publish -> intake -> book -> clearing -> match.proposed")
     for column in ("run", "events", "seconds", "events/s", "p50 ms", "p99 ms", "note"):
@@ -393,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--auto-clear-ms", type=int, default=int(os.environ.get("NVF_AUTO_CLEAR_MS") or 20))
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=120.0, help="give up waiting for matches after this")
+    parser.add_argument("--log-level", default="WARNING", help="the workers' log level (their logs: --keep)")
+    parser.add_argument("--keep", action="store_true", help="keep the workers' logs and databases")
     parser.add_argument("--raw-consumer", nargs=2, metavar=("STREAM", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.redis_url = os.environ.get("REDIS_URL") or None

@@ -7,11 +7,13 @@ request is one class. Solvers work on classes, never on patient x offer pairs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 
 from matchers.allocation import CAPACITY_EXHAUSTED, NO_FEASIBLE_OFFER, Allocation, Placement
-from matchers.feasibility import feasible_offers
+from matchers.feasibility import failing_rule
 from matchers.geo import distance_km, travel_cost_sek
 from matchers.model import Offer, Patient, Request, Scenario
 
@@ -77,52 +79,79 @@ class Book:
         return Allocation(tuple(placements), policy)
 
 
-def _enough(ordered: tuple[Offer, ...], costs: dict[tuple[str, str], PairCost], region: str,
-            patients: int) -> tuple[Offer, ...]:
-    """The cheapest offers of `ordered` whose capacity covers all `patients` of the book, and any
-    that cost the same as the last of them. No optimal or greedy allocation uses a dearer offer:
-    a patient on one would leave a slot free among these, which is cheaper for the same patient.
-    A book with many offers open (capacity published ahead) stays as small as its patients."""
-    room = 0
-    for i, offer in enumerate(ordered):
-        room += offer.capacity
-        if room >= patients:
-            last = costs[region, offer.offer_id].cost_sek
-            end = i + 1
-            while end < len(ordered) and costs[region, ordered[end].offer_id].cost_sek == last:
-                end += 1
-            return ordered[:end]
-    return ordered
+def _pair_cost(region: str, offer: Offer) -> PairCost:
+    ancillary = travel_cost_sek(region, offer.region)
+    return PairCost(price_sek=offer.price_sek, ancillary_cost_sek=ancillary,
+                    distance_km=distance_km(region, offer.region),
+                    cost_sek=round(offer.price_sek + ancillary, 2))
+
+
+class _Feasible:
+    """The offers rules 1-7 admit for one request, cheapest first (ties: offer_id), found lazily
+    (a chunk at a time): a class stops reading once its offers cover every patient of the book."""
+
+    _CHUNK = 64
+
+    def __init__(self, request: Request, cheapest_first: list[Offer], scenario: Scenario) -> None:
+        self.request, self.as_of, self.agreements = request, scenario.as_of, scenario.agreement_set
+        self._candidates = iter(cheapest_first)
+        self._found: list[Offer] = []
+
+    def _admitted(self) -> Iterator[Offer]:
+        i = 0
+        while True:
+            while i < len(self._found):
+                yield self._found[i]
+                i += 1
+            chunk = list(islice(self._candidates, self._CHUNK))
+            if not chunk:
+                return
+            self._found += [o for o in chunk if failing_rule(self.request, o, self.as_of, self.agreements) is None]
+
+    def take(self, excluded: frozenset[str], patients: int, cost: Mapping[str, float]) -> tuple[Offer, ...]:
+        """The cheapest admitted offers, less `excluded`, whose capacity covers `patients`, and
+        any that cost the same as the last of them. No optimal or greedy allocation uses a
+        dearer offer: a patient on one would leave a slot free among these, which is cheaper for
+        the same patient. So a book with many offers open stays as small as its patients."""
+        kept: list[Offer] = []
+        room = 0
+        for offer in self._admitted():
+            if offer.offer_id in excluded:
+                continue
+            if room >= patients and cost[offer.offer_id] != cost[kept[-1].offer_id]:
+                break
+            kept.append(offer)
+            room += offer.capacity
+        return tuple(kept)
 
 
 def prepare(scenario: Scenario) -> Book:
-    feasible = feasible_offers(scenario)
+    patients = sum(len(r.patients) for r in scenario.requests)
+    open_offers: dict[str, list[Offer]] = defaultdict(list)
+    for offer in scenario.offers:
+        if offer.window_end >= scenario.as_of:
+            open_offers[offer.care_area].append(offer)
+    # A request's cost of an offer depends on its region only: one order per (care area, region).
+    orders: dict[tuple[str, str], tuple[list[Offer], dict[str, float]]] = {}
     costs: dict[tuple[str, str], PairCost] = {}
     classes: list[RequestClass] = []
-    patients = sum(len(r.patients) for r in scenario.requests)
     for request in scenario.requests:
-        offers = feasible[request.request_id]
-        for offer in offers:
-            key = (request.region, offer.offer_id)
-            if key not in costs:
-                ancillary = travel_cost_sek(request.region, offer.region)
-                costs[key] = PairCost(
-                    price_sek=offer.price_sek,
-                    ancillary_cost_sek=ancillary,
-                    distance_km=distance_km(request.region, offer.region),
-                    cost_sek=round(offer.price_sek + ancillary, 2),
-                )
-        ordered = tuple(
-            sorted(offers, key=lambda o: (costs[request.region, o.offer_id].cost_sek, o.offer_id))
-        )
+        key = (request.care_area, request.region)
+        if key not in orders:
+            cost = {o.offer_id: round(o.price_sek + travel_cost_sek(request.region, o.region), 2)
+                    for o in open_offers[request.care_area]}
+            orders[key] = (sorted(open_offers[request.care_area], key=lambda o: (cost[o.offer_id], o.offer_id)),
+                           cost)
+        cheapest_first, cost = orders[key]
+        feasible = _Feasible(request, cheapest_first, scenario)
         by_exclusion: dict[frozenset[str], RequestClass] = {}
         for patient in request.patients:
             rc = by_exclusion.get(patient.excluded_offers)
             if rc is None:
-                kept = ordered
-                if patient.excluded_offers:
-                    kept = tuple(o for o in ordered if o.offer_id not in patient.excluded_offers)
-                kept = _enough(kept, costs, request.region, patients)
+                kept = feasible.take(patient.excluded_offers, patients, cost)
+                for offer in kept:
+                    if (request.region, offer.offer_id) not in costs:
+                        costs[request.region, offer.offer_id] = _pair_cost(request.region, offer)
                 rc = by_exclusion[patient.excluded_offers] = RequestClass(
                     request, patient.excluded_offers, offers=kept
                 )

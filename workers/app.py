@@ -24,7 +24,7 @@ from marketplace.services import clearing, intake, notification, timeline
 from matchers.reference import care_areas as all_care_areas
 from workers.consumer import TRANSACTION_ATTEMPTS, Handler, StreamConsumer
 from workers.groups import ensure_group
-from workers.partitions import Partition, PartitionManager
+from workers.partitions import FencedHandler, Partition, PartitionManager
 from workers.runtime import Runtime
 from workers.tasks import cancel_and_wait
 from workers.trimming import trim_forever
@@ -32,8 +32,9 @@ from workers.trimming import trim_forever
 log = structlog.get_logger(__name__)
 
 ROLES = ("intake", "matcher", "notifier", "timeline")
-# Roles whose (stream, group) pairs are partitions with one writer each, divided between processes.
-PARTITIONED_GROUPS = frozenset({GROUP_MATCHER})
+# Groups whose (stream, group) pairs are partitions with one writer each, divided between processes,
+# and their handlers, which take the partition's fence and run it before their first write.
+PARTITIONED_GROUPS: dict[str, FencedHandler] = {GROUP_MATCHER: clearing.handle_batch}
 
 __all__ = ["ROLES", "TRANSACTION_ATTEMPTS", "Handler", "prepare", "register_workers", "running",
            "stream_groups", "subscriptions"]
@@ -77,7 +78,7 @@ def register_workers(runtime: Runtime, roles: Iterable[str] = ROLES) -> list[tup
     for stream, group, handler in subscriptions(runtime, roles):
         lock = group_locks.setdefault(group, asyncio.Lock())
         if group in PARTITIONED_GROUPS:
-            partitions.append(Partition(_care_area_of(runtime, stream), stream, group, handler))
+            partitions.append(Partition(_care_area_of(runtime, stream), stream, group, PARTITIONED_GROUPS[group]))
         else:
             runtime.consumers.append(StreamConsumer(runtime, stream, group, handler, lock=lock))
     if partitions:

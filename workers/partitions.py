@@ -16,15 +16,17 @@ import contextlib
 import hashlib
 import math
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from marketplace.adapters.locks import FencedLock, FencedOut, fence, highest_token
+from marketplace.services.context import ServiceContext
 from workers.autoclear import AutoClearer
-from workers.consumer import Handler, StreamConsumer, is_transient
+from workers.consumer import Guard, StreamConsumer, is_transient
 from workers.groups import ensure_group
 from workers.tasks import cancel_and_wait
 
@@ -32,6 +34,9 @@ if TYPE_CHECKING:
     from workers.runtime import Runtime
 
 log = structlog.get_logger(__name__)
+
+# A partition's handler: it runs the fence (the guard) itself, before its first write.
+FencedHandler = Callable[[AsyncSession, Sequence[Any], ServiceContext, Guard], Awaitable[Any]]
 
 
 @dataclass
@@ -50,7 +55,7 @@ class Partition:
     care_area: str
     stream: str
     group: str
-    handler: Handler
+    handler: FencedHandler
 
 
 @dataclass
@@ -144,8 +149,12 @@ class PartitionManager:
             held.clearer = AutoClearer(rt, p.care_area, guard=guard, lock=self.lock, on_fenced=fenced)
             held.clearer.start()
         clearer = held.clearer
+        async def handle(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> None:
+            # The handler fences its own writes: most book batches only wake the auto-clearer.
+            await p.handler(session, items, ctx, guard)
+
         held.consumer = StreamConsumer(
-            rt, p.stream, p.group, p.handler, lock=self.lock, guard=guard, on_fenced=fenced,
+            rt, p.stream, p.group, handle, lock=self.lock, on_fenced=fenced,
             on_committed=(lambda _entries: clearer.trigger()) if clearer else None)
         held.consumer.start()
         self.held[p.care_area] = held

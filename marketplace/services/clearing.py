@@ -8,7 +8,7 @@ caller's transaction. One matcher per care area at a time writes here, so a slot
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -96,11 +96,17 @@ async def load_book(session: AsyncSession, care_area: str, as_of: date) -> OpenB
     return OpenBook(scenario, {c.case_ref: c for c in cases}, {o.offer_id: o for o in offers})
 
 
-async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> None:
+async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext,
+                       fence: Callable[[AsyncSession], Awaitable[None]] | None = None) -> None:
     """The matcher's share of a book partition: the clearing rounds asked for, in order. Offers and
     requests on the book stream only wake the auto-clearer (workers/autoclear.py), which reads the
-    book from the database: they need no inbox record of their own."""
+    book from the database: they need no inbox record of their own, and a batch of nothing else
+    writes nothing. `fence` (the partition's writer check) runs before the first write."""
     rounds = [(e, p) for e, p in trusted_events(items) if isinstance(p, ClearingRoundRequested)]
+    if not rounds:
+        return
+    if fence is not None:
+        await fence(session)
     for envelope, payload in await unprocessed(session, CONSUMER, rounds):
         if isinstance(payload, ClearingRoundRequested):
             structlog.contextvars.bind_contextvars(event_id=str(envelope.event_id),
