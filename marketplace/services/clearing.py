@@ -15,6 +15,8 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
+from sqlalchemy import select as core_select
+from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -48,6 +50,7 @@ from matchers.model import Agreement, Offer, Patient, Request, Scenario
 from matchers.reference import default_tariff
 
 CONSUMER = "matcher"
+OFFERS = OfferRow.__table__  # type: ignore[attr-defined]
 PLACEMENTS = PlacementRow.__table__  # type: ignore[attr-defined]
 MATCHES = MatchRow.__table__  # type: ignore[attr-defined]
 log = structlog.get_logger(__name__)
@@ -55,18 +58,21 @@ log = structlog.get_logger(__name__)
 
 @dataclass
 class OpenBook:
-    """The open book of a care area as the solver sees it, with the rows it was read from (kept
-    here because the session holds them only weakly, and the round writes to them)."""
+    """The open book of a care area as the solver sees it, with the rows of its cases (kept here
+    because the session holds them only weakly, and the round writes to them)."""
 
     scenario: Scenario
     cases: dict[str, CaseRow]
-    offers: dict[str, OfferRow]
 
 
 async def load_book(session: AsyncSession, care_area: str, as_of: date) -> OpenBook:
-    offers = (await session.exec(
-        select(OfferRow).where(OfferRow.care_area == care_area, OfferRow.status == "open",
-                               col(OfferRow.remaining) > 0).order_by(col(OfferRow.offer_id)))).all()
+    # Plain rows: every open offer of the area is read each round, and none is changed through them.
+    o = OFFERS.c
+    connection = await session.connection()
+    offers = (await connection.execute(
+        core_select(o.offer_id, o.region, o.unit_hsa_id, o.care_area, o.remaining, o.window_start, o.window_end,
+                    o.price_sek)
+        .where(o.care_area == care_area, o.status == "open", o.remaining > 0).order_by(o.offer_id))).all()
     on_book = select(CaseRow).where(CaseRow.care_area == care_area, CaseRow.state == "on_book")
     cases = (await session.exec(on_book.order_by(col(CaseRow.case_ref)))).all()
     # Only the requests with a patient still on the book: the others are settled and would only
@@ -84,8 +90,8 @@ async def load_book(session: AsyncSession, care_area: str, as_of: date) -> OpenB
         name=f"book:{care_area}",
         as_of=as_of,
         agreements=tuple(Agreement(a.purchaser, a.provider, a.care_area) for a in agreements),
-        offers=tuple(Offer(o.offer_id, o.region, o.unit_hsa_id, o.care_area, o.remaining, o.window_start,
-                           o.window_end, o.price_sek) for o in offers),
+        offers=tuple(Offer(r.offer_id, r.region, r.unit_hsa_id, r.care_area, r.remaining, r.window_start,
+                           r.window_end, r.price_sek) for r in offers),
         requests=tuple(
             Request(r.request_id, r.region, r.care_area, r.window_start, r.window_end, r.max_price_sek,
                     r.max_travel_km, tuple(r.excluded_regions), r.requires_agreement,
@@ -93,7 +99,7 @@ async def load_book(session: AsyncSession, care_area: str, as_of: date) -> OpenB
             for r in requests if r.request_id in by_request
         ),
     )
-    return OpenBook(scenario, {c.case_ref: c for c in cases}, {o.offer_id: o for o in offers})
+    return OpenBook(scenario, {c.case_ref: c for c in cases})
 
 
 async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext,
@@ -209,10 +215,11 @@ async def _record(session: AsyncSession, envelope: Envelope, cmd: ClearingRoundR
         emit(match, streams.matches, "match", match.case_ref)
 
     for offer_id, count in taken.items():
-        row = book.offers[offer_id]
-        assert row.remaining >= count, f"offer {offer_id} over capacity"
-        row.remaining -= count
-        session.add(row)
+        # In the database itself, so that the capacity check and the decrement are one step.
+        taking = (update(OfferRow).where(col(OfferRow.offer_id) == offer_id, col(OfferRow.remaining) >= count)
+                  .values(remaining=col(OfferRow.remaining) - count).execution_options(synchronize_session=False))
+        if (await session.exec(taking)).rowcount != 1:
+            raise RuntimeError(f"offer {offer_id}: fewer than {count} slots left; the round is not recorded")
 
     emit(ClearingRoundCompleted(round_id=cmd.round_id, care_area=cmd.care_area, as_of=cmd.as_of,
                                 patients=allocation.patients, placed=allocation.placed,
