@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from faststream.redis import RedisBroker
 
 from events import Streams
@@ -37,7 +39,10 @@ class Runtime:
 
     @classmethod
     def create(cls, settings: Settings, redis_url: str, db: Database | None = None) -> Runtime:
-        broker = RedisBroker(redis_url, graceful_timeout=10.0)
+        # FastStream logs through structlog like everything else (JSON lines off a terminal); its
+        # per-message "Received"/"Processed" lines are debug: thousands a second say nothing.
+        broker = RedisBroker(redis_url, graceful_timeout=10.0, logger=structlog.get_logger("faststream"),
+                             log_level=logging.DEBUG)
         db = db or Database(settings.effective_database_url, schema=settings.db_schema)
         streams = Streams(settings.stream_prefix)
         return cls(settings=settings, streams=streams, db=db, broker=broker, relay=OutboxRelay(db, None),
