@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from marketplace.adapters.locks import FencedLock, FencedOut, fence, highest_token
+from marketplace.adapters.locks import FencedLock, FencedOut, check_fence, fence, highest_token
 from marketplace.services.context import ServiceContext
 from workers.autoclear import AutoClearer
 from workers.consumer import Guard, StreamConsumer, is_transient
@@ -150,7 +150,10 @@ class PartitionManager:
             held.clearer.start()
         clearer = held.clearer
         async def handle(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> None:
-            # The handler fences its own writes: most book batches only wake the auto-clearer.
+            # Most book batches only wake the auto-clearer and write nothing: a read tells a stale
+            # holder to stop before it acks entries the new holder must see; the handler runs the
+            # fence (a write) itself, before its first write.
+            await check_fence(session, p.stream, token)
             await p.handler(session, items, ctx, guard)
 
         held.consumer = StreamConsumer(

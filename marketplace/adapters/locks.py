@@ -120,6 +120,17 @@ async def fence(session: AsyncSession, partition: str, token: int, holder: str) 
     await session.flush()
 
 
+async def check_fence(session: AsyncSession, partition: str, token: int) -> None:
+    """Raise FencedOut if a newer token than `token` has written to the partition; reads only.
+
+    For a holder that takes entries off the partition's stream without writing: acking them while
+    stale would hide them from the new holder, which fenced (and cleared the book) before they came.
+    """
+    current = await highest_token(session, partition)
+    if current > token:
+        raise FencedOut(partition, token, current)
+
+
 async def highest_token(session: AsyncSession, partition: str) -> int:
     row = await session.get(PartitionLeaseRow, partition)
     return row.token if row is not None else 0

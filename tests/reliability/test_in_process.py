@@ -14,7 +14,7 @@ from sqlmodel import select
 
 from benchmarks.pipeline import market_events
 from marketplace.adapters.dead_letters import list_dead_letters
-from marketplace.adapters.locks import FencedLock, FencedOut, fence
+from marketplace.adapters.locks import FencedLock, FencedOut, check_fence, fence
 from marketplace.adapters.orm import OfferRow, PartitionLeaseRow
 from marketplace.services import intake
 from marketplace.services.context import ServiceContext
@@ -178,6 +178,11 @@ async def test_a_stale_lock_holder_is_fenced_out_by_the_database(settings, datab
         with pytest.raises(FencedOut):
             await fence(session, partition, t_old, "old")
         await session.rollback()
+    # A holder that only reads the partition's entries is told too, without writing anything.
+    async with database.session() as session:
+        await check_fence(session, partition, t_new)
+        with pytest.raises(FencedOut):
+            await check_fence(session, partition, t_old)
     # Redis forgot the counter (restarted empty): the database's highest token is the floor.
     await redis_client.delete(new.key, new.counter_key)
     again = FencedLock.for_partition(redis_client, prefix, partition, "again", ttl_ms=5000)
