@@ -160,10 +160,15 @@ async def test_two_matchers_divide_the_partitions_and_never_allocate_a_slot_twic
     await eventually(lambda: settled(database, redis_client, pairs, refs), 120, "the market to settle",
                      lambda: describe(database, redis_client, pairs))
     await assert_exactly_once(database, events)
-    async with database.session() as session:
-        lease = await session.get(PartitionLeaseRow, cataract)
-    # The takeover took a newer token; the frozen matcher noticed it had lost the partition (its
-    # renewal failed, or its first write after waking was refused) instead of writing on.
-    assert lease is not None and lease.token >= 2
+
+    async def newer_token_written() -> bool:
+        async with database.session() as session:
+            lease = await session.get(PartitionLeaseRow, cataract)
+        return lease is not None and lease.token >= 2
+
+    # The takeover wrote a newer token (when it took the partition: the lock in Redis is visible a
+    # moment before); the frozen matcher noticed it had lost the partition (its renewal failed, or
+    # a read or write of its batch was refused) instead of writing on.
+    await eventually(newer_token_written, 10, "the new holder's token in the database")
     log = workers.log(frozen)
     assert '"why": "lock lost"' in log or "worker.fenced_out" in log or "auto_clear.fenced_out" in log
