@@ -136,16 +136,6 @@ class PartitionManager:
         token = await lock.acquire(floor)
         if token is None:
             return
-        try:
-            # Write the new token at once: from now on a stale holder's writes are refused, not
-            # only from this holder's first round on.
-            async with self.lock, rt.db.session() as session:
-                await fence(session, p.stream, token, self.name)
-                await session.commit()
-        except Exception:
-            with contextlib.suppress(Exception):
-                await lock.release()
-            raise
         await ensure_group(rt.redis, p.stream, p.group)
         held = _Held(lock=lock)
 
