@@ -137,15 +137,13 @@ async def run_round(session: AsyncSession, envelope: Envelope, cmd: ClearingRoun
         return None
     started = time.perf_counter()
     # Read everything first and write at the end: on SQLite the write lock is held only that long.
-    session.autoflush = False
-    try:
+    with session.no_autoflush:
         book = await load_book(session, cmd.care_area, cmd.as_of)
         allocation = clear(book.scenario, cmd.policy)
         ledger = CaseLedger(session, ctx)
+        ledger.adopt(book.cases.values())  # read with the book: not read again
         await ledger.load(p.case_ref for p in allocation.placements if p.offer_id is not None)
         summary = await _record(session, envelope, cmd, ctx, book, allocation, ledger, continuous=continuous)
-    finally:
-        session.autoflush = True
     summary.seconds = time.perf_counter() - started
     session.add(summary)
     log.info("clearing.completed", round_id=cmd.round_id, care_area=cmd.care_area,

@@ -70,10 +70,16 @@ class CaseLedger:
         for row in await self.timeline.load(refs):
             if row.event_type in EVENT_TYPES:
                 entries[row.case_ref].append(to_entry(row))
-        snapshots = await self.session.exec(select(CaseRow).where(col(CaseRow.case_ref).in_(refs)))
-        self.rows.update((row.case_ref, row) for row in snapshots.all())
+        unread = [r for r in refs if r not in self.rows]
+        if unread:
+            snapshots = await self.session.exec(select(CaseRow).where(col(CaseRow.case_ref).in_(unread)))
+            self.adopt(snapshots.all())
         for ref in refs:
             self.states[ref] = replay_timeline(entries[ref]) if entries[ref] else None
+
+    def adopt(self, rows: Iterable[CaseRow]) -> None:
+        """Snapshots the caller has read already (in this session), so `load` need not read them."""
+        self.rows.update((row.case_ref, row) for row in rows)
 
     async def state(self, case_ref: str) -> CaseState | None:
         await self.load([case_ref])
