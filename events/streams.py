@@ -14,6 +14,8 @@ GROUP_INTAKE = "intake"
 GROUP_MATCHER = "matcher"
 GROUP_NOTIFIER = "notifier"
 GROUP_TIMELINE = "timeline"
+# The free-capacity feed's projection of the offers (hosted by the timeline role).
+GROUP_CAPACITY = "capacity"
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from typing import Any
 
 import structlog
 
-from events.streams import GROUP_INTAKE, GROUP_MATCHER, GROUP_NOTIFIER, GROUP_TIMELINE
-from marketplace.services import clearing, intake, notification, timeline
+from events.streams import GROUP_CAPACITY, GROUP_INTAKE, GROUP_MATCHER, GROUP_NOTIFIER, GROUP_TIMELINE
+from marketplace.services import capacity, clearing, intake, notification, timeline
 from matchers.reference import care_areas as all_care_areas
 from workers.consumer import TRANSACTION_ATTEMPTS, Handler, StreamConsumer
 from workers.groups import ensure_group
@@ -58,6 +58,10 @@ def subscriptions(runtime: Runtime, roles: Iterable[str],
     if "timeline" in wanted:
         pairs += [(stream, GROUP_TIMELINE, timeline.handle_batch)
                   for stream in (st.cases, st.matches, st.messages)]
+        # The read models beside the timelines: the units' free-capacity feed, from offers and matches.
+        areas = list(care_areas) if care_areas is not None else sorted(all_care_areas())
+        pairs += [(stream, GROUP_CAPACITY, capacity.handle_batch)
+                  for stream in (*(st.book(area) for area in areas), st.matches)]
     return pairs
 
 

@@ -17,6 +17,7 @@ from marketplace.adapters import (
     appends,  # noqa: F401  (its session hooks write the bulk-appended rows)
     message_orm,  # noqa: F401  (the secure messages' tables)
     orm,  # noqa: F401  (registers the tables)
+    waits_orm,  # noqa: F401  (waiting times and the free-capacity feed)
 )
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

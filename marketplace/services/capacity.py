@@ -1,0 +1,90 @@
+"""The free-capacity feed, projected from the marketplace's offers.
+
+A projection consumer (group `capacity`, hosted by the timeline role) reads the accepted items of
+every book partition and the match stream. Whenever an offer of a unit is published or withdrawn,
+or a match takes one of its places, the unit's report for that care area is worked out again from
+its open offers as stored (which the event's own transaction already committed), so the report is
+the same however often or in whatever order the events arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+import structlog
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from events import MatchProposed, OfferPublished, OfferWithdrawn
+from marketplace.adapters.database import Database
+from marketplace.adapters.orm import OfferRow
+from marketplace.adapters.waits_orm import UnitCapacityRow
+from marketplace.services.context import ServiceContext
+from marketplace.services.inbound import fresh_events
+from marketplace.waiting_times.capacity import UnitReport, Window, report
+
+CONSUMER = "capacity"
+log = structlog.get_logger(__name__)
+
+
+async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> None:
+    # (unit, care area) -> (region, event id, day) of the newest event about it in this batch
+    touched: dict[tuple[str, str], tuple[str, str, date]] = {}
+    withdrawn: dict[str, tuple[str, date]] = {}
+    for envelope, payload in await fresh_events(session, CONSUMER, items):
+        day = envelope.occurred_at.date()
+        eid = str(envelope.event_id)
+        if isinstance(payload, OfferPublished):
+            touched[(payload.unit_hsa_id, payload.care_area)] = (payload.region, eid, day)
+        elif isinstance(payload, MatchProposed):
+            touched[(payload.unit_hsa_id, payload.care_area)] = (payload.providing_region, eid, day)
+        elif isinstance(payload, OfferWithdrawn):
+            withdrawn[payload.offer_id] = (eid, day)
+    if withdrawn:
+        rows = (await session.exec(select(OfferRow).where(col(OfferRow.offer_id).in_(list(withdrawn))))).all()
+        for offer in rows:
+            eid, day = withdrawn[offer.offer_id]
+            touched[(offer.unit_hsa_id, offer.care_area)] = (offer.region, eid, day)
+    for (unit, care_area), (region, eid, day) in touched.items():
+        await _project(session, unit, care_area, region, eid, day)
+    if touched:
+        log.info("capacity.projected", units=len(touched))
+
+
+async def _project(session: AsyncSession, unit: str, care_area: str, region: str, event_id: str,
+                   day: date) -> None:
+    offers = (await session.exec(select(OfferRow).where(
+        OfferRow.unit_hsa_id == unit, OfferRow.care_area == care_area, OfferRow.status == "open",
+        col(OfferRow.remaining) > 0).order_by(col(OfferRow.window_start), col(OfferRow.offer_id)))).all()
+    windows = [{"offer_id": o.offer_id, "start": o.window_start.isoformat(), "end": o.window_end.isoformat(),
+                "places": o.remaining} for o in offers]
+    row = await session.get(UnitCapacityRow, (unit, care_area))
+    if row is None:
+        row = UnitCapacityRow(unit_hsa_id=unit, care_area=care_area, region=region, windows=windows,
+                              updated_on=day, source_event_id=event_id)
+    elif day >= row.updated_on:
+        row.windows, row.updated_on, row.source_event_id, row.region = windows, day, event_id, region
+    else:
+        row.windows = windows  # a late, older event: the windows are current, the date stays the newest
+    session.add(row)
+
+
+def windows_of(row: UnitCapacityRow) -> list[Window]:
+    return [Window(offer_id=str(w["offer_id"]), start=date.fromisoformat(str(w["start"])),
+                   end=date.fromisoformat(str(w["end"])), places=int(str(w["places"]))) for w in row.windows]
+
+
+async def feed(db: Database, *, today: date, care_area: str | None = None,
+               region: str | None = None) -> list[tuple[UnitCapacityRow, UnitReport]]:
+    """Every unit's report as of `today`, by region, care area and unit."""
+    query = select(UnitCapacityRow)
+    if care_area is not None:
+        query = query.where(UnitCapacityRow.care_area == care_area)
+    if region is not None:
+        query = query.where(UnitCapacityRow.region == region)
+    async with db.session() as session:
+        rows = (await session.exec(query.order_by(col(UnitCapacityRow.region), col(UnitCapacityRow.care_area),
+                                                  col(UnitCapacityRow.unit_hsa_id)))).all()
+    return [(r, report(windows_of(r), updated_on=r.updated_on, today=today)) for r in rows]
