@@ -26,6 +26,7 @@ from marketplace.adapters.outbox import DATA_FIELD
 from marketplace.demo_parties import play_parties
 from marketplace.entrypoints.progress import wait_until_settled
 from marketplace.scenario_events import clearing_requests, new_run_id, region_events
+from marketplace.services.waiting_times import import_sample
 from marketplace.settings import Settings
 from matchers.model import Scenario
 from matchers.reference import regions
@@ -60,6 +61,10 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
     if reset:
         await _delete_streams(redis_url, [s for s, _ in pairs] + [runtime.streams.rejections])
     async with running(runtime, ROLES):
+        # The lägesbild beside the book: the shipped waiting-time sample, for `nvf waits` afterwards.
+        waits = await import_sample(db)
+        console.print(f"waiting times: {waits.rows} monthly figures of 21 regions registered "
+                      f"({waits.inserted} new, {waits.unchanged} unchanged)")
         with progress:
             publish = progress.add_task("regions publish offers and requests", total=len(envelopes))
             async with runtime.redis.pipeline(transaction=False) as pipe:
@@ -177,4 +182,6 @@ def render_summary(console: Console, scenario: Scenario, result: DemoResult) -> 
     if result.showcase:
         console.print(f"\nFollow a case: [bold]nvf timeline {result.showcase} --verify[/bold]   "
                       f"Market health: [bold]nvf stats[/bold]   "
-                      f"The bus: [bold]nvf tail --from-start --type match.proposed[/bold] (while a demo runs)")
+                      f"The bus: [bold]nvf tail --from-start --type match.proposed[/bold] (while a demo runs)\n"
+                      f"Waiting times per region: [bold]nvf waits --care-area cataract[/bold]   "
+                      f"Units' free capacity: [bold]nvf capacity[/bold]")

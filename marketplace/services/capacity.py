@@ -3,8 +3,9 @@
 A projection consumer (group `capacity`, hosted by the timeline role) reads the accepted items of
 every book partition and the match stream. Whenever an offer of a unit is published or withdrawn,
 or a match takes one of its places, the unit's report for that care area is worked out again from
-its open offers as stored (which the event's own transaction already committed), so the report is
-the same however often or in whatever order the events arrive.
+its open offers as stored (which the event's own transaction already committed), so the windows are
+the same however often or in whatever order the events arrive. A place put back by a declined or
+expired hold shows at the unit's next offer event or match (there is no event for it on these streams).
 """
 
 from __future__ import annotations
@@ -30,31 +31,35 @@ log = structlog.get_logger(__name__)
 
 
 async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> None:
-    # (unit, care area) -> (region, event id, day) of the newest event about it in this batch
-    touched: dict[tuple[str, str], tuple[str, str, date]] = {}
+    # (unit, care area) -> (region, event id, day, whether the unit itself spoke) of its newest event here
+    touched: dict[tuple[str, str], tuple[str, str, date, bool]] = {}
     withdrawn: dict[str, tuple[str, date]] = {}
     for envelope, payload in await fresh_events(session, CONSUMER, items):
         day = envelope.occurred_at.date()
         eid = str(envelope.event_id)
         if isinstance(payload, OfferPublished):
-            touched[(payload.unit_hsa_id, payload.care_area)] = (payload.region, eid, day)
+            touched[(payload.unit_hsa_id, payload.care_area)] = (payload.region, eid, day, True)
         elif isinstance(payload, MatchProposed):
-            touched[(payload.unit_hsa_id, payload.care_area)] = (payload.providing_region, eid, day)
+            key = (payload.unit_hsa_id, payload.care_area)
+            if key not in touched:
+                touched[key] = (payload.providing_region, eid, day, False)
         elif isinstance(payload, OfferWithdrawn):
             withdrawn[payload.offer_id] = (eid, day)
     if withdrawn:
         rows = (await session.exec(select(OfferRow).where(col(OfferRow.offer_id).in_(list(withdrawn))))).all()
         for offer in rows:
             eid, day = withdrawn[offer.offer_id]
-            touched[(offer.unit_hsa_id, offer.care_area)] = (offer.region, eid, day)
-    for (unit, care_area), (region, eid, day) in touched.items():
-        await _project(session, unit, care_area, region, eid, day)
+            touched[(offer.unit_hsa_id, offer.care_area)] = (offer.region, eid, day, True)
+    for (unit, care_area), (region, eid, day, reported) in touched.items():
+        await _project(session, unit, care_area, region, eid, day, reported=reported)
     if touched:
         log.info("capacity.projected", units=len(touched))
 
 
 async def _project(session: AsyncSession, unit: str, care_area: str, region: str, event_id: str,
-                   day: date) -> None:
+                   day: date, *, reported: bool) -> None:
+    """Work the unit's windows out again. Its report's date moves only when the unit itself published
+    or withdrew an offer: a match taking a place is news about the unit, not from it."""
     offers = (await session.exec(select(OfferRow).where(
         OfferRow.unit_hsa_id == unit, OfferRow.care_area == care_area, OfferRow.status == "open",
         col(OfferRow.remaining) > 0).order_by(col(OfferRow.window_start), col(OfferRow.offer_id)))).all()
@@ -64,10 +69,10 @@ async def _project(session: AsyncSession, unit: str, care_area: str, region: str
     if row is None:
         row = UnitCapacityRow(unit_hsa_id=unit, care_area=care_area, region=region, windows=windows,
                               updated_on=day, source_event_id=event_id)
-    elif day >= row.updated_on:
+    elif reported and day >= row.updated_on:
         row.windows, row.updated_on, row.source_event_id, row.region = windows, day, event_id, region
     else:
-        row.windows = windows  # a late, older event: the windows are current, the date stays the newest
+        row.windows = windows  # the windows are always current; the date stays the unit's newest report
     session.add(row)
 
 

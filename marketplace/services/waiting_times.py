@@ -40,10 +40,10 @@ def read_file(path: Path) -> bytes:
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
-            raise FileRefused(f"{path} is {size} bytes; at most {MAX_FILE_BYTES} are read")
+            raise FileRefused(f"the file is {size} bytes; at most {MAX_FILE_BYTES} are read")
         return path.read_bytes()
     except OSError as exc:
-        raise FileRefused(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise FileRefused(f"cannot read the file: {exc.strerror or exc}") from exc
 
 
 async def import_bytes(db: Database, data: bytes, *, source: str) -> ImportReport:

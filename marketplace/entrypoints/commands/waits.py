@@ -48,7 +48,7 @@ MAX_ERRORS_SHOWN = 50
 
 
 def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[red]{message}[/red]", highlight=False)
+    err_console.print(f"[red]{message}[/red]", highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 
@@ -141,7 +141,7 @@ def _print_report(report: ImportReport) -> None:
                   f"{report.updated} updated, {report.unchanged} unchanged, {len(report.errors)} refused",
                   highlight=False)
     for error in report.errors[:MAX_ERRORS_SHOWN]:
-        console.print(f"  {report.source}: {error}", highlight=False)
+        console.print(f"  {report.source}: {error}", highlight=False, soft_wrap=True)
     if len(report.errors) > MAX_ERRORS_SHOWN:
         console.print(f"  ... and {len(report.errors) - MAX_ERRORS_SHOWN} more refused rows")
 
