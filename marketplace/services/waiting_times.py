@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 import structlog
+from sqlalchemy.exc import IntegrityError
 
 from marketplace.adapters import waiting_times as store
 from marketplace.adapters.database import Database
@@ -53,9 +54,16 @@ async def import_bytes(db: Database, data: bytes, *, source: str) -> ImportRepor
     """
     parsed = parse(decode(data), regions=regions(), care_areas=care_areas())
     report = ImportReport(source=source, rows=len(parsed.rows) + len(parsed.errors), errors=parsed.errors)
-    async with db.session() as session:
-        outcome = await store.save(session, parsed.rows, source=source)
-        await session.commit()
+    for attempt in range(2):
+        try:
+            async with db.session() as session:
+                outcome = await store.save(session, parsed.rows, source=source)
+                await session.commit()
+            break
+        except IntegrityError:
+            # Another import inserted some of these cells meanwhile; a second pass sees them.
+            if attempt:
+                raise
     report.inserted, report.updated, report.unchanged = outcome.inserted, outcome.updated, outcome.unchanged
     log.info("waiting_times.imported", source=source, rows=report.rows, inserted=report.inserted,
              updated=report.updated, unchanged=report.unchanged, errors=len(report.errors))

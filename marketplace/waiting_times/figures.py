@@ -173,6 +173,12 @@ def check(figures: WaitFigures, *, regions: set[str] | dict[str, object],
         out.append(Violation("median_days", "required", "median days is required"))
     elif not 0 <= f.median_days <= MAX_DAYS:
         out.append(Violation("median_days", "range", f"median days {f.median_days} is not within 0..{MAX_DAYS}"))
+    elif f.buckets is not None and not out and f.count:
+        low, high = median_range(f.buckets)
+        if not low <= f.median_days <= high:
+            out.append(Violation("median_days", "median_in_buckets",
+                                 f"median days {f.median_days:g} is outside {low}..{high}, where the "
+                                 f"buckets put the middle patient"))
     if f.status is Status.COMPLETED:
         if f.mean_days is None:
             out.append(Violation("mean_days", "required", "mean days is required for completed operations"))
@@ -182,6 +188,28 @@ def check(figures: WaitFigures, *, regions: set[str] | dict[str, object],
         out.append(Violation("mean_days", "mean_only_completed",
                              "mean days is published for completed operations only"))
     return out
+
+
+# Each bucket's first and last day; the open-ended one runs to the largest wait stored.
+BUCKET_DAYS: tuple[tuple[int, int], ...] = ((0, 30), (31, 60), (61, 90), (91, 120), (121, 180), (181, 365),
+                                            (366, MAX_DAYS))
+
+
+def median_range(buckets: tuple[int, ...]) -> tuple[int, int]:
+    """The days the median can lie on, given the bucket counts: from the first day of the bucket of
+    the lower middle patient to the last day of the bucket of the upper one, a day either side for
+    a median rounded to whole days."""
+    n = sum(buckets)
+    ranks = ((n - 1) // 2, n // 2)
+    found: list[int] = []
+    for rank in ranks:
+        seen = 0
+        for index, size in enumerate(buckets):
+            seen += size
+            if rank < seen:
+                found.append(index)
+                break
+    return max(0, BUCKET_DAYS[found[0]][0] - 1), BUCKET_DAYS[found[1]][1] + 1
 
 
 BUCKET_COLUMNS: tuple[str, ...] = ("days_0_30", "days_31_60", "days_61_90", "days_91_120", "days_121_180",

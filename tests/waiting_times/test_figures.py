@@ -77,6 +77,7 @@ def test_a_valid_cell_passes():
     ({"count": 4, "buckets": (4, 0, 0, 0, 0, 0, 0)}, ("suppressed", "small_cell_suppressed")),
     ({"suppressed": True}, ("count", "suppressed_cell_empty")),
     ({"median_days": -1.0}, ("median_days", "range")),
+    ({"median_days": 95.0}, ("median_days", "median_in_buckets")),
 ])
 def test_each_rule_names_its_column(overrides, expected):
     assert rules(cell(**overrides))[0] == expected
@@ -115,3 +116,11 @@ def test_a_unit_report_free_capacity_band_and_staleness():
     assert report([later], updated_on=date(2026, 3, 1), today=date(2026, 4, 13)).stale is True
     gone = report([], updated_on=date(2026, 3, 1), today=date(2026, 3, 2))
     assert not gone.free_capacity and gone.band is None
+
+
+def test_the_median_must_fall_where_the_buckets_put_the_middle_patient():
+    from marketplace.waiting_times.figures import median_range
+
+    assert median_range((40, 30, 10, 10, 5, 5, 0)) == (30, 61)  # patients 50 and 51 wait 31..60 days
+    assert median_range((1, 0, 0, 0, 0, 0, 1)) == (0, 36_501)
+    assert median_range((0, 0, 0, 0, 0, 0, 9)) == (365, 36_501)

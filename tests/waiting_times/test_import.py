@@ -87,3 +87,12 @@ async def test_a_file_refused_whole_stores_nothing(database):
     with pytest.raises(FileRefused):
         await import_bytes(database, b"period;region\n2026-09;01\n", source="half.csv")
     assert await snapshot(database) == [("versions", 0)]
+
+
+async def test_two_imports_of_one_file_at_once_store_it_once(database):
+    import asyncio
+
+    reports = await asyncio.gather(import_sample(database), import_sample(database))
+    assert sorted((r.inserted, r.unchanged) for r in reports) == [(0, SAMPLE_ROWS), (SAMPLE_ROWS, 0)]
+    rows = await snapshot(database)
+    assert len(rows) == SAMPLE_ROWS + 1 and rows[-1] == ("versions", SAMPLE_ROWS)

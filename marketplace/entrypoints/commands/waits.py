@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from marketplace.adapters.database import Database
-from marketplace.log_config import configure_logging
 from marketplace.adapters.waits_orm import UnitCapacityRow
+from marketplace.log_config import configure_logging
 from marketplace.services.capacity import feed
 from marketplace.services.waiting_times import (
     ImportReport,
