@@ -8,8 +8,13 @@ from dataclasses import dataclass
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from marketplace.adapters.appends import append
+from marketplace.adapters.orm import utcnow
 from marketplace.adapters.waits_orm import WaitFiguresRow, WaitFiguresVersionRow
 from marketplace.waiting_times.figures import BUCKET_COLUMNS, Period, Status, WaitFigures
+
+CELLS = WaitFiguresRow.__table__  # type: ignore[attr-defined]
+VERSIONS = WaitFiguresVersionRow.__table__  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -45,27 +50,29 @@ async def save(session: AsyncSession, rows: Sequence[tuple[int, WaitFigures]], *
     existing = {(r.period, r.region, r.care_area, r.status): r for r in (await session.exec(
         select(WaitFiguresRow).where(col(WaitFiguresRow.period).in_(periods)))).all()}
     source = source[-200:]
+    now = utcnow()
     for line, figures in rows:
+        key = {"period": str(figures.period), "region": figures.region, "care_area": figures.care_area,
+               "status": figures.status.value}
         current = existing.get(figures.key)
         if current is not None and to_figures(current).canonical() == figures.canonical():
             outcome.unchanged += 1
             continue
         if current is None:
-            current = WaitFiguresRow(period=str(figures.period), region=figures.region,
-                                     care_area=figures.care_area, status=figures.status.value,
-                                     suppressed=figures.suppressed, version=1, source=source)
+            # New cells and every version are plain inserts, written in bulk at the commit.
+            version = 1
+            append(session, CELLS, {**key, **_columns(figures), "version": 1, "source": source, "imported_at": now})
             outcome.inserted += 1
         else:
             current.version += 1
+            version = current.version
+            for name, value in _columns(figures).items():
+                setattr(current, name, value)
+            current.source, current.imported_at = source, now
+            session.add(current)
             outcome.updated += 1
-        for name, value in _columns(figures).items():
-            setattr(current, name, value)
-        current.source = source
-        session.add(current)
-        session.add(WaitFiguresVersionRow(period=str(figures.period), region=figures.region,
-                                          care_area=figures.care_area, status=figures.status.value,
-                                          version=current.version, figures=figures.canonical(), source=source,
-                                          line=line))
+        append(session, VERSIONS, {**key, "version": version, "figures": figures.canonical(), "source": source,
+                                   "line": line, "imported_at": now})
     return outcome
 
 
