@@ -58,10 +58,11 @@ def subscriptions(runtime: Runtime, roles: Iterable[str],
     if "timeline" in wanted:
         pairs += [(stream, GROUP_TIMELINE, timeline.handle_batch)
                   for stream in (st.cases, st.matches, st.messages)]
-        # The read models beside the timelines: the units' free-capacity feed, from offers and matches.
+        # The read models beside the timelines: the units' free-capacity feed, from offers, matches and
+        # released holds.
         areas = list(care_areas) if care_areas is not None else sorted(all_care_areas())
         pairs += [(stream, GROUP_CAPACITY, capacity.handle_batch)
-                  for stream in (*(st.book(area) for area in areas), st.matches)]
+                  for stream in (*(st.book(area) for area in areas), st.matches, st.cases)]
     return pairs
 
 

@@ -1,11 +1,11 @@
 """The free-capacity feed, projected from the marketplace's offers.
 
 A projection consumer (group `capacity`, hosted by the timeline role) reads the accepted items of
-every book partition and the match stream. Whenever an offer of a unit is published or withdrawn,
-or a match takes one of its places, the unit's report for that care area is worked out again from
-its open offers as stored (which the event's own transaction already committed), so the windows are
-the same however often or in whatever order the events arrive. A place put back by a declined or
-expired hold shows at the unit's next offer event or match (there is no event for it on these streams).
+every book partition, the match stream and the case stream. Whenever an offer of a unit is published
+or withdrawn, a match takes one of its places or a released hold (declined, expired) gives one back,
+the unit's report for that care area is worked out again from its open offers as stored (which the
+event's own transaction already committed), so the windows are the same however often or in
+whatever order the events arrive.
 """
 
 from __future__ import annotations
@@ -18,23 +18,25 @@ import structlog
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from events import MatchProposed, OfferPublished, OfferWithdrawn
+from events import CaseStateChanged, MatchProposed, OfferPublished, OfferWithdrawn
 from marketplace.adapters.database import Database
 from marketplace.adapters.orm import OfferRow
 from marketplace.adapters.waits_orm import UnitCapacityRow
 from marketplace.services.context import ServiceContext
-from marketplace.services.inbound import fresh_events
+from marketplace.services.inbound import trusted_events
 from marketplace.waiting_times.capacity import UnitReport, Window, report
 
 CONSUMER = "capacity"
+HOLD_RELEASED = "case.hold_released"
 log = structlog.get_logger(__name__)
 
 
 async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> None:
     # (unit, care area) -> (region, event id, day, whether the unit itself spoke) of its newest event here
     touched: dict[tuple[str, str], tuple[str, str, date, bool]] = {}
-    withdrawn: dict[str, tuple[str, date]] = {}
-    for envelope, payload in await fresh_events(session, CONSUMER, items):
+    changed: dict[str, tuple[str, date, bool]] = {}  # offer id -> (event id, day, whether the unit spoke)
+    # No inbox: the report is worked out from the stored offers, so an event seen twice changes nothing.
+    for envelope, payload in trusted_events(items):
         day = envelope.occurred_at.date()
         eid = str(envelope.event_id)
         if isinstance(payload, OfferPublished):
@@ -44,12 +46,19 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
             if key not in touched:
                 touched[key] = (payload.providing_region, eid, day, False)
         elif isinstance(payload, OfferWithdrawn):
-            withdrawn[payload.offer_id] = (eid, day)
-    if withdrawn:
-        rows = (await session.exec(select(OfferRow).where(col(OfferRow.offer_id).in_(list(withdrawn))))).all()
+            changed[payload.offer_id] = (eid, day, True)
+        elif isinstance(payload, CaseStateChanged) and payload.event_type == HOLD_RELEASED:
+            # A declined or expired hold gives its place back to the offer.
+            offer_id = payload.details.get("offer_id")
+            if isinstance(offer_id, str) and offer_id not in changed:
+                changed[offer_id] = (eid, day, False)
+    if changed:
+        rows = (await session.exec(select(OfferRow).where(col(OfferRow.offer_id).in_(list(changed))))).all()
         for offer in rows:
-            eid, day = withdrawn[offer.offer_id]
-            touched[(offer.unit_hsa_id, offer.care_area)] = (offer.region, eid, day, True)
+            eid, day, reported = changed[offer.offer_id]
+            key = (offer.unit_hsa_id, offer.care_area)
+            if reported or key not in touched:
+                touched[key] = (offer.region, eid, day, reported)
     for (unit, care_area), (region, eid, day, reported) in touched.items():
         await _project(session, unit, care_area, region, eid, day, reported=reported)
     if touched:

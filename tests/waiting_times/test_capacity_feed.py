@@ -6,7 +6,16 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from events import ClearingRoundRequested, OfferPublished, OfferWithdrawn, Patient, RequestPublished, new_envelope
+from events import (
+    CaseCommandIssued,
+    ClearingRoundRequested,
+    OfferPublished,
+    OfferWithdrawn,
+    Patient,
+    RequestPublished,
+    new_envelope,
+)
+from marketplace.adapters.orm import CaseRow
 from marketplace.services.capacity import feed
 from tests.integration.harness import marketplace, publish_raw, settle
 
@@ -30,7 +39,6 @@ async def unit_report(database, today: date = DAY):  # type: ignore[no-untyped-d
 
 async def test_offers_matches_and_withdrawals_update_the_units_report(settings, database, redis_client):
     async with marketplace(settings, database) as runtime:
-        runtime.context.clock = lambda: AT  # the matcher's events happen on the test's day too
         intake = runtime.streams.intake
         assert await feed(database, today=DAY) == []  # nothing reported yet: "no data", not "no capacity"
         await publish_raw(runtime.redis, intake, [offer("off-1", date(2026, 3, 9), date(2026, 4, 17), 2),
@@ -40,7 +48,7 @@ async def test_offers_matches_and_withdrawals_update_the_units_report(settings, 
         assert (report.free_capacity, report.places, str(report.band), report.updated_on, report.stale) == \
             (True, 5, "1 - 7 veckor", DAY, False)
 
-        # A match takes one of the unit's places.
+        # A match takes one of the unit's places (the matcher's events happen "now", not on the test's day).
         request = RequestPublished(request_id="req-25", region="25", care_area="cataract", window_start=DAY,
                                    window_end=date(2026, 6, 30),
                                    patients=(Patient(case_ref="case-25-1", waiting_since=date(2025, 11, 1)),))
@@ -49,6 +57,16 @@ async def test_offers_matches_and_withdrawals_update_the_units_report(settings, 
                                                   new_envelope(round_, producer="operator")])
         await settle(runtime, ["r1"])
         assert (await unit_report(database)).places == 4
+        # The provider declines: the hold is released and the place is free again.
+        async with database.session() as session:
+            case = await session.get(CaseRow, "case-25-1")
+        assert case is not None and case.current_match_id is not None
+        decline = CaseCommandIssued(case_ref="case-25-1", command="decline_match",
+                                    args={"match_id": case.current_match_id, "reason_code": "no_capacity"})
+        await publish_raw(runtime.redis, intake, [new_envelope(decline, producer="01")])
+        await settle(runtime)
+        report = await unit_report(database)
+        assert (report.places, report.updated_on) == (5, DAY)  # news about the unit, not a report from it
 
         # The earlier offer withdrawn: the wait moves out to the later window; both gone: no free capacity.
         await publish_raw(runtime.redis, intake, [new_envelope(OfferWithdrawn(offer_id="off-1", region="01"),

@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+from collections import defaultdict
 
+import pytest
+from sqlmodel import select
+
+from marketplace.adapters.database import Database
+from marketplace.adapters.orm import OfferRow
 from marketplace.services.waiting_times import sample_bytes
 from tests.integration.test_cli import demo_env, run_nvf
 
 pytestmark = pytest.mark.integration
 TODAY = ["--today", "2026-11-30"]
+
+
+async def places_left(tmp_path, settings) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Per cataract unit, the places its open offers have left, read from the demo's own store."""
+    url = settings.effective_database_url if settings.db_schema else \
+        f"sqlite+aiosqlite:///{tmp_path / 'state' / 'marketplace.db'}"
+    db = Database(url, schema=settings.db_schema)
+    try:
+        async with db.session() as session:
+            offers = (await session.exec(select(OfferRow).where(OfferRow.care_area == "cataract"))).all()
+    finally:
+        await db.dispose()
+    left: dict[str, int] = defaultdict(int)
+    for offer in offers:
+        left[offer.unit_hsa_id] += offer.remaining if offer.status == "open" else 0
+    return dict(left)
 
 
 def line_of(output: str, start: str) -> str:
@@ -81,11 +103,17 @@ def test_after_the_demo_waits_and_capacity_print_its_data(tmp_path, settings, da
     assert waits.returncode == 0, waits.stderr[-2000:]
     assert "Kataraktoperation (cataract)" in waits.stdout and "4 285" in line_of(waits.stdout, "01 Stockholm")
     assert sum(1 for line in waits.stdout.splitlines() if line.startswith("│ ")) == 21
-    # The demo's offers reached the feed through the bus; every place was matched, so none is free now.
+    # The demo's offers reached the feed through the bus: each unit shows the places its offers have left
+    # after the matches and the parties' declines, as the offers table has them.
     capacity = run_nvf(["capacity", "--care-area", "cataract", "--today", "2026-03-02"], env, timeout=120)
     assert capacity.returncode == 0, capacity.stderr[-2000:]
-    stockholm = [line for line in capacity.stdout.splitlines() if "SE2321000016-KAT01" in line]
-    assert len(stockholm) == 1 and "nej" in stockholm[0] and "fresh" in stockholm[0]
+    left = asyncio.run(places_left(tmp_path, settings))
+    assert set(left) >= {"SE2321000016-KAT01", "SE2321000016-KAT02", "SE2321000115-KAT11"}
+    for unit, places in left.items():
+        shown = [line.split("│") for line in capacity.stdout.splitlines() if unit in line]
+        assert len(shown) == 1, capacity.stdout
+        assert shown[0][5].strip() == ("ja" if places else "nej") and int(shown[0][6]) == places, shown
+        assert shown[0][8].strip() == "fresh"
     assert "no data" in line_of(capacity.stdout, "03 Uppsala")
     units = run_nvf(["waits", "--units", "--care-area", "cataract"], env, timeout=120)
     assert units.returncode == 0 and "SE2321000016-KAT01" in units.stdout
