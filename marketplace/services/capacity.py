@@ -10,6 +10,7 @@ whatever order the events arrive.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
@@ -59,30 +60,37 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
             key = (offer.unit_hsa_id, offer.care_area)
             if reported or key not in touched:
                 touched[key] = (offer.region, eid, day, reported)
-    for (unit, care_area), (region, eid, day, reported) in touched.items():
-        await _project(session, unit, care_area, region, eid, day, reported=reported)
     if touched:
+        await _project(session, touched)
         log.info("capacity.projected", units=len(touched))
 
 
-async def _project(session: AsyncSession, unit: str, care_area: str, region: str, event_id: str,
-                   day: date, *, reported: bool) -> None:
-    """Work the unit's windows out again. Its report's date moves only when the unit itself published
-    or withdrew an offer: a match taking a place is news about the unit, not from it."""
+async def _project(session: AsyncSession, touched: dict[tuple[str, str], tuple[str, str, date, bool]]) -> None:
+    """Work the touched units' windows out again, reading their open offers and reports once.
+
+    A report's date moves only when the unit itself published or withdrew an offer: a match taking
+    a place, or a hold giving one back, is news about the unit, not from it."""
+    units = sorted({unit for unit, _ in touched})
     offers = (await session.exec(select(OfferRow).where(
-        OfferRow.unit_hsa_id == unit, OfferRow.care_area == care_area, OfferRow.status == "open",
-        col(OfferRow.remaining) > 0).order_by(col(OfferRow.window_start), col(OfferRow.offer_id)))).all()
-    windows = [{"offer_id": o.offer_id, "start": o.window_start.isoformat(), "end": o.window_end.isoformat(),
-                "places": o.remaining} for o in offers]
-    row = await session.get(UnitCapacityRow, (unit, care_area))
-    if row is None:
-        row = UnitCapacityRow(unit_hsa_id=unit, care_area=care_area, region=region, windows=windows,
-                              updated_on=day, source_event_id=event_id)
-    elif reported and day >= row.updated_on:
-        row.windows, row.updated_on, row.source_event_id, row.region = windows, day, event_id, region
-    else:
-        row.windows = windows  # the windows are always current; the date stays the unit's newest report
-    session.add(row)
+        col(OfferRow.unit_hsa_id).in_(units), OfferRow.status == "open", col(OfferRow.remaining) > 0)
+        .order_by(col(OfferRow.window_start), col(OfferRow.offer_id)))).all()
+    windows: dict[tuple[str, str], list[dict[str, object]]] = defaultdict(list)
+    for o in offers:
+        windows[(o.unit_hsa_id, o.care_area)].append(
+            {"offer_id": o.offer_id, "start": o.window_start.isoformat(), "end": o.window_end.isoformat(),
+             "places": o.remaining})
+    reports = {(r.unit_hsa_id, r.care_area): r for r in (await session.exec(
+        select(UnitCapacityRow).where(col(UnitCapacityRow.unit_hsa_id).in_(units)))).all()}
+    for key, (region, event_id, day, reported) in touched.items():
+        row = reports.get(key)
+        if row is None:
+            row = UnitCapacityRow(unit_hsa_id=key[0], care_area=key[1], region=region, windows=windows[key],
+                                  updated_on=day, source_event_id=event_id)
+        elif reported and day >= row.updated_on:
+            row.windows, row.updated_on, row.source_event_id, row.region = windows[key], day, event_id, region
+        else:
+            row.windows = windows[key]  # the windows are always current; the date stays the unit's newest report
+        session.add(row)
 
 
 def windows_of(row: UnitCapacityRow) -> list[Window]:
