@@ -197,9 +197,9 @@ def asyncapi(
 
 
 def _register_commands() -> None:
-    from marketplace.entrypoints.commands import dlq, keys, lifecycle, match
+    from marketplace.entrypoints.commands import agreements, dlq, keys, lifecycle, match
 
-    for module in (match, keys, lifecycle, dlq):
+    for module in (match, keys, lifecycle, dlq, agreements):
         module.register(app)
 
 
