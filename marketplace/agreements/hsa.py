@@ -1,9 +1,10 @@
 """HSA-ids of performing units: `SE`, the organisation number of the care giver, `-`, a local part.
 
-No well-kept library checks HSA-ids themselves (python-stdnum has none), so the shape is a
-documented pattern (the Inera HSA specification: country code, organisation number, local
-extension of letters and digits) and the embedded organisation number is checked with
-python-stdnum's Swedish organisation number (its Luhn check digit).
+No well-kept library checks HSA-ids themselves (python-stdnum has no HSA module), so the shape is
+a documented pattern (country code SE, the care giver's 10-digit organisation number, a dash, the
+unit's local part of letters and digits, as the marketplace's units are written everywhere else,
+see `notifiers.identifiers.HsaId`), and the embedded organisation number is checked with
+python-stdnum's `stdnum.se.orgnr` (its check digit).
 """
 
 from __future__ import annotations

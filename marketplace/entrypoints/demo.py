@@ -177,4 +177,5 @@ def render_summary(console: Console, scenario: Scenario, result: DemoResult) -> 
     if result.showcase:
         console.print(f"\nFollow a case: [bold]nvf timeline {result.showcase} --verify[/bold]   "
                       f"Market health: [bold]nvf stats[/bold]   "
+                      'Find providers: [bold]nvf agreements search "grå starr" --region 25 --has-agreement[/bold]   '
                       f"The bus: [bold]nvf tail --from-start --type match.proposed[/bold] (while a demo runs)")

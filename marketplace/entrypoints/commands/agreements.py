@@ -47,7 +47,8 @@ from marketplace.services.provider_search import ProviderHit, SearchQuery, previ
 from marketplace.settings import Settings
 from matchers.reference import care_areas, regions
 
-console = Console(width=None if Console().is_terminal else 160)
+# Off a terminal (a pipe, CI logs) Rich would fold the tables to 80 columns; give them room.
+console = Console(width=None if Console().is_terminal else 180)
 err = Console(stderr=True)
 agreements_app = typer.Typer(help="Care agreements (vårdavtal): register, import, and search providers.",
                              no_args_is_help=True)
@@ -279,10 +280,10 @@ def import_cmd(
 # --- reading ------------------------------------------------------------------------------------------
 
 
-def _contact(c: Contact | None) -> str:
+def _contact(c: Contact | None, *, address: bool = True) -> str:
     if c is None:
         return "-"
-    return "\n".join(x for x in (c.name, c.phone, c.email, c.address) if x)
+    return "\n".join(x for x in (c.name, c.phone, c.email, c.address if address else "") if x)
 
 
 def _validity(start: date | None, end: date | None) -> str:
@@ -302,13 +303,13 @@ def hits_table(hits: Sequence[ProviderHit], my_region: str | None, title: str) -
                              (f"agreement with {my_region}" if my_region else "agreements with", "left"),
                              ("valid", "left"), ("price SEK", "right"), ("unit contact", "left"),
                              ("contracting region contact", "left")):
-        table.add_column(heading, justify=justify)  # type: ignore[arg-type]
+        table.add_column(heading, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for i, h in enumerate(hits, 1):
         with_whom = ("yes" if h.with_my_region else "no") if my_region else ", ".join(h.purchasers)
         table.add_row(str(i), f"{h.care_area_name}\n({h.care_area})", f"{h.unit_name}\n{h.unit_hsa_id or ''}",
                       f"{h.provider} {h.provider_name}", f"{with_whom}\n{h.agreement_id}",
                       _validity(h.valid_from, h.valid_to), _price(h.price_sek), _contact(h.unit_contact),
-                      _contact(h.region_contact))
+                      _contact(h.region_contact, address=False))
     return table
 
 
@@ -429,7 +430,7 @@ def list_cmd(
     table = Table(title=f"{len(rows)} agreement(s)", title_justify="left")
     for heading in ("agreement", "status", "v", "purchaser", "provider", "unit", "care areas", "valid", "ended on",
                     "price SEK"):
-        table.add_column(heading)
+        table.add_column(heading, overflow="fold")
     for r in rows:
         table.add_row(r.agreement_id, r.status, str(r.version), r.purchaser, r.provider,
                       f"{r.unit_name or '-'}\n{r.unit_hsa_id or ''}", ", ".join(r.care_areas),
