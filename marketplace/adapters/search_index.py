@@ -5,8 +5,13 @@
   over the `care_area_terms` table.
 - SQLite (the embedded default): an FTS5 table with the trigram tokenizer. A query first looks
   for the words as they are (a substring match, ranked by bm25); when nothing matches, for the
-  terms that share enough of the query's trigrams (words padded as pg_trgm pads them), ranked by
-  bm25 too.
+  terms whose trigrams (words padded as pg_trgm pads them) overlap the query's as much as
+  pg_trgm's `similarity` asks (shared / all distinct, at least its default threshold 0.3): FTS5
+  finds and counts the shared trigrams, so both databases find the same near spellings.
+
+Near spellings are near in letters, not in meaning: a compound that shares a generic part with a
+term ("hjärtoperation" and "starroperation") finds that term's care area, marked as a near match
+(`exact` False) so that the navigator sees which word it was taken for.
 
 The vocabulary comes from the shipped `marketplace/agreements/vocabulary.csv` and is written to
 the database on first use (and again when the shipped file changes), under a lock so that
@@ -17,16 +22,15 @@ is dropped afterwards), under a transaction-scoped advisory lock.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from marketplace.agreements.vocabulary import padded, trigrams, vocabulary
 
-# pg_trgm's own default (pg_trgm.similarity_threshold); the SQLite fallback asks as much of the
-# query's trigrams to be found in a term.
+# pg_trgm's own default (pg_trgm.similarity_threshold), on both databases.
 SIMILARITY = 0.3
 _FTS_TABLE = "care_area_terms_fts"
 _LOCK_EXTENSION = 7_315_001  # advisory lock keys: arbitrary, fixed, ours
@@ -71,15 +75,21 @@ async def ensure_search_index(session: AsyncSession) -> None:
             await session.exec(text("SELECT pg_advisory_xact_lock(:k)").bindparams(k=_LOCK_VOCABULARY))  # type: ignore[call-overload]
             await _refill(session, wanted, fts=False)
         return
-    await session.exec(text(  # type: ignore[call-overload]
-        f"CREATE VIRTUAL TABLE IF NOT EXISTS {_FTS_TABLE} USING fts5("
-        "padded, term UNINDEXED, care_area UNINDEXED, kind UNINDEXED, tokenize = 'trigram')"))
-    have = (await session.exec(text(  # type: ignore[call-overload]
-        f"SELECT care_area, term, kind FROM {_FTS_TABLE} ORDER BY rowid"))).all()
-    if [tuple(r) for r in have] != wanted:
-        await _refill(session, wanted, fts=True)
-    else:
+    wanted_fts = [(area, term, kind, len(trigrams(term))) for area, term, kind in wanted]
+    try:
+        have = (await session.exec(text(  # type: ignore[call-overload]
+            f"SELECT care_area, term, kind, grams FROM {_FTS_TABLE} ORDER BY rowid"))).all()
+    except OperationalError:  # not there yet, or made by an older version with other columns
+        await session.rollback()
+        have = []
+    if [tuple(r) for r in have] == wanted_fts:
         await session.commit()
+        return
+    await session.exec(text(f"DROP TABLE IF EXISTS {_FTS_TABLE}"))  # type: ignore[call-overload]
+    await session.exec(text(  # type: ignore[call-overload]
+        f"CREATE VIRTUAL TABLE {_FTS_TABLE} USING fts5("
+        "padded, term UNINDEXED, care_area UNINDEXED, kind UNINDEXED, grams UNINDEXED, tokenize = 'trigram')"))
+    await _refill(session, wanted, fts=True)
 
 
 async def _refill(session: AsyncSession, wanted: list[tuple[str, str, str]], *, fts: bool) -> None:
@@ -92,11 +102,11 @@ async def _refill(session: AsyncSession, wanted: list[tuple[str, str, str]], *, 
                 "INSERT INTO care_area_terms (id, care_area, term, kind) VALUES (:i, :a, :t, :k)"
             ).bindparams(i=i, a=area, t=term, k=kind))
     if fts:
-        await session.exec(text(f"DELETE FROM {_FTS_TABLE}"))  # type: ignore[call-overload]
         for i, (area, term, kind) in enumerate(wanted, 1):
             await session.exec(text(  # type: ignore[call-overload]
-                f"INSERT INTO {_FTS_TABLE} (rowid, padded, term, care_area, kind) VALUES (:i, :p, :t, :a, :k)"
-            ).bindparams(i=i, p=padded(term), t=term, a=area, k=kind))
+                f"INSERT INTO {_FTS_TABLE} (rowid, padded, term, care_area, kind, grams) "
+                "VALUES (:i, :p, :t, :a, :k, :g)"
+            ).bindparams(i=i, p=padded(term), t=term, a=area, k=kind, g=len(trigrams(term))))
     await session.commit()
 
 
@@ -133,12 +143,11 @@ async def _postgres(session: AsyncSession, q: str) -> list[tuple[str, str, bool]
     sql = text(f"""
         SELECT t.care_area, t.term,
                to_tsvector('swedish', t.term) @@ plainto_tsquery('swedish', :q) AS exact,
-               greatest({s}.similarity(t.term, :q), {s}.word_similarity(:q, t.term)) AS sim,
+               {s}.similarity(t.term, :q) AS sim,
                ts_rank(to_tsvector('swedish', t.term), plainto_tsquery('swedish', :q)) AS rank
         FROM care_area_terms t
         WHERE to_tsvector('swedish', t.term) @@ plainto_tsquery('swedish', :q)
            OR {s}.similarity(t.term, :q) >= :threshold
-           OR {s}.word_similarity(:q, t.term) >= :threshold
         ORDER BY exact DESC, sim DESC, rank DESC, t.id
     """).bindparams(q=q, threshold=SIMILARITY)
     return [(r[0], r[1], bool(r[2])) for r in (await session.exec(sql)).all()]  # type: ignore[call-overload]
@@ -159,14 +168,16 @@ async def _sqlite(session: AsyncSession, q: str) -> list[tuple[str, str, bool]]:
     grams = trigrams(q)
     if not grams:
         return []
-    # Each trigram found in a term counts once: a term must share enough of the query's trigrams.
+    # FTS5 finds the terms holding each trigram; a term is near when the shared trigrams are at least
+    # the threshold of all distinct trigrams of both (pg_trgm's similarity).
     hits = " UNION ALL ".join(
         f"SELECT rowid FROM {_FTS_TABLE} WHERE {_FTS_TABLE} MATCH :g{i}" for i in range(len(grams)))
     sql = text(f"""
         WITH hits AS ({hits}), counted AS (SELECT rowid, count(*) AS n FROM hits GROUP BY rowid)
-        SELECT care_area, term FROM {_FTS_TABLE} JOIN counted ON counted.rowid = {_FTS_TABLE}.rowid
-        WHERE {_FTS_TABLE} MATCH :any AND counted.n >= :k
-        ORDER BY counted.n DESC, bm25({_FTS_TABLE}), {_FTS_TABLE}.rowid
-    """).bindparams(any=" OR ".join(_phrase(g) for g in grams), k=math.ceil(SIMILARITY * len(grams)),
+        SELECT care_area, term, counted.n * 1.0 / (:q + grams - counted.n) AS sim
+        FROM {_FTS_TABLE} JOIN counted ON counted.rowid = {_FTS_TABLE}.rowid
+        WHERE {_FTS_TABLE} MATCH :any AND counted.n * 1.0 / (:q + grams - counted.n) >= :threshold
+        ORDER BY sim DESC, bm25({_FTS_TABLE}), {_FTS_TABLE}.rowid
+    """).bindparams(any=" OR ".join(_phrase(g) for g in grams), q=len(grams), threshold=SIMILARITY,
                     **{f"g{i}": _phrase(g) for i, g in enumerate(grams)})
     return [(r[0], r[1], False) for r in (await session.exec(sql)).all()]  # type: ignore[call-overload]
