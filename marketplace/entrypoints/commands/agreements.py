@@ -241,11 +241,16 @@ def import_cmd(
     changed: set[str] = set()
     if plan.rows:
         async def go() -> tuple[set[str], dict[str, RejectionRow], set[str]]:
-            await _publish(settings, [r.envelope for r in plan.rows])
             db = Database(settings.effective_database_url, schema=settings.db_schema)
             try:
                 await db.create_all()
-                return await _verdicts(db, ids, wait) if wait else (set(), {}, set())
+                # Rows imported before (the same content, so the same event id) are unchanged now.
+                before, _, _ = await _verdicts(db, ids, 0)
+                await _publish(settings, [r.envelope for r in plan.rows])
+                if not wait:
+                    return set(), {}, set()
+                processed, refused, changed = await _verdicts(db, ids, wait)
+                return processed, refused, changed - before
             finally:
                 await db.dispose()
 
