@@ -85,6 +85,7 @@ class AgreementVersionRow(SQLModel, table=True):
     producer: str = Field(max_length=64)
     occurred_at: datetime = Field(sa_type=DateTime(timezone=True))
     ended_on: date | None = None
+    reason: str = Field(default="", max_length=500)
     terms: dict[str, object] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 

@@ -79,29 +79,36 @@ async def ensure_search_index(session: AsyncSession) -> None:
     try:
         have = (await session.exec(text(  # type: ignore[call-overload]
             f"SELECT care_area, term, kind, grams FROM {_FTS_TABLE} ORDER BY rowid"))).all()
-    except OperationalError:  # not there yet, or made by an older version with other columns
+    except OperationalError as exc:  # not there yet, or made by an older version with other columns
         await session.rollback()
         have = []
+        if "no such column" in str(exc):
+            await session.exec(text(f"DROP TABLE IF EXISTS {_FTS_TABLE}"))  # type: ignore[call-overload]
+    await session.commit()  # end the read: a write begun in a stale snapshot would fail at once (WAL)
     if [tuple(r) for r in have] == wanted_fts:
-        await session.commit()
         return
-    await session.exec(text(f"DROP TABLE IF EXISTS {_FTS_TABLE}"))  # type: ignore[call-overload]
+    # Processes starting together may all get here: creating is idempotent, and each refill is one
+    # transaction (SQLite's write lock takes them in turn), so the last leaves one whole copy.
     await session.exec(text(  # type: ignore[call-overload]
-        f"CREATE VIRTUAL TABLE {_FTS_TABLE} USING fts5("
+        f"CREATE VIRTUAL TABLE IF NOT EXISTS {_FTS_TABLE} USING fts5("
         "padded, term UNINDEXED, care_area UNINDEXED, kind UNINDEXED, grams UNINDEXED, tokenize = 'trigram')"))
+    await session.commit()
     await _refill(session, wanted, fts=True)
 
 
 async def _refill(session: AsyncSession, wanted: list[tuple[str, str, str]], *, fts: bool) -> None:
-    have = (await session.exec(text(  # type: ignore[call-overload]
+    # SQLite: write first, so the transaction takes the write lock before it reads anything.
+    # PostgreSQL: under the advisory lock, another process may have filled it while we waited.
+    have = [] if fts else (await session.exec(text(  # type: ignore[call-overload]
         "SELECT care_area, term, kind FROM care_area_terms ORDER BY id"))).all()
-    if [tuple(r) for r in have] != wanted:  # another process may have filled it while we waited
+    if [tuple(r) for r in have] != wanted:
         await session.exec(text("DELETE FROM care_area_terms"))  # type: ignore[call-overload]
         for i, (area, term, kind) in enumerate(wanted, 1):
             await session.exec(text(  # type: ignore[call-overload]
                 "INSERT INTO care_area_terms (id, care_area, term, kind) VALUES (:i, :a, :t, :k)"
             ).bindparams(i=i, a=area, t=term, k=kind))
     if fts:
+        await session.exec(text(f"DELETE FROM {_FTS_TABLE}"))  # type: ignore[call-overload]
         for i, (area, term, kind) in enumerate(wanted, 1):
             await session.exec(text(  # type: ignore[call-overload]
                 f"INSERT INTO {_FTS_TABLE} (rowid, padded, term, care_area, kind, grams) "

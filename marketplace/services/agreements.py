@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date
 
+import structlog
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -38,6 +39,7 @@ from marketplace.agreements import (
 from marketplace.services.refusal import Refused
 from matchers.model import Agreement as MatchingAgreement
 
+log = structlog.get_logger(__name__)
 AgreementEvent = AgreementDrafted | AgreementRegistered | AgreementUpdated | AgreementEnded
 
 
@@ -91,11 +93,14 @@ async def apply(session: AsyncSession, envelope: Envelope, payload: AgreementEve
         field = exc.field if exc.field == "producer" else f"payload.{exc.field}"
         raise Refused(field, exc.rule, exc.message) from exc
     if change is not None:
-        await _write(session, row, change, envelope)
+        await _write(session, row, change, envelope, getattr(payload, "reason", ""))
+        log.info("agreement.changed", agreement_id=agreement_id, version=change.agreement.version,
+                 change=change.event_type, status=change.agreement.status.value, producer=envelope.producer)
     return change
 
 
-async def _write(session: AsyncSession, row: AgreementRow | None, change: Change, envelope: Envelope) -> None:
+async def _write(session: AsyncSession, row: AgreementRow | None, change: Change, envelope: Envelope,
+                 reason: str) -> None:
     a = change.agreement
     terms = a.terms.model_dump(mode="json") if a.terms is not None else None
     if row is None:
@@ -122,7 +127,7 @@ async def _write(session: AsyncSession, row: AgreementRow | None, change: Change
     session.add(AgreementVersionRow(
         agreement_id=a.agreement_id, version=a.version, event_type=change.event_type, status=a.status.value,
         event_id=str(envelope.event_id), producer=envelope.producer, occurred_at=envelope.occurred_at,
-        ended_on=a.ended_on, terms=terms))
+        ended_on=a.ended_on, reason=reason, terms=terms))
 
 
 async def agreements_covering(session: AsyncSession, care_areas: Iterable[str]) -> list[Agreement]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
 
 import pytest
@@ -9,8 +10,9 @@ from sqlmodel import col, select
 
 from events import AgreementDrafted, AgreementEnded, AgreementRegistered, Payload, new_envelope
 from marketplace.adapters.database import Database
-from marketplace.adapters.orm import AgreementRow, AgreementVersionRow
+from marketplace.adapters.orm import AgreementRow, AgreementVersionRow, CareAreaTermRow
 from marketplace.adapters.search_index import SearchQueryError, ensure_search_index, match_care_areas
+from marketplace.agreements.vocabulary import vocabulary
 from marketplace.services import agreements
 from marketplace.services.provider_search import SearchQuery, preview, search_providers
 from marketplace.services.refusal import Refused
@@ -85,11 +87,17 @@ async def test_words_for_other_care_find_nothing(database, words):
         assert await match_care_areas(session, words) == []
 
 
-async def test_building_the_index_twice_changes_nothing(database):
+async def test_building_the_index_at_once_from_several_sessions_and_again_changes_nothing(database):
+    async def build() -> None:
+        async with database.session() as session:
+            await ensure_search_index(session)
+
+    await asyncio.gather(*(build() for _ in range(4)))
+    await build()
     async with database.session() as session:
-        await ensure_search_index(session)
-        await ensure_search_index(session)
         assert [m.care_area for m in await match_care_areas(session, "gråstarr")] == ["cataract"]
+        terms_stored = (await session.exec(select(CareAreaTermRow))).all()
+    assert len(terms_stored) == len(vocabulary())
 
 
 async def test_has_agreement_keeps_only_units_with_an_agreement_in_force_with_my_region(market):

@@ -481,11 +481,11 @@ def show(agreement_id: Annotated[str, typer.Argument(help="the agreement's id")]
         details.add_row(key, value)
     console.print(details)
     timeline = Table(title="versions", title_justify="left")
-    for heading in ("v", "event", "status", "by", "at", "event id"):
-        timeline.add_column(heading)
+    for heading in ("v", "event", "status", "by", "at", "reason", "event id"):
+        timeline.add_column(heading, overflow="fold")
     for v in versions:
         timeline.add_row(str(v.version), v.event_type, v.status, v.producer,
-                         v.occurred_at.isoformat(timespec="seconds"), v.event_id)
+                         v.occurred_at.isoformat(timespec="seconds"), v.reason, v.event_id)
     console.print(timeline)
 
 
