@@ -23,7 +23,7 @@ from matchers.model import Agreement, Scenario
 from matchers.reference import regions
 
 CLINICS = {"cataract": "Ögonkliniken", "inguinal-hernia": "Kirurgkliniken", "knee-replacement": "Ortopedkliniken"}
-PRICE_TERMS = ("per patient, pre- and post-operative visits included; travel and overnight stays are paid by "
+PRICE_TERMS = ("pre- and post-operative visits included; travel and overnight stays are paid by "
                "the purchasing region per the national tariff")
 
 

@@ -285,10 +285,11 @@ def import_cmd(
 # --- reading ------------------------------------------------------------------------------------------
 
 
-def _contact(c: Contact | None, *, address: bool = True) -> str:
+def _contact(c: Contact | None, *, address: bool = True, unless_named: str = "") -> str:
     if c is None:
         return "-"
-    return "\n".join(x for x in (c.name, c.phone, c.email, c.address if address else "") if x)
+    name = "" if c.name == unless_named else c.name  # a unit's contact is usually the unit itself
+    return "\n".join(x for x in (name, c.phone, c.email, c.address if address else "") if x) or "-"
 
 
 def _validity(start: date | None, end: date | None) -> str:
@@ -311,10 +312,10 @@ def hits_table(hits: Sequence[ProviderHit], my_region: str | None, title: str) -
         table.add_column(heading, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for i, h in enumerate(hits, 1):
         with_whom = ("yes" if h.with_my_region else "no") if my_region else ", ".join(h.purchasers)
-        table.add_row(str(i), f"{h.care_area_name}\n({h.care_area})", f"{h.unit_name}\n{h.unit_hsa_id or ''}",
+        table.add_row(str(i), h.care_area_name, f"{h.unit_name}\n{h.unit_hsa_id or ''}",
                       f"{h.provider} {h.provider_name}", f"{with_whom}\n{h.agreement_id}",
-                      _validity(h.valid_from, h.valid_to), _price(h.price_sek), _contact(h.unit_contact),
-                      _contact(h.region_contact, address=False))
+                      _validity(h.valid_from, h.valid_to), _price(h.price_sek),
+                      _contact(h.unit_contact, unless_named=h.unit_name), _contact(h.region_contact, address=False))
     return table
 
 
