@@ -22,10 +22,11 @@ is dropped afterwards), under a transaction-scoped advisory lock.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from marketplace.agreements.vocabulary import padded, trigrams, vocabulary
@@ -69,21 +70,21 @@ async def ensure_search_index(session: AsyncSession) -> None:
             await session.exec(text("SELECT pg_advisory_xact_lock(:k)").bindparams(k=_LOCK_EXTENSION))  # type: ignore[call-overload]
             await session.exec(text("CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public"))  # type: ignore[call-overload]
             await session.commit()
-        have = (await session.exec(text(  # type: ignore[call-overload]
+        stored = (await session.exec(text(  # type: ignore[call-overload]
             "SELECT care_area, term, kind FROM care_area_terms ORDER BY id"))).all()
-        if [tuple(r) for r in have] != wanted:
+        if [tuple(r) for r in stored] != wanted:
             await session.exec(text("SELECT pg_advisory_xact_lock(:k)").bindparams(k=_LOCK_VOCABULARY))  # type: ignore[call-overload]
             await _refill(session, wanted, fts=False)
         return
     wanted_fts = [(area, term, kind, len(trigrams(term))) for area, term, kind in wanted]
-    try:
+    made = (await session.exec(text(  # type: ignore[call-overload]
+        "SELECT sql FROM sqlite_master WHERE name = :t").bindparams(t=_FTS_TABLE))).first()
+    have: Sequence[Any] = []
+    if made is not None and "grams" not in made[0]:  # made by an older version, with other columns
+        await session.exec(text(f"DROP TABLE IF EXISTS {_FTS_TABLE}"))  # type: ignore[call-overload]
+    elif made is not None:
         have = (await session.exec(text(  # type: ignore[call-overload]
             f"SELECT care_area, term, kind, grams FROM {_FTS_TABLE} ORDER BY rowid"))).all()
-    except OperationalError as exc:  # not there yet, or made by an older version with other columns
-        await session.rollback()
-        have = []
-        if "no such column" in str(exc):
-            await session.exec(text(f"DROP TABLE IF EXISTS {_FTS_TABLE}"))  # type: ignore[call-overload]
     await session.commit()  # end the read: a write begun in a stale snapshot would fail at once (WAL)
     if [tuple(r) for r in have] == wanted_fts:
         return

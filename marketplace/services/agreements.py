@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from datetime import date
 
 import structlog
+from sqlalchemy import and_, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -130,13 +131,30 @@ async def _write(session: AsyncSession, row: AgreementRow | None, change: Change
         ended_on=a.ended_on, reason=reason, terms=terms))
 
 
-async def agreements_covering(session: AsyncSession, care_areas: Iterable[str]) -> list[Agreement]:
-    """Every agreement (in any status) that covers one of these care areas."""
-    wanted = list(care_areas)
-    ids = select(AgreementAreaRow.agreement_id).where(col(AgreementAreaRow.care_area).in_(wanted))
-    rows = (await session.exec(select(AgreementRow).where(col(AgreementRow.agreement_id).in_(ids))
-                               .order_by(col(AgreementRow.agreement_id)))).all()
-    return [to_domain(r) for r in rows]
+async def agreements_covering(session: AsyncSession, care_areas: Iterable[str], *, in_force_on: date | None = None,
+                              provider: str | None = None, units_of: str | None = None) -> list[Agreement]:
+    """The agreements that cover one of these care areas; with `in_force_on`, only those that may be
+    in force that day (the database narrows by status and dates, `Agreement.in_force_on` decides);
+    with `provider`, only that providing region's; with `units_of`, only those of the units (or,
+    for the triple form, the providing regions) that region has an agreement with."""
+    a = AgreementRow
+    ids = select(AgreementAreaRow.agreement_id).where(col(AgreementAreaRow.care_area).in_(list(care_areas)))
+    query = select(a).where(col(a.agreement_id).in_(ids))
+    if in_force_on is not None:
+        query = query.where(a.status != AgreementStatus.DRAFT.value,
+                            or_(col(a.valid_from).is_(None), col(a.valid_from) <= in_force_on),
+                            or_(col(a.valid_to).is_(None), col(a.valid_to) >= in_force_on),
+                            or_(col(a.ended_on).is_(None), col(a.ended_on) > in_force_on))
+    if provider is not None:
+        query = query.where(a.provider == provider)
+    if units_of is not None:
+        theirs = select(a.unit_hsa_id).where(a.purchaser == units_of, col(a.unit_hsa_id).is_not(None))
+        regions = select(a.provider).where(a.purchaser == units_of, col(a.unit_hsa_id).is_(None))
+        query = query.where(or_(col(a.unit_hsa_id).in_(theirs),
+                                and_(col(a.unit_hsa_id).is_(None), col(a.provider).in_(regions))))
+    rows = (await session.exec(query.order_by(col(a.agreement_id)))).all()
+    found = [to_domain(r) for r in rows]
+    return [x for x in found if x.in_force_on(in_force_on)] if in_force_on is not None else found
 
 
 async def in_force(session: AsyncSession, care_area: str, as_of: date) -> tuple[MatchingAgreement, ...]:
@@ -144,7 +162,6 @@ async def in_force(session: AsyncSession, care_area: str, as_of: date) -> tuple[
     their validity on that day (an agreement ended on or before it does not count)."""
     found = {
         MatchingAgreement(a.purchaser, a.provider, care_area)
-        for a in await agreements_covering(session, [care_area])
-        if a.in_force_on(as_of)
+        for a in await agreements_covering(session, [care_area], in_force_on=as_of)
     }
     return tuple(sorted(found, key=lambda m: (m.purchaser, m.provider)))

@@ -127,7 +127,9 @@ async def search_providers(session: AsyncSession, query: SearchQuery) -> SearchR
         areas = [AreaMatch(code, area.name_sv, True) for code, area in care_areas().items()]
     if not areas:
         return SearchResult([], [])
-    in_force = [a for a in await agreements_covering(session, [m.care_area for m in areas]) if a.in_force_on(q.as_of)]
+    in_force = await agreements_covering(session, [m.care_area for m in areas], in_force_on=q.as_of,
+                                         provider=q.provider_region,
+                                         units_of=q.my_region if q.has_agreement else None)
     hits = provider_hits(in_force, areas, my_region=q.my_region, provider_region=q.provider_region, unit=q.unit,
                          has_agreement=q.has_agreement)
     return SearchResult(areas, hits[:q.limit])
