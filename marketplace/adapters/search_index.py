@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from marketplace.agreements.vocabulary import padded, trigrams, vocabulary
@@ -44,6 +45,10 @@ class AreaMatch:
     care_area: str
     term: str  # the vocabulary term that matched best
     exact: bool  # the words themselves were found (not only a near spelling)
+
+
+class SearchUnavailable(RuntimeError):
+    """The database lacks what the search needs and cannot be given it by this user."""
 
 
 class SearchQueryError(ValueError):
@@ -68,7 +73,12 @@ async def ensure_search_index(session: AsyncSession) -> None:
     if await _dialect(session) == "postgresql":
         if await _trgm_schema(session) is None:
             await session.exec(text("SELECT pg_advisory_xact_lock(:k)").bindparams(k=_LOCK_EXTENSION))  # type: ignore[call-overload]
-            await session.exec(text("CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public"))  # type: ignore[call-overload]
+            try:
+                await session.exec(text("CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public"))  # type: ignore[call-overload]
+            except DBAPIError as exc:
+                raise SearchUnavailable(
+                    "the search needs PostgreSQL's pg_trgm extension and this database user may not create "
+                    f"it: ask its owner to run CREATE EXTENSION pg_trgm WITH SCHEMA public ({exc.orig})") from exc
             await session.commit()
         stored = (await session.exec(text(  # type: ignore[call-overload]
             "SELECT care_area, term, kind FROM care_area_terms ORDER BY id"))).all()

@@ -37,7 +37,7 @@ from events import (
 from marketplace.adapters.database import Database
 from marketplace.adapters.orm import AgreementRow, AgreementVersionRow, ProcessedEventRow, RejectionRow
 from marketplace.adapters.outbox import DATA_FIELD
-from marketplace.adapters.search_index import SearchQueryError
+from marketplace.adapters.search_index import SearchQueryError, SearchUnavailable
 from marketplace.agreements.csv_import import ImportFileError, plan_import
 from marketplace.agreements.rules import check_terms
 from marketplace.entrypoints.bootstrap import redis_server
@@ -349,6 +349,8 @@ def search(
         result = asyncio.run(go())
     except SearchQueryError as exc:
         raise _fail(f"{exc.field}: {exc.message}") from None
+    except SearchUnavailable as exc:
+        raise _fail(str(exc), 1) from None
     if text.strip() and not result.areas:
         console.print(f'no care area matches "{text}"; known: '
                       + ", ".join(f"{a.name_sv} ({c})" for c, a in care_areas().items()))
@@ -391,7 +393,10 @@ def preview_cmd(
         finally:
             await db.dispose()
 
-    shown = asyncio.run(go())
+    try:
+        shown = asyncio.run(go())
+    except SearchUnavailable as exc:
+        raise _fail(str(exc), 1) from None
     if shown is None:
         raise _fail(f"no agreement {agreement_id!r}", 1)
     a = shown.agreement
