@@ -161,3 +161,19 @@ async def test_every_change_is_a_version_and_the_same_terms_again_are_none(marke
     assert [(v.version, v.event_type) for v in versions] == [(1, "agreement.registered"), (2, "agreement.updated")]
     assert row is not None and row.care_areas == ["cataract", "inguinal-hernia"]
     assert {h.provider for h in hernia.hits} == {"01", "14"}
+
+
+async def test_several_changes_of_one_agreement_in_one_transaction(database):
+    """One intake batch may carry an agreement's registration and its end."""
+    registered = AgreementRegistered(agreement_id="S-1", purchaser="25", terms=terms())
+    ended = AgreementEnded(agreement_id="S-1", purchaser="25", ended_on=date(2026, 4, 1))
+    async with database.session() as session:
+        for payload in (registered, ended):
+            await agreements.apply(session, new_envelope(payload, producer="25"), payload)
+        await session.commit()
+    async with database.session() as session:
+        row = await session.get(AgreementRow, "S-1")
+        versions = (await session.exec(select(AgreementVersionRow.event_type).where(
+            AgreementVersionRow.agreement_id == "S-1").order_by(col(AgreementVersionRow.version)))).all()
+    assert row is not None and (row.status, row.version, row.ended_on) == ("ended", 2, date(2026, 4, 1))
+    assert list(versions) == ["agreement.registered", "agreement.ended"]
