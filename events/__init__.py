@@ -6,11 +6,16 @@ Imports nothing of ours, so every other package may depend on it.
 from events.envelope import Envelope, EventParseError, new_envelope
 from events.payloads import (
     PAYLOAD_TYPES,
+    AgreementDrafted,
+    AgreementEnded,
     AgreementRegistered,
+    AgreementTerms,
+    AgreementUpdated,
     CaseCommandIssued,
     CaseStateChanged,
     ClearingRoundCompleted,
     ClearingRoundRequested,
+    Contact,
     EventRejected,
     MatchProposed,
     MessageEscalated,
@@ -32,11 +37,16 @@ from events.streams import Streams
 
 __all__ = [
     "PAYLOAD_TYPES",
+    "AgreementDrafted",
+    "AgreementEnded",
     "AgreementRegistered",
+    "AgreementTerms",
+    "AgreementUpdated",
     "CaseCommandIssued",
     "CaseStateChanged",
     "ClearingRoundCompleted",
     "ClearingRoundRequested",
+    "Contact",
     "Envelope",
     "EventParseError",
     "EventRejected",

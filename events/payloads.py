@@ -102,13 +102,112 @@ class RequestWithdrawn(Payload):
     reason: str = Field(default="", max_length=500)
 
 
+Phone = Annotated[str, Field(min_length=5, max_length=40, pattern=r"^\+?[0-9][0-9 ()-]{3,38}[0-9]$")]
+Email = Annotated[str, Field(min_length=3, max_length=254, pattern=r"^[^@\s;]+@[^@\s;]+\.[^@\s;]+$")]
+
+
+class Contact(BaseModel):
+    """How to reach a performing unit or a region's contracting function. `name` is a function or a
+    unit ("Vårdförmedlingen", "Ögonkliniken Sunderbyn"), never a patient."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1, max_length=200)
+    phone: Phone | None = None
+    email: Email | None = None
+    address: str = Field(default="", max_length=300)
+
+
+class AgreementTerms(BaseModel):
+    """What a care agreement says: who performs which care, when, and at what price.
+
+    `unit_hsa_id` is checked as an HSA-id by the domain (`marketplace.agreements.rules`), which
+    also knows the region codes and care areas."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    provider: RegionCode
+    unit_hsa_id: str = Field(min_length=3, max_length=64)
+    unit_name: str = Field(min_length=1, max_length=200)
+    care_areas: tuple[CareArea, ...] = Field(min_length=1, max_length=20)
+    valid_from: date
+    valid_to: date | None = Field(default=None, description="last day of validity; none: until ended")
+    price_sek: float = Field(ge=0, le=10_000_000, description="price per patient (SEK)")
+    price_terms: str = Field(default="", max_length=1000)
+    unit_contact: Contact
+    region_contact: Contact
+
+    @field_validator("valid_to")
+    @classmethod
+    def _validity_ordered(cls, end: date | None, info: ValidationInfo) -> date | None:
+        start = info.data.get("valid_from")
+        if end is not None and start is not None and end < start:
+            raise PydanticCustomError("validity_order", "valid_to {end} is before valid_from {start}",
+                                      {"end": end.isoformat(), "start": start.isoformat()})
+        return end
+
+    @field_validator("care_areas")
+    @classmethod
+    def _unique_areas(cls, areas: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(areas)) != len(areas):
+            raise PydanticCustomError("unique_care_areas", "care_areas must not repeat a care area")
+        return areas
+
+
+class AgreementDrafted(Payload):
+    """The purchasing region drafts a care agreement (or revises its draft); a draft counts for
+    nothing until it is registered."""
+
+    TYPE = "agreement.drafted"
+    agreement_id: Identifier
+    purchaser: RegionCode
+    terms: AgreementTerms
+
+
 class AgreementRegistered(Payload):
-    """A care agreement (vårdavtal): `purchaser` may buy `care_area` from `provider`."""
+    """A care agreement (vårdavtal) counts from now on, in one of two forms.
+
+    - `agreement_id` (and optionally `terms`): register that agreement: a draft as it stands (or
+      with these terms), or, with `terms`, create or revise a registered one (a bulk import).
+    - the original triple, `purchaser` may buy `care_area` from `provider`, with no `agreement_id`:
+      an open-ended registered agreement without a named unit, as scenario files describe them.
+    """
 
     TYPE = "agreement.registered"
     purchaser: RegionCode
-    provider: RegionCode
-    care_area: CareArea
+    provider: RegionCode | None = None
+    care_area: CareArea | None = None
+    agreement_id: Identifier | None = None
+    terms: AgreementTerms | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> AgreementRegistered:
+        if self.agreement_id is None:
+            if self.provider is None or self.care_area is None or self.terms is not None:
+                raise PydanticCustomError(
+                    "agreement_form", "give agreement_id (and optionally terms), or purchaser, provider and "
+                                      "care_area without agreement_id")
+        elif self.provider is not None or self.care_area is not None:
+            raise PydanticCustomError("agreement_form",
+                                      "with agreement_id, provider and care areas belong in terms")
+        return self
+
+
+class AgreementUpdated(Payload):
+    """New terms for a draft or a registered agreement: a new version in its timeline."""
+
+    TYPE = "agreement.updated"
+    agreement_id: Identifier
+    purchaser: RegionCode
+    terms: AgreementTerms
+
+
+class AgreementEnded(Payload):
+    """The purchasing region ends a registered agreement; it counts for matching before `ended_on` only."""
+
+    TYPE = "agreement.ended"
+    agreement_id: Identifier
+    purchaser: RegionCode
+    ended_on: date
+    reason: str = Field(default="", max_length=500)
 
 
 class ClearingRoundRequested(Payload):
@@ -302,7 +401,10 @@ PAYLOAD_TYPES: dict[str, type[Payload]] = {
         OfferWithdrawn,
         RequestPublished,
         RequestWithdrawn,
+        AgreementDrafted,
         AgreementRegistered,
+        AgreementUpdated,
+        AgreementEnded,
         ClearingRoundRequested,
         ClearingRoundCompleted,
         MatchProposed,

@@ -43,7 +43,10 @@ _REQUESTS = [
     ("09", "knee-replacement", 5, 90000, None, False, ()),
 ]
 
-_AGREEMENTS = [("23", "18", "cataract"), ("23", "07", "cataract")]
+# (purchaser, provider, care area): 23 buys only under agreement; 25 and 24 have agreements too,
+# which their navigators find in `nvf agreements search`.
+_AGREEMENTS = [("23", "18", "cataract"), ("23", "07", "cataract"), ("25", "01", "cataract"), ("25", "18", "cataract"),
+               ("24", "13", "cataract"), ("22", "14", "inguinal-hernia"), ("21", "05", "knee-replacement")]
 
 
 def spring_cataract_campaign(seed: int = 2026) -> Scenario:

@@ -6,7 +6,6 @@ import uuid
 from collections.abc import Iterator
 
 from events import (
-    AgreementRegistered,
     ClearingRoundRequested,
     Envelope,
     OfferPublished,
@@ -15,6 +14,7 @@ from events import (
     new_envelope,
 )
 from events.envelope import stable_event_id
+from marketplace.demo_agreements import agreement_events
 from matchers.model import Scenario
 
 
@@ -24,10 +24,7 @@ def region_events(scenario: Scenario, *, run_id: str) -> Iterator[Envelope]:
     Event ids are derived from `run_id` and the item, so republishing the same run is idempotent
     while another run of the same file gets new ids.
     """
-    for a in scenario.agreements:
-        yield new_envelope(AgreementRegistered(purchaser=a.purchaser, provider=a.provider, care_area=a.care_area),
-                           producer=a.purchaser, event_id=stable_event_id(run_id, "agreement", a.purchaser,
-                                                                          a.provider, a.care_area))
+    yield from agreement_events(scenario, run_id=run_id)
     for o in scenario.offers:
         yield new_envelope(
             OfferPublished(offer_id=o.offer_id, region=o.region, unit_hsa_id=o.unit_hsa_id, care_area=o.care_area,

@@ -27,9 +27,17 @@ class Region:
 
 @dataclass(frozen=True, slots=True)
 class CareArea:
+    """A care area with its codes: SNOMED CT procedure, ICD-10 diagnoses, the KVÅ procedure-code
+    groups and the MVO (medical specialty) code; `checked` notes where the codes come from."""
+
     code: str
     name_sv: str
     name_en: str
+    snomed_procedure: str = ""
+    icd10: tuple[str, ...] = ()
+    kva_groups: tuple[str, ...] = ()
+    mvo: str = ""
+    checked: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +75,14 @@ def regions() -> dict[str, Region]:
 @cache
 def care_areas() -> dict[str, CareArea]:
     rows = csv.DictReader(io.StringIO(_read_text("care_areas.csv")))
+    def codes(value: str | None) -> tuple[str, ...]:
+        return tuple(c for c in (value or "").split(";") if c)
+
     return {
-        row["care_area"]: CareArea(code=row["care_area"], name_sv=row["name_sv"], name_en=row["name_en"])
+        row["care_area"]: CareArea(code=row["care_area"], name_sv=row["name_sv"], name_en=row["name_en"],
+                                   snomed_procedure=row.get("snomed_procedure") or "", icd10=codes(row.get("icd10")),
+                                   kva_groups=codes(row.get("kva_group")), mvo=row.get("mvo") or "",
+                                   checked=row.get("checked") or "")
         for row in rows
     }
 

@@ -45,11 +45,59 @@ class RequestRow(SQLModel, table=True):
 
 
 class AgreementRow(SQLModel, table=True):
-    __tablename__ = "agreements"
-    purchaser: str = Field(primary_key=True, max_length=2)
-    provider: str = Field(primary_key=True, max_length=2)
-    care_area: str = Field(primary_key=True, max_length=64)
+    """A care agreement (vårdavtal) as it stands now; its history is in `care_agreement_versions`.
+    `terms` is the payload's AgreementTerms as JSON (none for the original triple form)."""
+
+    __tablename__ = "care_agreements"
+    agreement_id: str = Field(primary_key=True, max_length=128)
+    purchaser: str = Field(max_length=2, index=True)
+    provider: str = Field(max_length=2, index=True)
+    status: str = Field(max_length=16, index=True)
+    version: int
+    care_areas: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    unit_hsa_id: str | None = Field(default=None, max_length=64, index=True)
+    unit_name: str | None = Field(default=None, max_length=200)
+    valid_from: date | None = None
+    valid_to: date | None = None
+    ended_on: date | None = None
+    price_sek: float | None = None
+    terms: dict[str, object] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class AgreementAreaRow(SQLModel, table=True):
+    """Which care areas an agreement covers: what the matcher and the search select by."""
+
+    __tablename__ = "care_agreement_areas"
+    agreement_id: str = Field(primary_key=True, max_length=128)
+    care_area: str = Field(primary_key=True, max_length=64, index=True)
+
+
+class AgreementVersionRow(SQLModel, table=True):
+    """One version of an agreement, appended by every change: its timeline."""
+
+    __tablename__ = "care_agreement_versions"
+    agreement_id: str = Field(primary_key=True, max_length=128)
+    version: int = Field(primary_key=True)
+    event_type: str = Field(max_length=64)
+    status: str = Field(max_length=16)
     event_id: str = Field(max_length=36)
+    producer: str = Field(max_length=64)
+    occurred_at: datetime = Field(sa_type=DateTime(timezone=True))
+    ended_on: date | None = None
+    reason: str = Field(default="", max_length=500)
+    terms: dict[str, object] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+class CareAreaTermRow(SQLModel, table=True):
+    """The search vocabulary as the databases' full-text search reads it (filled from the shipped
+    `marketplace/agreements/vocabulary.csv` by `marketplace.adapters.search_index`)."""
+
+    __tablename__ = "care_area_terms"
+    id: int = Field(primary_key=True)
+    care_area: str = Field(max_length=64, index=True)
+    term: str = Field(max_length=200)
+    kind: str = Field(max_length=16)
 
 
 class CaseRow(SQLModel, table=True):

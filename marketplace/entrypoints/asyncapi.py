@@ -14,7 +14,10 @@ from faststream.specification import AsyncAPI
 
 from events import Envelope
 from events.payloads import (
+    AgreementDrafted,
+    AgreementEnded,
     AgreementRegistered,
+    AgreementUpdated,
     CaseCommandIssued,
     CaseStateChanged,
     ClearingRoundCompleted,
@@ -58,7 +61,8 @@ def build() -> tuple[FastStream, AsyncAPI]:
         (st.intake, "Regions publish offers, requests, withdrawals, agreements and case commands; operators "
                     "request clearing rounds.",
          _envelope_of("IntakeEvent", OfferPublished, OfferWithdrawn, RequestPublished, RequestWithdrawn,
-                      AgreementRegistered, ClearingRoundRequested, CaseCommandIssued)),
+                      AgreementDrafted, AgreementRegistered, AgreementUpdated, AgreementEnded,
+                      ClearingRoundRequested, CaseCommandIssued)),
         (st.book("{care_area}"), "Accepted items of one care area's book, in order: the matcher's partition.",
          _envelope_of("BookEvent", OfferPublished, OfferWithdrawn, RequestPublished, RequestWithdrawn,
                       ClearingRoundRequested)),

@@ -197,9 +197,9 @@ def asyncapi(
 
 
 def _register_commands() -> None:
-    from marketplace.entrypoints.commands import dlq, keys, lifecycle, match, waits
+    from marketplace.entrypoints.commands import agreements, dlq, keys, lifecycle, match, waits
 
-    for module in (match, keys, lifecycle, dlq, waits):
+    for module in (match, keys, lifecycle, dlq, agreements, waits):
         module.register(app)
 
 

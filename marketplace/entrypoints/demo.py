@@ -183,5 +183,6 @@ def render_summary(console: Console, scenario: Scenario, result: DemoResult) -> 
         console.print(f"\nFollow a case: [bold]nvf timeline {result.showcase} --verify[/bold]   "
                       f"Market health: [bold]nvf stats[/bold]   "
                       f"The bus: [bold]nvf tail --from-start --type match.proposed[/bold] (while a demo runs)\n"
+                      'Find providers: [bold]nvf agreements search "grå starr" --region 25 --has-agreement[/bold]   '
                       f"Waiting times per region: [bold]nvf waits --care-area cataract[/bold]   "
                       f"Units' free capacity: [bold]nvf capacity[/bold]")

@@ -31,7 +31,6 @@ from events import (
 from events.envelope import stable_event_id
 from marketplace.adapters.appends import append
 from marketplace.adapters.orm import (
-    AgreementRow,
     CaseRow,
     ClearingRoundRow,
     MatchRow,
@@ -41,12 +40,13 @@ from marketplace.adapters.orm import (
 )
 from marketplace.adapters.outbox import stage
 from marketplace.lifecycle import Command, ProposeMatch
+from marketplace.services.agreements import in_force
 from marketplace.services.context import ServiceContext
 from marketplace.services.inbound import trusted_events, unprocessed
 from marketplace.services.lifecycle import CaseLedger
 from matchers.allocation import Allocation
 from matchers.clearing import clear
-from matchers.model import Agreement, Offer, Patient, Request, Scenario
+from matchers.model import Offer, Patient, Request, Scenario
 from matchers.reference import default_tariff
 
 CONSUMER = "matcher"
@@ -81,7 +81,9 @@ async def load_book(session: AsyncSession, care_area: str, as_of: date) -> OpenB
         select(RequestRow).where(col(RequestRow.request_id).in_({c.request_id for c in cases}),
                                  RequestRow.status == "open")
         .order_by(col(RequestRow.request_id)))).all() if cases else []
-    agreements = (await session.exec(select(AgreementRow).where(AgreementRow.care_area == care_area))).all()
+    # Only agreements registered and inside their validity on the round's day count ("requires
+    # agreement"): one that ended on or before it no longer allows a match.
+    agreements = await in_force(session, care_area, as_of)
     by_request: dict[str, list[Patient]] = {}
     for case in cases:
         by_request.setdefault(case.request_id, []).append(
@@ -89,7 +91,7 @@ async def load_book(session: AsyncSession, care_area: str, as_of: date) -> OpenB
     scenario = Scenario(
         name=f"book:{care_area}",
         as_of=as_of,
-        agreements=tuple(Agreement(a.purchaser, a.provider, a.care_area) for a in agreements),
+        agreements=agreements,
         offers=tuple(Offer(r.offer_id, r.region, r.unit_hsa_id, r.care_area, r.remaining, r.window_start,
                            r.window_end, r.price_sek) for r in offers),
         requests=tuple(

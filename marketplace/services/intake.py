@@ -15,7 +15,10 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from events import (
+    AgreementDrafted,
+    AgreementEnded,
     AgreementRegistered,
+    AgreementUpdated,
     CaseCommandIssued,
     ClearingRoundRequested,
     Envelope,
@@ -30,11 +33,11 @@ from events import (
 from events.envelope import parse_envelope, stable_event_id
 from marketplace.adapters.appends import append
 from marketplace.adapters.inbox import already_processed, record_processed
-from marketplace.adapters.orm import AgreementRow, CaseRow, OfferRow, RequestRow
+from marketplace.adapters.orm import CaseRow, OfferRow, RequestRow
 from marketplace.adapters.outbox import stage
 from marketplace.lifecycle import Command, IdentifyNeed, PlaceOnBook, Withdraw
 from marketplace.lifecycle.reasons import WithdrawalReason
-from marketplace.services import case_commands
+from marketplace.services import agreements, case_commands
 from marketplace.services.context import ServiceContext
 from marketplace.services.lifecycle import CaseLedger
 from marketplace.services.refusal import Refused
@@ -155,8 +158,9 @@ async def _apply(session: AsyncSession, ledger: CaseLedger, envelope: Envelope, 
             return await _withdraw_offer(session, envelope, payload, streams)
         case RequestWithdrawn():
             return await _withdraw_request(session, ledger, envelope, payload)
-        case AgreementRegistered():
-            await _register_agreement(session, envelope, payload)
+        case AgreementDrafted() | AgreementRegistered() | AgreementUpdated() | AgreementEnded():
+            await _agreement(session, envelope, payload)
+            return None
         case ClearingRoundRequested():
             if payload.care_area not in care_areas():
                 raise Refused("payload.care_area", "known_care_area",
@@ -272,12 +276,9 @@ async def _withdraw_request(session: AsyncSession, ledger: CaseLedger, envelope:
     return request.care_area
 
 
-async def _register_agreement(session: AsyncSession, envelope: Envelope, agreement: AgreementRegistered) -> None:
-    _first_violation(check_agreement(agreement))
-    if envelope.producer not in (agreement.purchaser, agreement.provider):
-        raise Refused("producer", "party_to_agreement",
-                      f"producer {envelope.producer!r} is not a party to the agreement")
-    key = (agreement.purchaser, agreement.provider, agreement.care_area)
-    if await session.get(AgreementRow, key) is None:
-        session.add(AgreementRow(purchaser=agreement.purchaser, provider=agreement.provider,
-                                 care_area=agreement.care_area, event_id=str(envelope.event_id)))
+async def _agreement(session: AsyncSession, envelope: Envelope, payload: agreements.AgreementEvent) -> None:
+    # An agreement changes what the next clearing round may match (rounds read the agreements in
+    # force as of their day); it is not an item of a book, so it is not staged on a book stream.
+    if isinstance(payload, AgreementRegistered) and payload.agreement_id is None:
+        _first_violation(check_agreement(payload))  # type: ignore[arg-type]  # the triple form has all three
+    await agreements.apply(session, envelope, payload)
