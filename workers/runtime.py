@@ -10,6 +10,7 @@ import structlog
 from faststream.redis import RedisBroker
 
 from events import Streams
+from marketplace.adapters.checkpoint_key import load_or_create_key
 from marketplace.adapters.database import Database
 from marketplace.adapters.outbox import OutboxRelay
 from marketplace.services.context import ServiceContext
@@ -46,7 +47,7 @@ class Runtime:
         db = db or Database(settings.effective_database_url, schema=settings.db_schema)
         streams = Streams(settings.stream_prefix)
         return cls(settings=settings, streams=streams, db=db, broker=broker, relay=OutboxRelay(db, None),
-                   context=ServiceContext(streams=streams))
+                   context=ServiceContext(streams=streams, timeline_key=load_or_create_key(settings.state_dir)))
 
     async def connect(self) -> None:
         await self.broker.connect()
