@@ -9,15 +9,17 @@ rules identity out rather than hoping nobody puts it there:
 - `kind` is one of a fixed list of lowercase prefixes (`KINDS`): no free word.
 - `body` uses only digits and the consonants `bcdfghjklmnpqrstvwxz` (no vowels, not even `y`, and
   no letters outside ASCII), in groups joined by `-`: no name can be spelt in it.
-- no more than `MAX_DIGIT_RUN` digits in a row, and the digits of the whole id, read in order with
-  everything else skipped, contain no valid personnummer or samordningsnummer (10 or 12 digits,
-  checked with python-stdnum): no personal identity number can be written in it, with or without
-  separators or letters between its digits.
+- at most `MAX_DIGITS` digits in all (a personnummer has 10), no more than `MAX_DIGIT_RUN` of them
+  in a row, and none of its digit windows a valid personnummer or samordningsnummer (checked with
+  python-stdnum): no personal identity number can be written in it, with or without separators,
+  letters or filler digits between its digits.
 - at most `MAX_ID_LENGTH` characters.
 
-Event ids are UUIDs (the producer's idempotency key); their digits, read across the dashes, must
-not hold a personnummer either. `new_event_id` and `events.envelope.stable_event_id` only ever
-produce ids that pass.
+Event ids are UUIDs (the producer's idempotency key); their digit runs, read across the dashes,
+must not hold a personnummer either. `new_event_id` and `events.envelope.stable_event_id` only ever
+produce ids that pass. A UUID has 122 free bits, and a producer bent on it could encode anything in
+them (so could it in any id long enough to be unique): the rules stop a number or a name written
+plainly, by mistake or by a careless integration, not a deliberate covert channel.
 """
 
 from __future__ import annotations
@@ -35,12 +37,13 @@ KINDS: Final = ("off", "req", "case", "rnd", "corr", "inv", "pay", "mtch", "msg"
 CONSONANTS: Final = "bcdfghjklmnpqrstvwxz"
 MAX_ID_LENGTH: Final = 64
 MAX_DIGIT_RUN: Final = 6
+MAX_DIGITS: Final = 9
 ID_PATTERN: Final = (rf"^(?:{'|'.join(KINDS)})-[0-9{CONSONANTS}]+(?:-[0-9{CONSONANTS}]+)*$")
 ID_DESCRIPTION: Final = (
     f"`<kind>-<body>`: kind one of {', '.join(KINDS)}; body of digits and the consonants "
-    f"{CONSONANTS} in groups joined by '-' (no vowels, so no name fits); at most {MAX_DIGIT_RUN} digits "
-    f"in a row and no valid personnummer or samordningsnummer among its digits; at most {MAX_ID_LENGTH} "
-    "characters")
+    f"{CONSONANTS} in groups joined by '-' (no vowels, so no name fits); at most {MAX_DIGITS} digits, "
+    f"{MAX_DIGIT_RUN} in a row, and no valid personnummer or samordningsnummer among its digits; "
+    f"at most {MAX_ID_LENGTH} characters")
 
 _ID = re.compile(ID_PATTERN)
 _DIGIT_RUN = re.compile(rf"\d{{{MAX_DIGIT_RUN + 1},}}")
@@ -91,9 +94,10 @@ def check_identifier(value: str) -> str:
         raise IdentifierError("id_length", f"an identifier has at most {MAX_ID_LENGTH} characters")
     if not _ID.match(value):
         raise IdentifierError("id_pattern", f"an identifier must be {ID_DESCRIPTION}")
-    if _DIGIT_RUN.search(value):
-        raise IdentifierError("id_digit_run", f"an identifier has at most {MAX_DIGIT_RUN} digits in a row")
-    if holds_personal_number("".join(ch for ch in value if ch.isdigit())):
+    digits = "".join(ch for ch in value if ch.isdigit())
+    if len(digits) > MAX_DIGITS or _DIGIT_RUN.search(value):
+        raise IdentifierError("id_digits", f"an identifier has at most {MAX_DIGITS} digits, {MAX_DIGIT_RUN} in a row")
+    if holds_personal_number(digits):
         raise IdentifierError("no_personal_number", "an identifier must not hold a personal identity number")
     return value
 
@@ -130,16 +134,9 @@ def is_identifier(value: str) -> bool:
     return True
 
 
-def safe_token(seed: bytes, length: int = 16) -> str:
-    """`length` characters of the id alphabet derived from `seed` (a digest): for ids made from
-    other ids, e.g. a scenario file's, which may not fit the bus's rules themselves."""
-    alphabet = CONSONANTS + "0123456789"
-    counter = 0
-    while True:
-        digest = hashlib.sha256(seed + counter.to_bytes(4, "big")).digest()
-        token = "".join(alphabet[b % len(alphabet)] for b in digest[:length])
-        digits_ok = not _DIGIT_RUN.search(token) and not holds_personal_number(
-            "".join(ch for ch in token if ch.isdigit()))
-        if digits_ok:
-            return token
-        counter += 1
+def safe_token(seed: bytes, length: int = 12) -> str:
+    """`length` consonants derived from `seed` (a digest; 20^12 is about 4e15): for ids made from
+    other ids, e.g. a scenario file's, which may not fit the bus's rules themselves. No digits, so
+    the token leaves an id's digit allowance to the rest of it."""
+    digest = hashlib.sha256(seed).digest()
+    return "".join(CONSONANTS[b % len(CONSONANTS)] for b in digest[:length])

@@ -7,6 +7,7 @@ expires holds and raises warnings, operators may cancel or close.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -32,13 +33,15 @@ _adapters: dict[str, TypeAdapter[Any]] = {}
 def build_command(issued: CaseCommandIssued, command_id: Any) -> Command:
     """The lifecycle command the bus event asks for; refuses unknown or ill-typed arguments."""
     cls = COMMANDS_BY_NAME[issued.command]
+    fields = {f.name for f in dataclasses.fields(cls)} - {"case_ref", "command_id", "note"}
+    if set(issued.args) - fields:
+        raise Refused("payload.args.*", "known_argument", f"{issued.command} takes only: {', '.join(sorted(fields))}")
     adapter = _adapters.setdefault(issued.command, TypeAdapter(cls))
     try:
         return adapter.validate_python({**issued.args, "case_ref": issued.case_ref, "command_id": command_id})
     except ValidationError as exc:
         first = exc.errors()[0]
         # A key the sender chose is named only when it is one of the command's own fields.
-        fields = set(getattr(cls, "__dataclass_fields__", ()))
         where = ".".join(str(p) if isinstance(p, int) or p in fields else "*" for p in first["loc"])
         raise Refused(f"payload.args.{where}", first["type"], first["msg"]) from exc
 

@@ -30,7 +30,7 @@ from events import (
 from events.envelope import parse_envelope, stable_event_id
 from marketplace.adapters.appends import append
 from marketplace.adapters.inbox import processed_digests, record_processed
-from marketplace.adapters.orm import AgreementRow, CaseRow, OfferRow, RequestRow
+from marketplace.adapters.orm import AgreementRow, CaseRow, OfferRow, OutboxRow, RequestRow
 from marketplace.adapters.outbox import stage
 from marketplace.lifecycle import Command, IdentifyNeed, PlaceOnBook, Withdraw
 from marketplace.lifecycle.reasons import WithdrawalReason
@@ -85,8 +85,9 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
             result.rejected += 1
             continue
         if eid in seen:
-            if seen[eid] not in (None, digest):
-                # Not a redelivery: other content under an id already used. Refused, not dropped.
+            if seen[eid] not in (None, digest) and not await _conflict_told(session, eid, digest):
+                # Not a redelivery: other content under an id already used. Refused, not dropped
+                # (and told once, however often that other content is delivered again).
                 reject(session, streams, field="event_id", rule="event_id_reused",
                        message="this event_id was already used for other content; use a new event_id",
                        event_id=eid, event_type=envelope.type, producer=envelope.producer, distinct=digest)
@@ -119,6 +120,12 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
     log.info("intake.batch", received=len(items), accepted=result.accepted, rejected=result.rejected,
              duplicates=result.duplicates)
     return result
+
+
+async def _conflict_told(session: AsyncSession, event_id: str, digest: str) -> bool:
+    told = stable_event_id("rejected", event_id, "event_id", "event_id_reused", digest)
+    query = select(OutboxRow.event_id).where(OutboxRow.event_id == str(told))
+    return (await session.exec(query)).first() is not None
 
 
 @dataclass
