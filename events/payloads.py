@@ -236,13 +236,15 @@ ARG_CODES: frozenset[str] = frozenset({
     "patient_deceased", "operator_decision", "provider", "patient", "as_expected", "complication",
 })
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ][0-9:.]+(?:Z|[+-]\d{2}:?\d{2})?)?")
+_AMOUNT = re.compile(r"-?\d{1,9}(?:\.\d{1,2})?")  # money as an exact decimal string: no room for a personnummer
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def check_arg_text(value: str) -> None:
-    """A text argument of a case command is a code of `ARG_CODES`, an ISO date or time, a UUID
-    (match and referral ids) or a bus id (invoice ids, payment references)."""
-    if value in ARG_CODES:
+    """A text argument of a case command is a code of `ARG_CODES`, an amount (at most 9 digits and
+    2 decimals), an ISO date or time, a UUID (match and referral ids) or a bus id (invoice ids,
+    payment references)."""
+    if value in ARG_CODES or _AMOUNT.fullmatch(value):
         return
     if _ISO_DATE.fullmatch(value):
         try:

@@ -86,12 +86,18 @@ def clearing_requests(scenario: Scenario, *, run_id: str, policy: str = "optimal
     """One clearing round per care area that has requests, as of the scenario's day."""
     areas = sorted({r.care_area for r in scenario.requests})
     return [
-        new_envelope(ClearingRoundRequested(round_id=f"rnd-{run_id}-{safe_token(area.encode(), 6)}", care_area=area,
+        new_envelope(ClearingRoundRequested(round_id=f"rnd-{_token(run_id)}-{safe_token(area.encode(), 6)}",
+                                            care_area=area,
                                             as_of=scenario.as_of,
                                             policy=policy),
                      producer=producer, event_id=stable_event_id(run_id, "clearing", area))
         for area in areas
     ]
+
+
+def _token(run_id: str) -> str:
+    """`run_id` where it fits the bus's id alphabet (as `new_run_id`'s do), else a token of it."""
+    return run_id if is_identifier(f"rnd-{run_id}") else safe_token(run_id.encode(), 10)
 
 
 def new_run_id() -> str:
