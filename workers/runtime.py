@@ -47,8 +47,11 @@ class Runtime:
         db = db or Database(settings.effective_database_url, schema=settings.db_schema)
         streams = Streams(settings.stream_prefix)
         return cls(settings=settings, streams=streams, db=db, broker=broker, relay=OutboxRelay(db, None),
-                   context=ServiceContext(streams=streams, timeline_key=load_or_create_key(settings.state_dir)))
+                   context=ServiceContext(streams=streams))
 
     async def connect(self) -> None:
+        if self.context.timeline_key is None:
+            # Read (or made) when the workers start, not when the app is merely built.
+            self.context.timeline_key = load_or_create_key(self.settings.state_dir)
         await self.broker.connect()
         self.relay.redis = self.redis

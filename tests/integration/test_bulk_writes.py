@@ -54,8 +54,9 @@ async def _count(database, model, *where) -> int:
 
 
 async def test_appended_rows_commit_with_their_transaction_or_not_at_all(database):
-    envelope = new_envelope(OfferPublished(offer_id="off-1", region="13", unit_hsa_id="SE2321000016-U", care_area="cataract",
-                                           capacity=1, window_start=START, window_end=END, price_sek=1),
+    envelope = new_envelope(OfferPublished(offer_id="off-1", region="13", unit_hsa_id="SE2321000016-U",
+                                           care_area="cataract", capacity=1, window_start=START, window_end=END,
+                                           price_sek=1),
                             producer="13")
     async with database.session() as session:
         stage(session, envelope, "s")
@@ -112,8 +113,8 @@ async def test_continuous_clearing_reports_a_patient_not_placed_once_per_reason(
     ctx = _ctx()
     # The only offer costs more than the request will pay: no feasible offer, round after round.
     async with database.session() as session:
-        await intake.handle_batch(session, [_offer("off-dr", price=20000), _request("req-1", "case-1", max_price=10000)],
-                                  ctx)
+        await intake.handle_batch(session, [_offer("off-dr", price=20000),
+                                            _request("req-1", "case-1", max_price=10000)], ctx)
         await session.commit()
 
     async def round_(n: int, *, continuous: bool) -> None:
