@@ -195,8 +195,8 @@ async def test_withdrawal_during_a_hold_releases_it_and_tells_the_provider(setti
     async with marketplace(settings, database) as runtime:
         await publish_raw(runtime.redis, runtime.streams.intake, list(region_events(scenario, run_id="t")))
         await clear(runtime, "rnd-1")
-        withdraw = new_envelope(RequestWithdrawn(request_id="req-25", region="25", reason_code="found_slot_in_home_region"),
-                                producer="25")
+        withdraw = new_envelope(RequestWithdrawn(request_id="req-25", region="25",
+                                                 reason_code="found_slot_in_home_region"), producer="25")
         await publish_raw(runtime.redis, runtime.streams.intake, [withdraw])
         await settle(runtime)
         entries = await runtime.redis.xrange(runtime.streams.cases)

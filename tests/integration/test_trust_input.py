@@ -135,7 +135,7 @@ async def test_a_bad_item_written_past_intake_is_left_out_and_the_round_clears_t
         await settle(runtime)
         # Rows no intake would take, written straight into the tables (an old version, a hand edit).
         async with database.session() as session:
-            for offer_id, price, capacity in (("off-bd1", 1e300, 5), ("off-bd2", 9000.0, 2**40)):
+            for offer_id, price, capacity in (("off-bd1", 1e300, 5), ("off-bd2", 9000.0, 2**31 - 1)):
                 session.add(OfferRow(offer_id=offer_id, region="01", unit_hsa_id="SE2321000016-X",
                                      care_area="cataract", capacity=capacity, remaining=capacity,
                                      window_start=START, window_end=END, price_sek=price, status="open",
