@@ -309,8 +309,9 @@ async def test_identity_shaped_strings_reach_no_stream_row_or_log_line(settings,
             if IDENTITY.search(text):
                 found.append((name, text[:200]))
     async with database.session() as session:
+        connection = await session.connection()
         for table in SQLModel.metadata.sorted_tables:
-            for row in (await session.execute(core_select(table))).all():
+            for row in (await connection.execute(core_select(table))).all():
                 text = json.dumps([str(v) for v in row], ensure_ascii=False)
                 if IDENTITY.search(text):
                     found.append((table.name, text[:200]))
