@@ -34,6 +34,7 @@ from rich.table import Table
 
 from events import Envelope, OfferPublished, Patient, RequestPublished, new_envelope
 from events.envelope import stable_event_id
+from events.identifiers import safe_token
 from matchers.reference import care_areas, regions
 
 DATA_FIELD = "__data__"
@@ -55,11 +56,13 @@ def market_events(run_id: str, count: int, *, requests_per_offer: int = 4, spare
     end = start + timedelta(days=60)
     n = 0
     block = 0
+    tag = safe_token(run_id.encode(), 8)  # the bus's ids have no vowels: the run's name becomes a token
     while n < count:
         area = areas[block % len(areas)]
         provider = codes[block % len(codes)]
-        offer_id = f"{run_id}-o{block}"
-        yield new_envelope(OfferPublished(offer_id=offer_id, region=provider, unit_hsa_id=f"SE{provider}-UNIT",
+        offer_id = f"off-{tag}-{block}"
+        yield new_envelope(OfferPublished(offer_id=offer_id, region=provider,
+                                          unit_hsa_id=f"SE23210000{provider}-UNIT",
                                           care_area=area, capacity=requests_per_offer + spare, window_start=start,
                                           window_end=end, price_sek=9000 + block % 7 * 100),
                            producer=provider, event_id=stable_event_id(run_id, "offer", block))
@@ -68,10 +71,10 @@ def market_events(run_id: str, count: int, *, requests_per_offer: int = 4, spare
             if n >= count:
                 return
             home = codes[(block * requests_per_offer + i + 1) % len(codes)]
-            request_id = f"{run_id}-r{block}-{i}"
+            request_id = f"req-{tag}-{block}-{i}"
             yield new_envelope(RequestPublished(
                 request_id=request_id, region=home, care_area=area, window_start=start, window_end=end,
-                patients=(Patient(case_ref=f"{request_id}-p", waiting_since=start - timedelta(days=30)),)),
+                patients=(Patient(case_ref=f"case-{tag}-{block}-{i}", waiting_since=start - timedelta(days=30)),)),
                 producer=home, event_id=stable_event_id(run_id, "request", block, i))
             n += 1
         block += 1

@@ -9,16 +9,74 @@ No payload carries patient identity: cases travel as pseudonymous `case_ref`s.
 
 from __future__ import annotations
 
-from datetime import date
+import re
+import uuid
+from datetime import date, datetime
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
+
+from events.bounds import (
+    MAX_ARGS,
+    MAX_CAPACITY,
+    MAX_PATIENTS,
+    MAX_PRICE_SEK,
+    MAX_TRAVEL_KM,
+    check_bus_date,
+    check_waiting_since,
+)
+from events.identifiers import (
+    ID_DESCRIPTION,
+    MAX_ID_LENGTH,
+    IdentifierError,
+    check_event_id,
+    check_identifier,
+    holds_personal_number,
+)
 
 RegionCode = Annotated[str, Field(pattern=r"^\d{2}$", description="two-digit region code")]
 CareArea = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9-]*$")]
-Identifier = Annotated[str, Field(min_length=1, max_length=128)]
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+"""An id the marketplace itself makes (match, message ids): printable ASCII, no spaces."""
+
+
+def _safe_id(value: str) -> str:
+    try:
+        return check_identifier(value)
+    except IdentifierError as exc:
+        raise PydanticCustomError(exc.rule, str(exc)) from None
+
+
+BusId = Annotated[str, Field(min_length=3, max_length=MAX_ID_LENGTH, description=ID_DESCRIPTION),
+                  AfterValidator(_safe_id)]
+"""An id a region chooses: shaped so that it cannot carry a personnummer or a name."""
+def _hsa_id(value: str) -> str:
+    if holds_personal_number(value[2:12]):
+        # A sole trader's organisation number is their personnummer: not on the bus.
+        raise PydanticCustomError("no_personal_number", "the organisation number is a personal identity number")
+    return value
+
+
+HsaId = Annotated[str, Field(pattern=r"^SE\d{10}-[0-9A-Z]{1,12}$", max_length=25,
+                             description="a care unit's HSA id: SE, the region's organisation number, '-', "
+                                         "a suffix of at most 12 capitals and digits"),
+                  AfterValidator(_hsa_id)]
+BusDate = Annotated[date, AfterValidator(check_bus_date)]
+WaitingSince = Annotated[date, AfterValidator(check_waiting_since)]
+Amount = Annotated[float, Field(ge=0, le=MAX_PRICE_SEK, allow_inf_nan=False)]
 NotPlacedReason = Literal["no_feasible_offer", "capacity_exhausted"]
+OfferWithdrawalReason = Literal["capacity_gone", "unit_unavailable", "entered_in_error", "other"]
+RequestWithdrawalReason = Literal["found_slot_in_home_region", "care_no_longer_needed", "other"]
+"""The lifecycle's withdrawal reasons (`marketplace.lifecycle.reasons.WithdrawalReason`)."""
 
 
 class Payload(BaseModel):
@@ -30,8 +88,8 @@ class Payload(BaseModel):
 
 
 class _Window(Payload):
-    window_start: date
-    window_end: date
+    window_start: BusDate
+    window_end: BusDate
 
     @field_validator("window_end")
     @classmethod
@@ -50,39 +108,42 @@ class OfferPublished(_Window):
     """A providing region offers a block of capacity."""
 
     TYPE = "offer.published"
-    offer_id: Identifier
+    offer_id: BusId
     region: RegionCode
-    unit_hsa_id: Identifier
+    unit_hsa_id: HsaId
     care_area: CareArea
-    capacity: int = Field(gt=0, description="patients the offer can take; must be greater than 0")
-    price_sek: float = Field(ge=0)
+    capacity: int = Field(gt=0, le=MAX_CAPACITY,
+                          description=f"patients the offer can take: 1 to {MAX_CAPACITY}")
+    price_sek: Amount
 
 
 class OfferWithdrawn(Payload):
+    """A providing region takes an offer off the book. The reason is a code: no free text travels."""
+
     TYPE = "offer.withdrawn"
-    offer_id: Identifier
+    offer_id: BusId
     region: RegionCode
-    reason: str = Field(default="", max_length=500)
+    reason_code: OfferWithdrawalReason = "other"
 
 
 class Patient(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    case_ref: Identifier
-    waiting_since: date
+    case_ref: BusId
+    waiting_since: WaitingSince
 
 
 class RequestPublished(_Window):
     """A requesting region asks for care for patients past (or near) the care guarantee."""
 
     TYPE = "request.published"
-    request_id: Identifier
+    request_id: BusId
     region: RegionCode
     care_area: CareArea
-    max_price_sek: float | None = Field(default=None, ge=0)
-    max_travel_km: float | None = Field(default=None, ge=0)
-    excluded_regions: tuple[RegionCode, ...] = ()
+    max_price_sek: Amount | None = None
+    max_travel_km: float | None = Field(default=None, ge=0, le=MAX_TRAVEL_KM, allow_inf_nan=False)
+    excluded_regions: tuple[RegionCode, ...] = Field(default=(), max_length=21)
     requires_agreement: bool = False
-    patients: tuple[Patient, ...] = Field(min_length=1)
+    patients: tuple[Patient, ...] = Field(min_length=1, max_length=MAX_PATIENTS)
 
     @model_validator(mode="after")
     def _unique_case_refs(self) -> RequestPublished:
@@ -96,10 +157,10 @@ class RequestWithdrawn(Payload):
     """The home region withdraws a whole request, or only some of its cases."""
 
     TYPE = "request.withdrawn"
-    request_id: Identifier
+    request_id: BusId
     region: RegionCode
-    case_refs: tuple[Identifier, ...] | None = None
-    reason: str = Field(default="", max_length=500)
+    case_refs: tuple[BusId, ...] | None = Field(default=None, min_length=1, max_length=MAX_PATIENTS)
+    reason_code: RequestWithdrawalReason = "other"
 
 
 Phone = Annotated[str, Field(min_length=5, max_length=40, pattern=r"^\+?[0-9][0-9 ()-]{3,38}[0-9]$")]
@@ -214,9 +275,9 @@ class ClearingRoundRequested(Payload):
     """Ask the matcher of one care area to clear its book as of a day."""
 
     TYPE = "clearing.requested"
-    round_id: Identifier
+    round_id: BusId
     care_area: CareArea
-    as_of: date
+    as_of: BusDate
     policy: Literal["optimal", "greedy"] = "optimal"
 
 
@@ -232,6 +293,8 @@ class ClearingRoundCompleted(Payload):
     placed: int
     wait_days: int
     cost_sek: float
+    left_out: dict[str, int] = Field(default_factory=dict, description="items of the book the round could "
+                                     "not use, counted per `kind.rule` (e.g. `offer.price_sek`); see the log")
 
 
 class MatchProposed(Payload):
@@ -264,6 +327,41 @@ class PatientNotPlaced(Payload):
 
 
 Detail = str | int | float | bool | None
+# The codes a case command's text arguments may take (reason codes, causes): a closed vocabulary,
+# so that no free word travels. The lifecycle's reason enums are a subset (a test keeps it so).
+ARG_CODES: frozenset[str] = frozenset({
+    "no_capacity", "clinical_criteria", "other", "too_far", "date_unsuitable", "chose_home_region",
+    "found_slot_in_home_region", "care_no_longer_needed", "entered_in_error", "duplicate",
+    "patient_deceased", "operator_decision", "provider", "patient", "as_expected", "complication",
+})
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ][0-9:.]+(?:Z|[+-]\d{2}:?\d{2})?)?")
+_AMOUNT = re.compile(r"-?\d{1,9}(?:\.\d{1,2})?")  # money as an exact decimal string: no room for a personnummer
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def check_arg_text(value: str) -> None:
+    """A text argument of a case command is a code of `ARG_CODES`, an amount (at most 9 digits and
+    2 decimals), an ISO date or time, a UUID (match and referral ids) or a bus id (invoice ids,
+    payment references)."""
+    if value in ARG_CODES or _AMOUNT.fullmatch(value):
+        return
+    if _ISO_DATE.fullmatch(value):
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise PydanticCustomError("arg_date", "a date argument is an ISO 8601 date") from None
+        return
+    if _UUID.fullmatch(value):
+        try:
+            check_event_id(uuid.UUID(value))
+        except IdentifierError as exc:
+            raise PydanticCustomError(exc.rule, str(exc)) from None
+        return
+    try:
+        check_identifier(value)
+    except IdentifierError as exc:
+        raise PydanticCustomError("arg_shape", "a text argument is a known code, an ISO date, a UUID or an id "
+                                  "({rule})", {"rule": exc.rule}) from None
 
 
 class CaseStateChanged(Payload):
@@ -297,9 +395,26 @@ class CaseCommandIssued(Payload):
     accepted, scheduled_for, performed_on, invoice_id, payment_ref, amount_sek, note, ...)."""
 
     TYPE = "case.command"
-    case_ref: Identifier
+    case_ref: BusId
     command: CaseCommandName
-    args: dict[str, Detail] = Field(default_factory=dict)
+    args: dict[Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")], Detail] = Field(default_factory=dict,
+                                                                                 max_length=MAX_ARGS)
+
+    @field_validator("args")
+    @classmethod
+    def _no_free_text(cls, args: dict[str, Detail]) -> dict[str, Detail]:
+        # Free text could carry anything; a note for the counterpart goes in a secure message.
+        for key, value in args.items():
+            if key == "note":
+                raise PydanticCustomError("no_free_text", "notes do not travel on the bus: send them in a "
+                                          "secure message to the counterpart")
+            if isinstance(value, str):
+                check_arg_text(value)
+            elif isinstance(value, float | int) and not isinstance(value, bool) and not (
+                    -MAX_PRICE_SEK <= value <= MAX_PRICE_SEK):
+                raise PydanticCustomError("amount_range", "a number in args lies between {low} and {high}",
+                                          {"low": -MAX_PRICE_SEK, "high": MAX_PRICE_SEK})
+        return args
 
 
 class MessageSent(Payload):
@@ -354,7 +469,7 @@ class SecureMessageSubmitted(Payload):
     """
 
     TYPE = "sdk.message.submitted"
-    case_ref: Identifier
+    case_ref: BusId
     sealed: SealedBase64
 
 

@@ -47,6 +47,7 @@ from events import (
     new_envelope,
 )
 from events.envelope import parse_envelope, stable_event_id
+from events.identifiers import safe_token
 from marketplace.adapters.database import Database
 from marketplace.adapters.message_orm import SecureMessageRow
 from marketplace.adapters.orm import CaseRow, MatchRow
@@ -80,6 +81,11 @@ CLINICAL_SUMMARY = "Remiss för åtgärd enligt vårdgarantin. Anamnes och statu
 _GIVEN = ("Alvina", "Edvira", "Majken", "Nilsine", "Ottilde", "Sunniva", "Gretel", "Ingvalda", "Arvedine", "Tyra")
 _FAMILY_HEAD = ("Kvarn", "Ljung", "Sälg", "Rönn", "Tjärn", "Myr", "Hägg", "Lönn")
 _FAMILY_TAIL = ("ekvist", "grenius", "hammarén", "dahlius", "strömer", "bladin", "markell", "byström")
+
+
+def _invoice_id(match_id: str) -> str:
+    # Ids on the bus are of the bus's alphabet (events/identifiers.py): a token of the match id.
+    return f"inv-{safe_token(match_id.encode(), 10)}"
 
 
 @dataclass(frozen=True)
@@ -342,7 +348,7 @@ async def play_parties(redis: Any, db: Database, streams: Streams, state_dir: Pa
                                     summary="Åtgärd utförd utan komplikationer."),
                 sender_code=m.providing_region, recipient=federation.org(m.requesting_region), case_ref=ref,
                 label="Utförd vård")
-        await step(carried, "record_follow_up", "provider", {"followed_up"}, note="as_expected")
+        await step(carried, "record_follow_up", "provider", {"followed_up"})
         for ref in carried:
             m = matches[ref]
             await federation.submit(
@@ -350,14 +356,14 @@ async def play_parties(redis: Any, db: Database, streams: Streams, state_dir: Pa
                 sender_code=m.providing_region, recipient=federation.org(m.requesting_region), case_ref=ref,
                 label="Uppföljning")
         await step(carried, "invoice", "provider", {"invoiced", "settled"},
-                   invoice_id=lambda r, m: f"inv-{m.match_id[:8]}")
+                   invoice_id=lambda r, m: _invoice_id(m.match_id))
         for ref in carried:
             m = matches[ref]
             async with db.session() as session:
                 state = await load_case(session, ref)
             owed = state.settlement.invoice_total_sek if state and state.settlement else Decimal(str(m.price_sek))
             await federation.submit(
-                Invoice(invoice_id=f"inv-{m.match_id[:8]}", match_id=m.match_id, case_ref=ref, issued_on=today,
+                Invoice(invoice_id=_invoice_id(m.match_id), match_id=m.match_id, case_ref=ref, issued_on=today,
                         due_on=today + timedelta(days=30),
                         lines=(InvoiceLine(kind="care", description="Åtgärd till låst pris", amount_sek=owed),),
                         total_sek=owed),
@@ -365,7 +371,8 @@ async def play_parties(redis: Any, db: Database, streams: Streams, state_dir: Pa
                 label="Faktura")
             if state is not None and state.outstanding_sek > 0:
                 await federation.command(ref, "record_payment", m.requesting_region,
-                                         payment_ref=f"pay-{m.match_id[:8]}", amount_sek=str(state.outstanding_sek))
+                                         payment_ref=f"pay-{safe_token(m.match_id.encode(), 10)}",
+                                         amount_sek=str(state.outstanding_sek))
         states = await wait_for(db, {ref: {"settled"} for ref in carried}, timeout_s=timeout_s)
         outcome.settled = sorted(ref for ref in carried if states.get(ref) == "settled")
         await _until_answered(db, list(matches), timeout_s=timeout_s)

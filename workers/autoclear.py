@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import col, func, select
 
 from events import ClearingRoundRequested, new_envelope
+from events.identifiers import safe_token
 from marketplace.adapters.locks import FencedOut
 from marketplace.adapters.orm import CaseRow
 from marketplace.lifecycle.swedish_time import swedish_date
@@ -79,7 +80,7 @@ class AutoClearer:
         rt = self.runtime
         today = swedish_date(rt.context.clock())
         for attempt in range(1, ATTEMPTS + 1):
-            round_id = f"auto:{self.care_area}:{uuid.uuid4().hex[:16]}"
+            round_id = f"rnd-{safe_token(uuid.uuid4().bytes, 16)}"
             cmd = ClearingRoundRequested(round_id=round_id, care_area=self.care_area, as_of=today,
                                          policy=self.policy)
             envelope = new_envelope(cmd, producer=clearing.CONSUMER)

@@ -56,13 +56,17 @@ from faststream.redis import StreamSub
 from faststream.redis.annotations import RedisBatchStreamMessage, RedisStreamMessage
 from faststream.redis.message import FAKE_CONSUMER
 from faststream.redis.message import RedisBatchStreamMessage as BatchMessage
+from faststream.redis.message import RedisStreamMessage as SingleMessage
 from faststream.redis.parser import BinaryMessageFormatV1
+from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from events import EventParseError
+from events.envelope import decode_body
 from marketplace.adapters.dead_letters import DATA_FIELD, dead_letter
 from marketplace.adapters.locks import FencedOut
 from marketplace.services.context import ServiceContext
@@ -95,6 +99,9 @@ class Entry:
     deliveries: int = 1
     # The `__data__` field as stored, kept unchanged for the dead-letter stream (None: same as body).
     raw: bytes | str | None = None
+    # Why the entry cannot be read at all (no data field, not UTF-8, not JSON, too deep): poison,
+    # kept out of every transaction and dead-lettered at the delivery limit.
+    poison: str | None = None
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -117,14 +124,35 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+class Unreadable(ValueError):
+    """An entry that no handler could read: `rule` says why; `body` is what to dead-letter."""
+
+    def __init__(self, rule: str, body: bytes | str) -> None:
+        super().__init__(rule)
+        self.rule, self.body = rule, body
+
+
 def entry_body(fields: Mapping[Any, Any] | None) -> bytes | str:
-    """The envelope of an entry: `__data__`, or (as FastStream reads it) all fields as JSON."""
+    """The envelope of an entry: its `__data__` field. Raises Unreadable for an entry without one,
+    or with a field name that is not UTF-8 (the dead letter then keeps the fields, escaped)."""
     if not fields:
-        return b""
-    for key, value in fields.items():
-        if _text(key) == DATA_FIELD:
+        raise Unreadable("no_data_field", b"")
+    names: list[str] = []
+    for key in fields:
+        try:
+            names.append(key.decode("utf-8") if isinstance(key, bytes) else str(key))
+        except UnicodeDecodeError:
+            raise Unreadable("field_name_utf8", _escaped(fields)) from None
+    for name, value in zip(names, fields.values(), strict=True):
+        if name == DATA_FIELD:
             return value
-    return json.dumps({_text(k): _text(v) for k, v in fields.items()})
+    raise Unreadable("no_data_field", _escaped(fields))
+
+
+def _escaped(fields: Mapping[Any, Any]) -> str:
+    def show(v: Any) -> str:
+        return v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else str(v)
+    return json.dumps({show(k): show(v) for k, v in fields.items()})
 
 
 def unwrap(raw: bytes | str) -> bytes | str:
@@ -140,6 +168,14 @@ def unwrap(raw: bytes | str) -> bytes | str:
     return raw
 
 
+def _all_faststream_format(entries: Sequence[Mapping[Any, Any]]) -> bool:
+    for fields in entries:
+        data = fields.get(DATA_FIELD.encode(), b"") if isinstance(fields, Mapping) else b""
+        if not (isinstance(data, bytes) and data.startswith(BinaryMessageFormatV1.IDENTITY_HEADER)):
+            return False
+    return bool(entries)
+
+
 async def _entries_as_read(message: Any,
                            original: Callable[[Any], Awaitable[StreamMessage[Any]]]) -> StreamMessage[Any]:
     """The batch as Redis gave it. FastStream's own parser would JSON-decode every entry, encode the
@@ -147,11 +183,21 @@ async def _entries_as_read(message: Any,
     raw message instead, and the services parse each envelope once. Entries in FastStream's own
     format (published through the broker, as tests do) still go through its parser, which reads
     their headers (the correlation id its test broker tracks them by)."""
-    entries = message.get("data") or ()
-    first = entries[0].get(DATA_FIELD.encode(), b"") if entries else b""
-    if isinstance(first, bytes) and first.startswith(BinaryMessageFormatV1.IDENTITY_HEADER):
+    # Only a batch all in FastStream's format: its parser fails on an entry without `__data__` or
+    # with a field name that is not UTF-8, before any handler runs, and so forever.
+    if _all_faststream_format(message.get("data") or ()):
         return await original(message)
     return BatchMessage(raw_message=message, body=b"", consumer=FAKE_CONSUMER, group=None)
+
+
+async def _entry_as_read(message: Any,
+                         original: Callable[[Any], Awaitable[StreamMessage[Any]]]) -> StreamMessage[Any]:
+    """The claimer's entry as Redis gave it: FastStream's parser would fail on the same poison
+    (and its decoder would JSON-decode a body nested thousands deep) without the handler ever
+    seeing the entry, so it would be claimed again and again and never dead-lettered."""
+    if _all_faststream_format([message.get("data") or {}]):
+        return await original(message)
+    return SingleMessage(raw_message=message, body=b"", consumer=FAKE_CONSUMER, group=None)
 
 
 async def _not_decoded(message: StreamMessage[Any], original: Callable[[StreamMessage[Any]], Awaitable[Any]]) -> Any:
@@ -159,9 +205,28 @@ async def _not_decoded(message: StreamMessage[Any], original: Callable[[StreamMe
 
 
 def _entry(entry_id: Any, fields: Mapping[Any, Any] | None, deliveries: int = 1) -> Entry:
-    raw = entry_body(fields)
-    body = unwrap(raw)
-    return Entry(_text(entry_id), body, deliveries, raw=None if body is raw else raw)
+    """One entry as read; never raises: what cannot be read is marked as poison."""
+    eid = entry_id.decode("ascii", "replace") if isinstance(entry_id, bytes) else str(entry_id)
+    try:
+        raw = entry_body(fields)
+    except Unreadable as exc:
+        return Entry(eid, exc.body, deliveries, poison=exc.rule)
+    try:
+        body = unwrap(raw)
+    except Exception:
+        return Entry(eid, raw, deliveries, poison="faststream_format")
+    try:
+        decode_body(body)
+    except EventParseError as exc:
+        return Entry(eid, body, deliveries, raw=None if body is raw else raw, poison=exc.rule)
+    return Entry(eid, body, deliveries, raw=None if body is raw else raw)
+
+
+def _reason(exc: Exception) -> str:
+    # A pydantic error's text repeats the input, which may be anything a region sent.
+    if isinstance(exc, ValidationError):
+        return f"{type(exc).__name__}: {exc.error_count()} errors, first {exc.errors()[0]['type']}"
+    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 class StreamConsumer:
@@ -202,7 +267,7 @@ class StreamConsumer:
             stream=StreamSub(self.stream, group=self.group, consumer=self.consumer,
                              min_idle_time=self.claim_idle_ms, polling_interval=self.claim_interval_ms),
             ack_policy=AckPolicy.MANUAL, persistent=False, include_in_schema=False,
-            title=f"{self.stream}:{self.group}:claim")
+            parser=_entry_as_read, decoder=_not_decoded, title=f"{self.stream}:{self.group}:claim")
 
         async def read(msg: RedisBatchStreamMessage) -> None:
             raw = msg.raw_message
@@ -214,21 +279,28 @@ class StreamConsumer:
         async def claim(msg: RedisStreamMessage) -> None:
             raw = msg.raw_message
             ids = raw["message_ids"]
-            await self._run([_entry(ids[0] if ids else b"", raw["data"])], count_deliveries=msg)
+            await self._run([_entry(ids[0] if ids else b"", raw["data"])], count_deliveries=True)
 
         reader(read)
         claimer(claim)
         self.subscribers = [reader, claimer]
         return self.subscribers
 
-    async def _run(self, entries: list[Entry], count_deliveries: Any = None) -> None:
+    async def _delivery_count(self, entry_id: str) -> int:
+        if not entry_id:
+            return 1  # FastStream's in-memory test broker hands out no ids (and has no pending list)
+        pending = await self.runtime.redis.xpending_range(self.stream, self.group, min=entry_id, max=entry_id,
+                                                          count=1)
+        return int(pending[0]["times_delivered"]) if pending else 1
+
+    async def _run(self, entries: list[Entry], count_deliveries: bool = False) -> None:
         """A handler's body: process, and turn what goes wrong into a log line and a pause."""
         if self._stopping or not entries:
             return  # left pending: the claimer (here or elsewhere) gets it
         try:
-            if count_deliveries is not None:
+            if count_deliveries:
                 # XPENDING: XAUTOCLAIM has just counted this delivery.
-                entries[0].deliveries = await count_deliveries.get_delivery_count()
+                entries[0].deliveries = await self._delivery_count(entries[0].id)
                 self._log.info("worker.claimed", entry_id=entries[0].id, deliveries=entries[0].deliveries)
             await self.process(entries)
             self._backoff = BACKOFF_MIN_S
@@ -328,7 +400,14 @@ class StreamConsumer:
     # --- processing ------------------------------------------------------------------------------
 
     async def process(self, entries: list[Entry]) -> None:
-        """Run `entries` as one transaction; if that fails, one by one. Acked once committed."""
+        """Run `entries` as one transaction; if that fails, one by one. Acked once committed.
+        Poison never joins a transaction: it waits for its delivery limit on its own."""
+        for entry in entries:
+            if entry.poison is not None:
+                await self._failed(entry, f"unreadable: {entry.poison}")
+        entries = [e for e in entries if e.poison is None]
+        if not entries:
+            return
         try:
             await self._transaction(entries)
         except (asyncio.CancelledError, FencedOut):
@@ -338,7 +417,7 @@ class StreamConsumer:
                 # Nothing is wrong with the entries: they stay pending and come back through the claimer.
                 raise
             if len(entries) == 1:
-                await self._failed(entries[0], exc)
+                await self._failed(entries[0], _reason(exc))
                 return
             self._log.warning("worker.batch_failed", count=len(entries), error=f"{type(exc).__name__}: {exc}")
             done: list[Entry] = []
@@ -351,7 +430,7 @@ class StreamConsumer:
                     if is_transient(one_exc):
                         await self._acknowledge(done)
                         raise
-                    await self._failed(entry, one_exc)
+                    await self._failed(entry, _reason(one_exc))
                 else:
                     done.append(entry)
             await self._acknowledge(done)
@@ -387,8 +466,7 @@ class StreamConsumer:
             self._log.warning("worker.flush_deferred", error=f"{type(exc).__name__}: {exc}")
             self.runtime.relay.poke()
 
-    async def _failed(self, entry: Entry, exc: Exception) -> None:
-        reason = f"{type(exc).__name__}: {exc}"
+    async def _failed(self, entry: Entry, reason: str) -> None:
         if entry.deliveries >= self.max_deliveries:
             await dead_letter(self.runtime.redis, self.runtime.streams.dead_letter, stream=self.stream,
                               group=self.group, entry_id=entry.id,

@@ -10,6 +10,7 @@ import structlog
 from faststream.redis import RedisBroker
 
 from events import Streams
+from marketplace.adapters.checkpoint_key import load_or_create_key
 from marketplace.adapters.database import Database
 from marketplace.adapters.outbox import OutboxRelay
 from marketplace.services.context import ServiceContext
@@ -49,5 +50,8 @@ class Runtime:
                    context=ServiceContext(streams=streams))
 
     async def connect(self) -> None:
+        if self.context.timeline_key is None:
+            # Read (or made) when the workers start, not when the app is merely built.
+            self.context.timeline_key = load_or_create_key(self.settings.state_dir)
         await self.broker.connect()
         self.relay.redis = self.redis

@@ -203,12 +203,26 @@ class TimelineRow(SQLModel, table=True):
     hash: str = Field(max_length=64)
 
 
+class TimelineHeadRow(SQLModel, table=True):
+    """Each case timeline's head, kept outside the chain, with the marketplace's keyed checkpoint
+    of it: a deleted newest entry, a forged append or a recomputed chain no longer meets it."""
+
+    __tablename__ = "timeline_heads"
+    case_ref: str = Field(primary_key=True, max_length=128)
+    version: int
+    hash: str = Field(max_length=64)
+    checkpoint: str | None = Field(default=None, max_length=64)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
 class ProcessedEventRow(SQLModel, table=True):
     """The inbox: an event id recorded in the same transaction as its effect, per consumer group."""
 
     __tablename__ = "processed_events"
     consumer: str = Field(primary_key=True, max_length=32)
     event_id: str = Field(primary_key=True, max_length=36)
+    # SHA-256 of the event's canonical JSON (RFC 8785): the same id with other content is a conflict.
+    digest: str | None = Field(default=None, max_length=64)
     processed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 

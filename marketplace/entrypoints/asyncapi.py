@@ -13,6 +13,8 @@ from faststream import FastStream
 from faststream.specification import AsyncAPI
 
 from events import Envelope
+from events.bounds import MAX_BODY_BYTES, MAX_JSON_DEPTH
+from events.identifiers import ID_DESCRIPTION
 from events.payloads import (
     AgreementDrafted,
     AgreementEnded,
@@ -59,7 +61,9 @@ def build() -> tuple[FastStream, AsyncAPI]:
     st, broker = runtime.streams, runtime.broker
     published = [
         (st.intake, "Regions publish offers, requests, withdrawals, agreements and case commands; operators "
-                    "request clearing rounds.",
+                    "request clearing rounds. Every id a region chooses follows the bus's id pattern "
+                    f"({ID_DESCRIPTION}); every number, date and list is bounded (see each field); reasons are "
+                    "codes, and no free text travels. Out-of-bounds input is refused with an event.rejected.",
          _envelope_of("IntakeEvent", OfferPublished, OfferWithdrawn, RequestPublished, RequestWithdrawn,
                       AgreementDrafted, AgreementRegistered, AgreementUpdated, AgreementEnded,
                       ClearingRoundRequested, CaseCommandIssued)),
@@ -79,14 +83,20 @@ def build() -> tuple[FastStream, AsyncAPI]:
          _envelope_of("SecureReceipt", SecureReceiptSubmitted)),
         (st.inbox("{org_number}"), "One inbox per organisation: sealed messages and receipts delivered to it.",
          _envelope_of("InboxEntry", SecureMessageDelivered, SecureReceiptDelivered)),
-        (st.rejections, "Bad input, told back to its sender: the field and the rule it broke.",
+        (st.rejections, "Bad input, told back to its sender: the field and the rule it broke. A rejection never "
+                        "repeats a value the sender chose, and refuses another region's offer, request or case "
+                        "exactly like one that does not exist.",
          _envelope_of("RejectionEvent", EventRejected)),
     ]
     for stream, description, schema in published:
         broker.publisher(stream=stream, schema=schema, title=f"{stream}:publish", description=description)
     spec = AsyncAPI(broker, title=TITLE, version=VERSION,
                     description="Event-driven marketplace for national healthcare brokering between Swedish "
-                                "regions. Every entry is a JSON envelope in the field `__data__`.")
+                                "regions. Every entry is a JSON envelope in the field `__data__` (UTF-8 JSON, at most "
+                                f"{MAX_JSON_DEPTH} deep and {MAX_BODY_BYTES} bytes; an entry that cannot be read "
+                                "at all goes to the dead-letter stream after the delivery limit). No patient "
+                                "identity travels outside encrypted bodies: ids cannot hold a personnummer or a "
+                                "name by their pattern.")
     return FastStream(broker, specification=spec), spec
 
 

@@ -25,7 +25,7 @@ from marketplace.adapters.orm import CaseRow, MatchRow, PlacementRow
 from marketplace.adapters.outbox import DATA_FIELD
 from marketplace.demo_parties import play_parties
 from marketplace.entrypoints.progress import wait_until_settled
-from marketplace.scenario_events import clearing_requests, new_run_id, region_events
+from marketplace.scenario_events import BusIds, bus_id, clearing_requests, new_run_id, region_events
 from marketplace.services.waiting_times import import_sample
 from marketplace.settings import Settings
 from matchers.model import Scenario
@@ -122,13 +122,15 @@ async def read_allocation(db: Database, scenario: Scenario,
             select(PlacementRow).where(col(PlacementRow.round_id).in_(round_ids)))).all()
         matches = list((await session.exec(select(MatchRow).where(col(MatchRow.round_id).in_(round_ids)))).all())
     by_case = {p.case_ref: p for p in placements}
+    ids = BusIds.of(scenario)  # the file's own ids, where the bus needed others
     rows = []
     for request in scenario.requests:
         for patient in request.patients:
-            p = by_case.get(patient.case_ref)
+            p = by_case.get(bus_id("case", patient.case_ref))
             if p is None:
                 raise RuntimeError(f"case {patient.case_ref} has no outcome in rounds {round_ids}")
-            rows.append({"case_ref": p.case_ref, "request_id": p.request_id, "offer_id": p.offer_id,
+            rows.append({"case_ref": ids.original(p.case_ref), "request_id": ids.original(p.request_id),
+                         "offer_id": ids.original(p.offer_id),
                          "reason": p.reason, "cost_sek": p.cost_sek, "distance_km": p.distance_km,
                          "wait_days": p.wait_days})
     return rows, matches

@@ -8,9 +8,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from marketplace.adapters.checkpoint_key import load_key
 from marketplace.adapters.database import Database
-from marketplace.lifecycle.timeline import TimelineEntry, verify
-from marketplace.services.timeline import load_timeline
+from marketplace.lifecycle.timeline import Head, TimelineEntry, verify_with_head
+from marketplace.services.timeline import load_head, load_timeline
 from marketplace.settings import Settings
 
 
@@ -87,6 +88,7 @@ async def show_timeline(settings: Settings, case_ref: str, *, console: Console, 
     try:
         async with db.session() as session:
             entries = await load_timeline(session, case_ref)
+            head = await load_head(session, case_ref)
     finally:
         await db.dispose()
     if not entries:
@@ -109,15 +111,17 @@ async def show_timeline(settings: Settings, case_ref: str, *, console: Console, 
                           describe_entry(e), e.hash[:12])
         console.print(table)
     if check:
-        return _report(console, entries)
+        return _report(console, case_ref, entries, head, load_key(settings.state_dir))
     return 0
 
 
-def _report(console: Console, entries: list[TimelineEntry]) -> int:
-    result = verify(entries)
+def _report(console: Console, case_ref: str, entries: list[TimelineEntry], head: Head | None,
+            key: bytes | None) -> int:
+    result = verify_with_head(case_ref, entries, head, key)
     if result.ok:
-        console.print(f"[green]hash chain intact[/green]: {result.entries_checked} entries verified")
+        console.print(f"[green]hash chain intact[/green]: {result.entries_checked} entries verified, "
+                      f"ending at the recorded head (version {head.version if head else 0}, checkpoint valid)")
         return 0
     console.print(f"[red]hash chain BROKEN at version {result.first_broken_version}[/red]: "
-                  f"{result.reason} — {result.detail}")
+                  f"{result.reason} — {result.detail}", soft_wrap=True)
     return 1

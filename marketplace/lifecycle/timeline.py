@@ -8,8 +8,10 @@ returns timestamptz in the session's zone): the hash must depend on the instant,
 was written. Naive datetimes are refused (SQLite drops the zone: re-attach UTC when reading).
 
 The chain shows any change inside it. It cannot show the loss of its newest entries, nor a
-history rewritten from the first entry on with every hash recomputed: for that, keep the head
-(last version and hash) somewhere else too and pass it to `verify` as `expected_head`.
+history rewritten from the first entry on with every hash recomputed, nor an entry appended with a
+valid hash: for that the marketplace keeps each timeline's head (last version and hash) outside
+the chain, with a keyed checkpoint of it (HMAC-SHA256 under a key that is not in the database),
+and `verify_with_head` checks the chain against both.
 
 Entries of other types than case events (a message sent, a receipt) may share the timeline: they
 are chained like the rest and skipped by `replay_timeline`.
@@ -18,6 +20,7 @@ are chained like the rest and skipped by `replay_timeline`.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -128,6 +131,25 @@ class BreakReason(StrEnum):
     OTHER_CASE = "other_case"
     HEAD_MISMATCH = "head_mismatch"
     """The chain is intact but ends elsewhere than the head kept outside it (lost entries)."""
+    NO_HEAD = "no_head"
+    """No head was recorded outside the chain, or it carries no checkpoint."""
+    CHECKPOINT_MISMATCH = "checkpoint_mismatch"
+    """The head's keyed checkpoint does not match: head and chain were rewritten without the key."""
+
+
+@dataclass(frozen=True)
+class Head:
+    """A timeline's head as recorded outside the chain, with its keyed checkpoint."""
+
+    version: int
+    hash: str
+    checkpoint: str | None
+
+
+def checkpoint(key: bytes, case_ref: str, version: int, head_hash: str) -> str:
+    """HMAC-SHA256 (hex) of a timeline's head, under the marketplace's key."""
+    message = canonical_json({"case_ref": case_ref, "version": version, "hash": head_hash}).encode("utf-8")
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -176,6 +198,40 @@ def verify(entries: Sequence[TimelineEntry], expected_head: tuple[int, str] | No
             return VerificationResult(False, len(entries), first_broken, BreakReason.HEAD_MISMATCH,
                                       f"timeline ends at version {last} ({head[1][:12]}...), "
                                       f"expected {expected_last} ({expected_head[1][:12]}...)")
+    return VerificationResult(True, len(entries))
+
+
+def verify_with_head(case_ref: str, entries: Sequence[TimelineEntry], head: Head | None,
+                     key: bytes | None) -> VerificationResult:
+    """The chain, then the head recorded outside it, then the head's checkpoint under `key`.
+
+    Catches what the chain alone cannot: a deleted newest entry and an entry appended with a valid
+    hash (the chain no longer ends at the head), and a chain recomputed after an edit with its head
+    rewritten to match (the checkpoint, which needs the key, no longer fits).
+    """
+    result = verify(entries)
+    if not result.ok:
+        return result
+    if head is None:
+        return VerificationResult(False, len(entries), len(entries) or 1, BreakReason.NO_HEAD,
+                                  "no head recorded outside the chain for this case")
+    found = verify(entries, expected_head=(head.version, head.hash))
+    if not found.ok:
+        last = entries[-1].version if entries else 0
+        what = ("newest entries missing" if last < head.version else
+                "entries appended past the head" if last > head.version else "the last entry differs")
+        return VerificationResult(False, found.entries_checked, found.first_broken_version, BreakReason.HEAD_MISMATCH,
+                                  f"the chain ends at version {last} but the head recorded outside it is "
+                                  f"version {head.version} ({what})")
+    if key is None or head.checkpoint is None:
+        return VerificationResult(False, len(entries), head.version, BreakReason.NO_HEAD,
+                                  "the head has no checkpoint to check" if key is not None else
+                                  "the marketplace's checkpoint key is not in this state directory")
+    expected = checkpoint(key, case_ref, head.version, head.hash)
+    if not hmac.compare_digest(expected, head.checkpoint):
+        return VerificationResult(False, len(entries), head.version, BreakReason.CHECKPOINT_MISMATCH,
+                                  "the head's keyed checkpoint does not match: the chain and its head were "
+                                  "rewritten without the marketplace's key")
     return VerificationResult(True, len(entries))
 
 

@@ -7,6 +7,7 @@ expires holds and raises warnings, operators may cancel or close.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -32,18 +33,33 @@ _adapters: dict[str, TypeAdapter[Any]] = {}
 def build_command(issued: CaseCommandIssued, command_id: Any) -> Command:
     """The lifecycle command the bus event asks for; refuses unknown or ill-typed arguments."""
     cls = COMMANDS_BY_NAME[issued.command]
+    fields = {f.name for f in dataclasses.fields(cls)} - {"case_ref", "command_id", "note"}
+    if set(issued.args) - fields:
+        raise Refused("payload.args.*", "known_argument", f"{issued.command} takes only: {', '.join(sorted(fields))}")
     adapter = _adapters.setdefault(issued.command, TypeAdapter(cls))
     try:
         return adapter.validate_python({**issued.args, "case_ref": issued.case_ref, "command_id": command_id})
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
+        # A key the sender chose is named only when it is one of the command's own fields.
+        where = ".".join(str(p) if isinstance(p, int) or p in fields else "*" for p in first["loc"])
         raise Refused(f"payload.args.{where}", first["type"], first["msg"]) from exc
+
+
+def _unknown_case() -> Refused:
+    return Refused("payload.case_ref", "known_case", "the sender has no case with this case_ref")
 
 
 def authorise(producer: str, command: str, state: CaseState | None) -> None:
     if state is None:
-        raise Refused("payload.case_ref", "known_case", "no such case")
+        raise _unknown_case()
+    parties = {state.home_region, SCHEDULER, OPERATOR}
+    if state.match is not None:
+        parties.add(state.match.providing_region)
+    if producer not in parties:
+        # Refused exactly like a case that does not exist: a region learns nothing of a case that
+        # is not its own, not even that it exists.
+        raise _unknown_case()
     if command in SCHEDULER_COMMANDS:
         allowed = {SCHEDULER}
     elif command in OPERATOR_COMMANDS:
@@ -56,13 +72,12 @@ def authorise(producer: str, command: str, state: CaseState | None) -> None:
         allowed = set()
     if producer not in allowed:
         raise Refused("producer", "party_to_case",
-                      f"{producer!r} may not {command} case {state.case_ref} "
-                      f"(may: {', '.join(sorted(allowed)) or 'nobody now'})")
+                      f"this party may not {command} the case (may: {', '.join(sorted(allowed)) or 'nobody now'})")
 
 
 async def apply(ledger: CaseLedger, envelope: Envelope, issued: CaseCommandIssued) -> None:
     if issued.command not in COMMANDS_BY_NAME:
-        raise Refused("payload.command", "known_command", f"unknown command {issued.command!r}")
+        raise Refused("payload.command", "known_command", "is not a known command")
     authorise(envelope.producer, issued.command, await ledger.state(issued.case_ref))
     command = build_command(issued, envelope.event_id)
     try:

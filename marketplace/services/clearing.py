@@ -7,9 +7,10 @@ caller's transaction. One matcher per care area at a time writes here, so a slot
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -28,7 +29,9 @@ from events import (
     PatientNotPlaced,
     new_envelope,
 )
+from events.bounds import MAX_CAPACITY, MAX_PRICE_SEK, MAX_TRAVEL_KM, date_window
 from events.envelope import stable_event_id
+from events.identifiers import is_identifier
 from marketplace.adapters.appends import append
 from marketplace.adapters.orm import (
     CaseRow,
@@ -47,7 +50,7 @@ from marketplace.services.lifecycle import CaseLedger
 from matchers.allocation import Allocation
 from matchers.clearing import clear
 from matchers.model import Offer, Patient, Request, Scenario
-from matchers.reference import default_tariff
+from matchers.reference import default_tariff, regions
 
 CONSUMER = "matcher"
 OFFERS = OfferRow.__table__  # type: ignore[attr-defined]
@@ -59,10 +62,71 @@ log = structlog.get_logger(__name__)
 @dataclass
 class OpenBook:
     """The open book of a care area as the solver sees it, with the rows of its cases (kept here
-    because the session holds them only weakly, and the round writes to them)."""
+    because the session holds them only weakly, and the round writes to them). `left_out` counts,
+    per rule, the items the round could not use."""
 
     scenario: Scenario
     cases: dict[str, CaseRow]
+    left_out: dict[str, int] = field(default_factory=dict)
+
+
+def _bad_number(value: Any, low: float, high: float) -> bool:
+    return not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or not (
+        low <= value <= high)
+
+
+def _bad_date(value: Any) -> bool:
+    first, last = date_window()
+    return not isinstance(value, date) or not first <= value <= last
+
+
+def _unusable_offer(r: Any) -> str | None:
+    """The rule an open offer row breaks that the round cannot work with (intake refuses all of
+    these; a row written past it, or by an older version, is left out rather than fail the round)."""
+    if not isinstance(r.offer_id, str) or not is_identifier(r.offer_id):
+        return "offer_id"
+    if _bad_number(r.remaining, 1, MAX_CAPACITY) or not isinstance(r.remaining, int):
+        return "capacity"
+    if _bad_number(r.price_sek, 0, MAX_PRICE_SEK):
+        return "price_sek"
+    if _bad_date(r.window_start) or _bad_date(r.window_end) or r.window_end < r.window_start:
+        return "window"
+    if r.region not in regions():
+        return "region"
+    return None
+
+
+def _unusable_request(r: RequestRow) -> str | None:
+    if not is_identifier(r.request_id):
+        return "request_id"
+    if _bad_date(r.window_start) or _bad_date(r.window_end) or r.window_end < r.window_start:
+        return "window"
+    if r.max_price_sek is not None and _bad_number(r.max_price_sek, 0, MAX_PRICE_SEK):
+        return "max_price_sek"
+    if r.max_travel_km is not None and _bad_number(r.max_travel_km, 0, MAX_TRAVEL_KM):
+        return "max_travel_km"
+    if r.region not in regions() or not isinstance(r.excluded_regions, list) or any(
+            c not in regions() for c in r.excluded_regions):
+        return "region"
+    return None
+
+
+def _unusable_case(c: CaseRow) -> str | None:
+    if not is_identifier(c.case_ref):
+        return "case_ref"
+    if _bad_date(c.waiting_since):
+        return "waiting_since"
+    if not isinstance(c.excluded_offers, list):
+        return "excluded_offers"
+    return None
+
+
+def _leave_out(left_out: dict[str, int], kind: str, ident: Any, rule: str, care_area: str) -> None:
+    key = f"{kind}.{rule}"
+    left_out[key] = left_out.get(key, 0) + 1
+    # The id is logged only when it has the bus's safe shape: a row written past intake may hold anything.
+    shown = ident if isinstance(ident, str) and is_identifier(ident) else None
+    log.warning("clearing.item_left_out", care_area=care_area, kind=kind, id=shown, rule=rule)
 
 
 async def load_book(session: AsyncSession, care_area: str, as_of: date) -> OpenBook:
@@ -73,14 +137,34 @@ async def load_book(session: AsyncSession, care_area: str, as_of: date) -> OpenB
         core_select(o.offer_id, o.region, o.unit_hsa_id, o.care_area, o.remaining, o.window_start, o.window_end,
                     o.price_sek)
         .where(o.care_area == care_area, o.status == "open", o.remaining > 0).order_by(o.offer_id))).all()
+    left_out: dict[str, int] = {}
+    usable_offers = []
+    for offer in offers:
+        if (rule := _unusable_offer(offer)) is not None:
+            _leave_out(left_out, "offer", offer.offer_id, rule, care_area)
+        else:
+            usable_offers.append(offer)
+    offers = usable_offers
     on_book = select(CaseRow).where(CaseRow.care_area == care_area, CaseRow.state == "on_book")
-    cases = (await session.exec(on_book.order_by(col(CaseRow.case_ref)))).all()
+    cases = []
+    for case in (await session.exec(on_book.order_by(col(CaseRow.case_ref)))).all():
+        if (rule := _unusable_case(case)) is not None:
+            _leave_out(left_out, "case", case.case_ref, rule, care_area)
+        else:
+            cases.append(case)
     # Only the requests with a patient still on the book: the others are settled and would only
     # make every round slower than the last.
     requests = (await session.exec(
         select(RequestRow).where(col(RequestRow.request_id).in_({c.request_id for c in cases}),
                                  RequestRow.status == "open")
         .order_by(col(RequestRow.request_id)))).all() if cases else []
+    usable_requests = []
+    for request in requests:
+        if (rule := _unusable_request(request)) is not None:
+            _leave_out(left_out, "request", request.request_id, rule, care_area)
+        else:
+            usable_requests.append(request)
+    requests = usable_requests
     # Only agreements registered and inside their validity on the round's day count ("requires
     # agreement"): one that ended on or before it no longer allows a match.
     agreements = await in_force(session, care_area, as_of)
@@ -101,7 +185,8 @@ async def load_book(session: AsyncSession, care_area: str, as_of: date) -> OpenB
             for r in requests if r.request_id in by_request
         ),
     )
-    return OpenBook(scenario, {c.case_ref: c for c in cases})
+    kept = {c.case_ref: c for c in cases if c.request_id in {r.request_id for r in requests}}
+    return OpenBook(scenario, kept, left_out)
 
 
 async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext,
@@ -223,7 +308,8 @@ async def _record(session: AsyncSession, envelope: Envelope, cmd: ClearingRoundR
 
     emit(ClearingRoundCompleted(round_id=cmd.round_id, care_area=cmd.care_area, as_of=cmd.as_of,
                                 patients=allocation.patients, placed=allocation.placed,
-                                wait_days=allocation.wait_days, cost_sek=allocation.total_cost_sek),
+                                wait_days=allocation.wait_days, cost_sek=allocation.total_cost_sek,
+                                left_out=book.left_out),
          streams.matches, "completed")
     return ClearingRoundRow(
         round_id=cmd.round_id, care_area=cmd.care_area, as_of=cmd.as_of, policy=cmd.policy,

@@ -20,3 +20,6 @@ class ServiceContext:
     # Tests move time by hand instead of sleeping: every handler asks this clock, never datetime.now.
     clock: Callable[[], datetime] = system_clock
     policy: LifecyclePolicy = field(default_factory=lambda: DEFAULT_POLICY)
+    # The marketplace's key for timeline checkpoints (marketplace/adapters/checkpoint_key.py); None
+    # records each case's head without a checkpoint, which `--verify` then reports.
+    timeline_key: bytes | None = None

@@ -32,8 +32,8 @@ from events import (
 )
 from events.envelope import parse_envelope, stable_event_id
 from marketplace.adapters.appends import append
-from marketplace.adapters.inbox import already_processed, record_processed
-from marketplace.adapters.orm import CaseRow, OfferRow, RequestRow
+from marketplace.adapters.inbox import processed_digests, record_processed
+from marketplace.adapters.orm import CaseRow, OfferRow, OutboxRow, RequestRow
 from marketplace.adapters.outbox import stage
 from marketplace.lifecycle import Command, IdentifyNeed, PlaceOnBook, Withdraw
 from marketplace.lifecycle.reasons import WithdrawalReason
@@ -75,15 +75,30 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
             reject(session, streams, field=exc.field, rule=exc.rule, message=exc.message,
                    event_id=exc.event_id, event_type=exc.event_type, producer=exc.producer)
             result.rejected += 1
-    seen = await already_processed(session, CONSUMER, (str(env.event_id) for env, _ in parsed))
+    seen = await processed_digests(session, CONSUMER, (str(env.event_id) for env, _ in parsed))
     ledger = CaseLedger(session, ctx)
     known = await _Known.read(session, ledger, [p for env, p in parsed if str(env.event_id) not in seen])
     for envelope, payload in parsed:
         eid = str(envelope.event_id)
-        if eid in seen:
-            result.duplicates += 1
+        try:
+            digest = envelope.digest()
+        except EventParseError as exc:
+            reject(session, streams, field=exc.field, rule=exc.rule, message=exc.message, event_id=eid,
+                   event_type=envelope.type, producer=envelope.producer)
+            result.rejected += 1
             continue
-        seen.add(eid)
+        if eid in seen:
+            if seen[eid] not in (None, digest) and not await _conflict_told(session, eid, digest):
+                # Not a redelivery: other content under an id already used. Refused, not dropped
+                # (and told once, however often that other content is delivered again).
+                reject(session, streams, field="event_id", rule="event_id_reused",
+                       message="this event_id was already used for other content; use a new event_id",
+                       event_id=eid, event_type=envelope.type, producer=envelope.producer, distinct=digest)
+                result.rejected += 1
+            else:
+                result.duplicates += 1
+            continue
+        seen[eid] = digest
         structlog.contextvars.bind_contextvars(event_id=eid, correlation_id=envelope.correlation_id)
         care_area: str | None
         try:
@@ -104,10 +119,16 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
                 result.touched_care_areas.add(care_area)
         finally:
             structlog.contextvars.unbind_contextvars("event_id", "correlation_id")
-        record_processed(session, CONSUMER, eid)
+        record_processed(session, CONSUMER, eid, digest)
     log.info("intake.batch", received=len(items), accepted=result.accepted, rejected=result.rejected,
              duplicates=result.duplicates)
     return result
+
+
+async def _conflict_told(session: AsyncSession, event_id: str, digest: str) -> bool:
+    told = stable_event_id("rejected", event_id, "event_id", "event_id_reused", digest)
+    query = select(OutboxRow.event_id).where(OutboxRow.event_id == str(told))
+    return (await session.exec(query)).first() is not None
 
 
 @dataclass
@@ -163,10 +184,9 @@ async def _apply(session: AsyncSession, ledger: CaseLedger, envelope: Envelope, 
             return None
         case ClearingRoundRequested():
             if payload.care_area not in care_areas():
-                raise Refused("payload.care_area", "known_care_area",
-                              f"unknown care area {payload.care_area!r}")
+                raise Refused("payload.care_area", "known_care_area", "is not a known care area")
         case _:
-            raise Refused("type", "accepted_by_intake", f"regions may not publish {envelope.type!r}")
+            raise Refused("type", "accepted_by_intake", "regions may not publish events of this type")
     care_area = getattr(payload, "care_area", None)
     if care_area is not None:
         stage(session, envelope, streams.book(care_area))
@@ -181,15 +201,14 @@ def _first_violation(violations: list[Violation]) -> None:
 def _producer_is(envelope: Envelope, region: str) -> None:
     # A region speaks for itself only; workers (demo tooling aside) do not publish region input.
     if envelope.producer != region:
-        raise Refused("producer", "producer_is_region",
-                      f"producer {envelope.producer!r} may not publish for region {region!r}")
+        raise Refused("producer", "producer_is_region", "a producer may publish for its own region only")
 
 
 def _accept_offer(session: AsyncSession, known: _Known, envelope: Envelope, offer: OfferPublished) -> None:
     _first_violation(check_offer(offer))
     _producer_is(envelope, offer.region)
     if offer.offer_id in known.offers:
-        raise Refused("payload.offer_id", "unique_id", f"offer_id {offer.offer_id!r} already exists")
+        raise Refused("payload.offer_id", "unique_id", "an offer with this offer_id exists already")
     known.offers.add(offer.offer_id)
     append(session, OFFERS, {
         "offer_id": offer.offer_id, "region": offer.region, "unit_hsa_id": offer.unit_hsa_id,
@@ -201,12 +220,12 @@ def _accept_offer(session: AsyncSession, known: _Known, envelope: Envelope, offe
 
 async def _withdraw_offer(session: AsyncSession, envelope: Envelope, cmd: OfferWithdrawn,
                           streams: Streams) -> str:
-    offer = await session.get(OfferRow, cmd.offer_id)
-    if offer is None:
-        raise Refused("payload.offer_id", "known_offer", f"no offer {cmd.offer_id!r}")
-    if offer.region != cmd.region:
-        raise Refused("payload.region", "owner", f"offer {cmd.offer_id!r} belongs to region {offer.region}")
     _producer_is(envelope, cmd.region)
+    offer = await session.get(OfferRow, cmd.offer_id)
+    if offer is None or offer.region != cmd.region:
+        # Another region's offer is refused exactly like one that does not exist: no region learns
+        # from a refusal what another region has on the book.
+        raise Refused("payload.offer_id", "known_offer", "the region has no offer with this offer_id")
     offer.status = "withdrawn"
     session.add(offer)
     stage(session, envelope, streams.book(offer.care_area))
@@ -218,12 +237,12 @@ async def _accept_request(session: AsyncSession, ledger: CaseLedger, known: _Kno
     _first_violation(check_request(request))
     _producer_is(envelope, request.region)
     if request.request_id in known.requests:
-        raise Refused("payload.request_id", "unique_id", f"request_id {request.request_id!r} already exists")
+        raise Refused("payload.request_id", "unique_id", "a request with this request_id exists already")
     refs = [p.case_ref for p in request.patients]
     for index, ref in enumerate(refs):
         if ref in known.cases:
             raise Refused(f"payload.patients.{index}.case_ref", "unique_case_ref",
-                          f"case_ref {ref!r} is already on the book")
+                          "a case with this case_ref exists already")
     known.requests.add(request.request_id)
     known.cases.update(refs)
     eid = str(envelope.event_id)
@@ -249,19 +268,16 @@ async def _accept_request(session: AsyncSession, ledger: CaseLedger, known: _Kno
 
 async def _withdraw_request(session: AsyncSession, ledger: CaseLedger, envelope: Envelope,
                             cmd: RequestWithdrawn) -> str:
-    request = await session.get(RequestRow, cmd.request_id)
-    if request is None:
-        raise Refused("payload.request_id", "known_request", f"no request {cmd.request_id!r}")
-    if request.region != cmd.region:
-        raise Refused("payload.region", "owner",
-                      f"request {cmd.request_id!r} belongs to region {request.region}")
     _producer_is(envelope, cmd.region)
+    request = await session.get(RequestRow, cmd.request_id)
+    if request is None or request.region != cmd.region:
+        raise Refused("payload.request_id", "known_request", "the region has no request with this request_id")
     query = select(CaseRow).where(CaseRow.request_id == cmd.request_id)
     cases = {c.case_ref: c for c in (await session.exec(query)).all()}
     wanted = list(cmd.case_refs) if cmd.case_refs is not None else list(cases)
     for index, ref in enumerate(wanted):
         if ref not in cases:
-            raise Refused(f"payload.case_refs.{index}", "known_case", f"request has no case {ref!r}")
+            raise Refused(f"payload.case_refs.{index}", "known_case", "the request has no case with this case_ref")
     if cmd.case_refs is None:
         request.status = "withdrawn"
         session.add(request)
@@ -270,7 +286,7 @@ async def _withdraw_request(session: AsyncSession, ledger: CaseLedger, envelope:
         state = ledger.states[ref]
         if state is None or state.status.value not in _WITHDRAWABLE:
             continue  # already closed, performed or withdrawn: nothing left to withdraw
-        await ledger.apply(Withdraw(ref, reason=WithdrawalReason.OTHER, note=cmd.reason or "withdrawn by home region",
+        await ledger.apply(Withdraw(ref, reason=WithdrawalReason(cmd.reason_code),
                                     command_id=stable_event_id(envelope.event_id, ref, "withdraw")),
                            correlation_id=envelope.correlation_id, producer=CONSUMER)
     return request.care_area

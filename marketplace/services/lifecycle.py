@@ -54,7 +54,7 @@ class CaseLedger:
     def __init__(self, session: AsyncSession, ctx: ServiceContext) -> None:
         self.session = session
         self.ctx = ctx
-        self.timeline = TimelineAppender(session)
+        self.timeline = TimelineAppender(session, key=ctx.timeline_key)
         self.states: dict[str, CaseState | None] = {}
         self.rows: dict[str, CaseRow] = {}
         # Snapshots of cases created in this transaction: pending (values), and written already.

@@ -19,8 +19,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from events import CaseStateChanged, Envelope, MatchProposed, Payload
 from marketplace.adapters.appends import append
-from marketplace.adapters.orm import TimelineRow
-from marketplace.lifecycle.timeline import GENESIS_HASH, TimelineEntry, canonical_json, chain_hash
+from marketplace.adapters.orm import TimelineHeadRow, TimelineRow
+from marketplace.lifecycle.timeline import (
+    GENESIS_HASH,
+    Head,
+    TimelineEntry,
+    canonical_json,
+    chain_hash,
+    checkpoint,
+)
 from marketplace.services.context import ServiceContext
 from marketplace.services.inbound import trusted_events
 
@@ -33,9 +40,11 @@ _MIRRORS = (CaseStateChanged, MatchProposed)
 class TimelineAppender:
     """Appends to the timelines of some cases within one transaction, knowing each one's head."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, key: bytes | None = None) -> None:
         self.session = session
+        self.key = key
         self._heads: dict[str, tuple[int, str]] = {}
+        self._head_rows: dict[str, TimelineHeadRow] = {}
         self._present: set[tuple[str, str]] = set()
         self._loaded: set[str] = set()
 
@@ -50,6 +59,9 @@ class TimelineAppender:
         for row in rows:
             self._present.add((row.case_ref, row.event_id))
             self._heads[row.case_ref] = (row.version, row.hash)
+        for head in (await self.session.exec(
+                select(TimelineHeadRow).where(col(TimelineHeadRow.case_ref).in_(refs)))).all():
+            self._head_rows[head.case_ref] = head
         self._loaded |= refs
         return rows
 
@@ -71,21 +83,33 @@ class TimelineAppender:
                                         "event_type": event_type, "occurred_at": occurred_at, "payload": body,
                                         "prev_hash": prev_hash, "hash": digest})
         self._heads[case_ref] = (version, digest)
+        self._record_head(case_ref, version, digest)
         return version
+
+    def _record_head(self, case_ref: str, version: int, digest: str) -> None:
+        mac = checkpoint(self.key, case_ref, version, digest) if self.key is not None else None
+        head = self._head_rows.get(case_ref)
+        if head is None:
+            head = self._head_rows[case_ref] = TimelineHeadRow(case_ref=case_ref, version=version, hash=digest,
+                                                                checkpoint=mac)
+        else:
+            head.version, head.hash, head.checkpoint, head.updated_at = version, digest, mac, datetime.now(UTC)
+        self.session.add(head)
 
 
 async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> None:
     # No inbox here: an event already on its case's timeline is skipped by the appender.
-    await append_events(session, trusted_events(items))
+    await append_events(session, trusted_events(items), key=ctx.timeline_key)
 
 
-async def append_events(session: AsyncSession, items: Sequence[tuple[Envelope, Payload]]) -> int:
+async def append_events(session: AsyncSession, items: Sequence[tuple[Envelope, Payload]],
+                        key: bytes | None = None) -> int:
     """Append the bus events about a case among `items` (not the lifecycle's own mirrors)."""
     case_items = [(env, p) for env, p in items
                   if isinstance(getattr(p, "case_ref", None), str) and not isinstance(p, _MIRRORS)]
     if not case_items:
         return 0
-    appender = TimelineAppender(session)
+    appender = TimelineAppender(session, key=key)
     await appender.load(p.case_ref for _, p in case_items)  # type: ignore[attr-defined]
     added = 0
     for envelope, payload in case_items:
@@ -93,6 +117,11 @@ async def append_events(session: AsyncSession, items: Sequence[tuple[Envelope, P
                                envelope.occurred_at, envelope.payload)
         added += version is not None
     return added
+
+
+async def load_head(session: AsyncSession, case_ref: str) -> Head | None:
+    row = await session.get(TimelineHeadRow, case_ref)
+    return None if row is None else Head(row.version, row.hash, row.checkpoint)
 
 
 async def load_timeline(session: AsyncSession, case_ref: str) -> list[TimelineEntry]:

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 def _offer(**changes: Any) -> dict[str, Any]:
     payload: dict[str, Any] = {
-        "offer_id": "off-ok", "region": "01", "unit_hsa_id": "SE2321000016-KATA1", "care_area": "cataract",
+        "offer_id": "off-1", "region": "01", "unit_hsa_id": "SE2321000016-KATA1", "care_area": "cataract",
         "capacity": 10, "window_start": "2026-03-09", "window_end": "2026-04-17", "price_sek": 9800,
     }
     payload.update(changes)
@@ -36,19 +36,19 @@ def _with_id(event: dict[str, Any], n: int) -> dict[str, Any]:
 
 BAD = [
     # (what a region sent, field named, rule named)
-    (_with_id(_offer(offer_id="off-missing"), 1) | {"payload": {k: v for k, v in _offer()["payload"].items()
+    (_with_id(_offer(offer_id="off-2"), 1) | {"payload": {k: v for k, v in _offer()["payload"].items()
                                                                if k != "price_sek"}},
      "payload.price_sek", "missing"),
-    (_with_id(_offer(offer_id="off-region", region="99"), 2), "payload.region", "known_region"),
-    (_with_id(_offer(offer_id="off-window", window_end="2026-03-01"), 3), "payload.window_end", "window_order"),
-    (_with_id(_offer(offer_id="off-zero", capacity=0), 4), "payload.capacity", "greater_than"),
-    (_with_id(_offer(offer_id="off-area", care_area="dentistry"), 5), "payload.care_area", "known_care_area"),
-    (b"{this is not json", "body", "json"),
+    (_with_id(_offer(offer_id="off-3", region="99"), 2), "payload.region", "known_region"),
+    (_with_id(_offer(offer_id="off-4", window_end="2026-03-01"), 3), "payload.window_end", "window_order"),
+    (_with_id(_offer(offer_id="off-5", capacity=0), 4), "payload.capacity", "greater_than"),
+    (_with_id(_offer(offer_id="off-6", care_area="dentistry"), 5), "payload.care_area", "known_care_area"),
 ]
+# Entries that are not JSON at all are poison, not refusals: see tests/integration/test_poison.py.
 
 
 async def test_bad_input_is_refused_named_and_nothing_is_stored(settings, database, redis_client):
-    good = new_envelope(OfferPublished(offer_id="off-good", region="13", unit_hsa_id="SE2321000115-KATB2",
+    good = new_envelope(OfferPublished(offer_id="off-7", region="13", unit_hsa_id="SE2321000115-KATB2",
                                        care_area="cataract", capacity=3, window_start=date(2026, 3, 2),
                                        window_end=date(2026, 3, 31), price_sek=9000), producer="13")
     async with marketplace(settings, database) as runtime:
@@ -62,7 +62,7 @@ async def test_bad_input_is_refused_named_and_nothing_is_stored(settings, databa
         assert (await session.exec(select(RequestRow))).all() == []
         assert (await session.exec(select(CaseRow))).all() == []
     # Only the good offer was stored: the workers went on after the bad ones.
-    assert [o.offer_id for o in offers] == ["off-good"]
+    assert [o.offer_id for o in offers] == ["off-7"]
     recorded = {(r.field, r.rule) for r in rejections}
     told = []
     for _, fields in entries:
@@ -74,14 +74,13 @@ async def test_bad_input_is_refused_named_and_nothing_is_stored(settings, databa
         assert (field, rule) in recorded
         assert any(f == field and r == rule and m for f, r, m, _ in told), (field, rule, told)
     # The region that sent a bad offer can find its rejection by its own code.
-    assert ("payload.region", "known_region", "unknown region code '99'", "99") in {
-        (f, r, m, p) for f, r, m, p in told} or any(p == "99" for *_, p in told)
+    assert any(p == "99" for *_, p in told)
 
 
 async def test_a_request_with_one_bad_patient_stores_nothing_of_it(settings, database, redis_client):
     request = {
         "event_id": "00000000-0000-4000-8000-000000000100", "type": "request.published", "schema_version": 1,
-        "occurred_at": "2026-03-01T08:00:00Z", "producer": "25", "correlation_id": "c",
+        "occurred_at": "2026-03-01T08:00:00Z", "producer": "25", "correlation_id": "corr-1",
         "payload": {"request_id": "req-1", "region": "25", "care_area": "cataract",
                     "window_start": "2026-03-02", "window_end": "2026-05-29", "max_price_sek": 12000,
                     "max_travel_km": 1200, "excluded_regions": ["13"], "requires_agreement": False,

@@ -36,7 +36,7 @@ def _ctx() -> ServiceContext:
 
 
 def _offer(offer_id: str, region: str = "13", price: float = 9000) -> str:
-    return new_envelope(OfferPublished(offer_id=offer_id, region=region, unit_hsa_id=f"SE{region}-U",
+    return new_envelope(OfferPublished(offer_id=offer_id, region=region, unit_hsa_id=f"SE23210000{region}-U",
                                        care_area="cataract", capacity=2, window_start=START, window_end=END,
                                        price_sek=price), producer=region).to_json()
 
@@ -54,8 +54,9 @@ async def _count(database, model, *where) -> int:
 
 
 async def test_appended_rows_commit_with_their_transaction_or_not_at_all(database):
-    envelope = new_envelope(OfferPublished(offer_id="o-1", region="13", unit_hsa_id="U", care_area="cataract",
-                                           capacity=1, window_start=START, window_end=END, price_sek=1),
+    envelope = new_envelope(OfferPublished(offer_id="off-1", region="13", unit_hsa_id="SE2321000016-U",
+                                           care_area="cataract", capacity=1, window_start=START, window_end=END,
+                                           price_sek=1),
                             producer="13")
     async with database.session() as session:
         stage(session, envelope, "s")
@@ -75,8 +76,8 @@ async def test_appended_rows_commit_with_their_transaction_or_not_at_all(databas
 
 
 async def test_a_batch_that_repeats_an_id_keeps_the_first_and_names_the_second(database):
-    batch = [_offer("o-1"), _offer("o-1", price=1), _request("r-1", "p-1"), _request("r-1", "p-9"),
-             _request("r-2", "p-2", "p-1")]
+    batch = [_offer("off-1"), _offer("off-1", price=1), _request("req-1", "case-1"), _request("req-1", "case-9"),
+             _request("req-2", "case-2", "case-1")]
     async with database.session() as session:
         result = await intake.handle_batch(session, batch, _ctx())
         await session.commit()
@@ -86,25 +87,25 @@ async def test_a_batch_that_repeats_an_id_keeps_the_first_and_names_the_second(d
         rejections = (await session.exec(select(RejectionRow.field, RejectionRow.rule)
                                           .order_by(col(RejectionRow.id)))).all()
         timeline = (await session.exec(select(TimelineRow.case_ref).distinct())).all()
-    assert [(o.offer_id, o.price_sek) for o in offers] == [("o-1", 9000)]
+    assert [(o.offer_id, o.price_sek) for o in offers] == [("off-1", 9000)]
     assert rejections == [("payload.offer_id", "unique_id"), ("payload.request_id", "unique_id"),
                           ("payload.patients.1.case_ref", "unique_case_ref")]
-    assert sorted(timeline) == ["p-1"]  # nothing of a refused request was written
+    assert sorted(timeline) == ["case-1"]  # nothing of a refused request was written
 
 
 async def test_a_case_opened_and_withdrawn_in_one_batch_ends_withdrawn(database):
     # The withdrawal reads the case back mid-batch: the new case's bulk-inserted row is written
     # first, and the withdrawal then changes that row, not a second copy of it.
-    withdraw = new_envelope(RequestWithdrawn(request_id="r-1", region="01"), producer="01").to_json()
+    withdraw = new_envelope(RequestWithdrawn(request_id="req-1", region="01"), producer="01").to_json()
     async with database.session() as session:
-        result = await intake.handle_batch(session, [_request("r-1", "p-1", "p-2"), withdraw], _ctx())
+        result = await intake.handle_batch(session, [_request("req-1", "case-1", "case-2"), withdraw], _ctx())
         await session.commit()
     assert (result.accepted, result.rejected) == (2, 0)
     async with database.session() as session:
         cases = (await session.exec(select(CaseRow).order_by(col(CaseRow.case_ref)))).all()
-        versions = (await session.exec(select(TimelineRow.version).where(col(TimelineRow.case_ref) == "p-1")
+        versions = (await session.exec(select(TimelineRow.version).where(col(TimelineRow.case_ref) == "case-1")
                                        .order_by(col(TimelineRow.version)))).all()
-    assert [(c.case_ref, c.state, c.version) for c in cases] == [("p-1", "withdrawn", 3), ("p-2", "withdrawn", 3)]
+    assert [(c.case_ref, c.state, c.version) for c in cases] == [("case-1", "withdrawn", 3), ("case-2", "withdrawn", 3)]
     assert versions == [1, 2, 3]
 
 
@@ -112,12 +113,12 @@ async def test_continuous_clearing_reports_a_patient_not_placed_once_per_reason(
     ctx = _ctx()
     # The only offer costs more than the request will pay: no feasible offer, round after round.
     async with database.session() as session:
-        await intake.handle_batch(session, [_offer("o-dear", price=20000), _request("r-1", "p-1", max_price=10000)],
-                                  ctx)
+        await intake.handle_batch(session, [_offer("off-dr", price=20000),
+                                            _request("req-1", "case-1", max_price=10000)], ctx)
         await session.commit()
 
     async def round_(n: int, *, continuous: bool) -> None:
-        cmd = ClearingRoundRequested(round_id=f"round-{n}", care_area="cataract", as_of=START - timedelta(days=7))
+        cmd = ClearingRoundRequested(round_id=f"rnd-{n}", care_area="cataract", as_of=START - timedelta(days=7))
         async with database.session() as session:
             await clearing.run_round(session, new_envelope(cmd, producer="matcher"), cmd, ctx, continuous=continuous)
             await session.commit()
@@ -127,10 +128,10 @@ async def test_continuous_clearing_reports_a_patient_not_placed_once_per_reason(
     async with database.session() as session:
         bodies = (await session.exec(select(OutboxRow.body).where(col(OutboxRow.stream) == ctx.streams.matches))).all()
     not_placed = [json.loads(b) for b in bodies if json.loads(b)["type"] == "patient.not_placed"]
-    assert [e["payload"]["round_id"] for e in not_placed] == ["round-0"]
+    assert [e["payload"]["round_id"] for e in not_placed] == ["rnd-0"]
     assert not_placed[0]["payload"]["reason"] == "no_feasible_offer"
     assert await _count(database, PlacementRow) == 1
 
     # A round asked for explicitly records every patient's outcome again.
     await round_(3, continuous=False)
-    assert await _count(database, PlacementRow, col(PlacementRow.round_id) == "round-3") == 1
+    assert await _count(database, PlacementRow, col(PlacementRow.round_id) == "rnd-3") == 1

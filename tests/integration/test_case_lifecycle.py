@@ -94,7 +94,7 @@ async def test_one_case_through_every_state_to_closed(settings, database, redis_
     async with marketplace(settings, database) as runtime:
         runtime.context.clock = clock
         await publish_raw(runtime.redis, runtime.streams.intake, list(region_events(scenario, run_id="t")))
-        await clear(runtime, "r1")
+        await clear(runtime, "rnd-1")
         ref = "case-25-1"
         match_id = (await case_row(database, ref)).current_match_id
         visited.append((await case_row(database, ref)).state)
@@ -110,14 +110,14 @@ async def test_one_case_through_every_state_to_closed(settings, database, redis_
         # The referral itself travels as a secure message; the notifier records it like this.
         async with database.session() as session:
             await CaseLedger(session, runtime.context).apply(SendReferral(ref, referral_id="ref-1"),
-                                                             correlation_id="t", producer="notifier")
+                                                             correlation_id="corr-1", producer="notifier")
             await session.commit()
         visited.append((await case_row(database, ref)).state)
         for name, who, args in [
             ("acknowledge_referral", "01", {"referral_id": "ref-1"}),
             ("schedule", "01", {"scheduled_for": "2026-03-05"}),
             ("record_performed", "01", {"performed_on": "2026-03-05"}),
-            ("record_follow_up", "01", {"note": "no complications"}),
+            ("record_follow_up", "01", {}),
             ("invoice", "01", {"invoice_id": "inv-1"}),
             ("record_payment", "25", {"payment_ref": "pay-1", "amount_sek": "9800"}),
             ("close", "25", {}),
@@ -146,7 +146,7 @@ async def test_provider_decline_then_matched_elsewhere_in_the_next_round(setting
                      {"offer_id": "off-03", "region": "03", "price_sek": 9900}])
     async with marketplace(settings, database) as runtime:
         await publish_raw(runtime.redis, runtime.streams.intake, list(region_events(scenario, run_id="t")))
-        await clear(runtime, "r1")
+        await clear(runtime, "rnd-1")
         first = await case_row(database, "case-25-1")
         async with database.session() as session:
             match = await session.get(MatchRow, first.current_match_id)
@@ -157,12 +157,12 @@ async def test_provider_decline_then_matched_elsewhere_in_the_next_round(setting
         after_decline = await case_row(database, "case-25-1")
         assert after_decline.state == "on_book" and after_decline.excluded_offers == [declined_offer]
         assert await remaining(database, declined_offer) == 1  # the slot went back to its offer
-        await clear(runtime, "r2")
+        await clear(runtime, "rnd-2")
         second = await case_row(database, "case-25-1")
         async with database.session() as session:
             rematch = await session.get(MatchRow, second.current_match_id)
     assert second.state == "match_proposed"
-    assert rematch is not None and rematch.offer_id != declined_offer and rematch.round_id == "r2"
+    assert rematch is not None and rematch.offer_id != declined_offer and rematch.round_id == "rnd-2"
 
 
 async def test_a_hold_that_expires_returns_its_slot(settings, database, redis_client):
@@ -172,7 +172,7 @@ async def test_a_hold_that_expires_returns_its_slot(settings, database, redis_cl
         runtime.context.clock = clock
         sweeper = DeadlineSweeper(runtime)
         await publish_raw(runtime.redis, runtime.streams.intake, list(region_events(scenario, run_id="t")))
-        await clear(runtime, "r1")
+        await clear(runtime, "rnd-1")
         assert await remaining(database, "off-01") == 0
         clock.advance(hours=47, minutes=59)
         assert await sweeper.tick() == 0  # not due yet: the provider has 48 hours
@@ -194,9 +194,9 @@ async def test_withdrawal_during_a_hold_releases_it_and_tells_the_provider(setti
     scenario = book([{"offer_id": "off-01", "region": "01", "price_sek": 9000}])
     async with marketplace(settings, database) as runtime:
         await publish_raw(runtime.redis, runtime.streams.intake, list(region_events(scenario, run_id="t")))
-        await clear(runtime, "r1")
-        withdraw = new_envelope(RequestWithdrawn(request_id="req-25", region="25", reason="found a slot at home"),
-                                producer="25")
+        await clear(runtime, "rnd-1")
+        withdraw = new_envelope(RequestWithdrawn(request_id="req-25", region="25",
+                                                 reason_code="found_slot_in_home_region"), producer="25")
         await publish_raw(runtime.redis, runtime.streams.intake, [withdraw])
         await settle(runtime)
         entries = await runtime.redis.xrange(runtime.streams.cases)
@@ -235,9 +235,10 @@ async def test_a_changed_timeline_entry_is_caught_by_verify(settings, database, 
     scenario = book([{"offer_id": "off-01", "region": "01", "price_sek": 9000}])
     async with marketplace(settings, database) as runtime:
         await publish_raw(runtime.redis, runtime.streams.intake, list(region_events(scenario, run_id="t")))
-        await clear(runtime, "r1")
+        await clear(runtime, "rnd-1")
+    # The state directory holds the marketplace's checkpoint key, which `--verify` checks the head with.
     for key, value in {"DATABASE_URL": settings.effective_database_url, "NVF_DB_SCHEMA": settings.db_schema or "",
-                       "REDIS_URL": settings.redis_url or ""}.items():
+                       "REDIS_URL": settings.redis_url or "", "NVF_STATE_DIR": str(settings.state_dir)}.items():
         monkeypatch.setenv(key, value)
     runner = CliRunner()
     # The CLI runs its own event loop, as it does for a user: give it a thread of its own.
@@ -259,11 +260,12 @@ async def test_a_party_may_only_say_what_is_theirs(settings, database, redis_cli
     scenario = book([{"offer_id": "off-01", "region": "01", "price_sek": 9000}])
     async with marketplace(settings, database) as runtime:
         await publish_raw(runtime.redis, runtime.streams.intake, list(region_events(scenario, run_id="t")))
-        await clear(runtime, "r1")
+        await clear(runtime, "rnd-1")
         match_id = (await case_row(database, "case-25-1")).current_match_id
         await command(runtime, "case-25-1", "accept_match", "13", match_id=match_id)  # not the provider
         await command(runtime, "case-25-1", "schedule", "01", scheduled_for="2026-03-20")  # not yet
     refused = {(r.field, r.rule) for r in await rejections(database)}
-    assert ("producer", "party_to_case") in refused
+    # Region 13 is no party to the case: refused as if the case did not exist (it learns nothing).
+    assert ("payload.case_ref", "known_case") in refused
     assert ("payload.command", "IllegalTransition") in refused
     assert (await case_row(database, "case-25-1")).state == "match_proposed"

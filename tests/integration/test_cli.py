@@ -104,7 +104,7 @@ async def test_tail_follows_the_streams_with_filters(tmp_path, settings, redis_c
                                        offer_id="off-A", care_area="cataract", requesting_region="25",
                                        providing_region="01", unit_hsa_id="SE2321000016-KATA1", price_sek=10000,
                                        ancillary_cost_sek=6625.2, distance_km=904.2, wait_days=168), producer="matcher")
-    other = new_envelope(OfferWithdrawn(offer_id="off-B", region="13"), producer="13")
+    other = new_envelope(OfferWithdrawn(offer_id="off-b", region="13"), producer="13")
     await publish_raw(redis_client, streams.intake, [other])
     await publish_raw(redis_client, streams.matches, [match])
     env = {**os.environ, "REDIS_URL": settings.redis_url or "", "NVF_STREAM_PREFIX": settings.stream_prefix,

@@ -10,7 +10,7 @@ from sqlmodel import select
 from marketplace.adapters.orm import CaseRow, MatchRow, OfferRow, TimelineRow
 from marketplace.entrypoints.demo import read_allocation
 from marketplace.lifecycle.timeline import replay_timeline, verify
-from marketplace.scenario_events import clearing_requests, region_events
+from marketplace.scenario_events import bus_id, clearing_requests, region_events
 from marketplace.services.timeline import to_entry
 from matchers.audit import audit_allocation
 from matchers.scenario import load_scenario
@@ -37,11 +37,12 @@ async def test_small_scenario_is_cleared_validly_through_the_workers(settings, d
         offers = {o.offer_id: o for o in (await session.exec(select(OfferRow))).all()}
         cases = {c.case_ref: c for c in (await session.exec(select(CaseRow))).all()}
         timeline = (await session.exec(select(TimelineRow))).all()
-    # Capacity is conserved: what each offer has left is what it had less what it gave.
+    # Capacity is conserved: what each offer has left is what it had less what it gave. (The bus
+    # carries the file's ids where they fit its rules, and tokens of them where they do not.)
     for offer in scenario.offers:
-        given = sum(1 for m in matches if m.offer_id == offer.offer_id)
-        assert offers[offer.offer_id].remaining == offer.capacity - given
-    placed = {r["case_ref"] for r in rows if r["offer_id"]}
+        given = sum(1 for m in matches if m.offer_id == bus_id("off", offer.offer_id))
+        assert offers[bus_id("off", offer.offer_id)].remaining == offer.capacity - given
+    placed = {bus_id("case", r["case_ref"]) for r in rows if r["offer_id"]}
     assert {ref for ref, c in cases.items() if c.state == "match_proposed"} == placed
     assert all(cases[m.case_ref].current_match_id == m.match_id for m in matches)
     # Every case got its history: need identified, on the book, then matched (a hold) or not placed.

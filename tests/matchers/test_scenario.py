@@ -303,7 +303,7 @@ def test_domain_rules_apply_to_bus_payloads_too() -> None:
     offer = OfferPublished(
         offer_id="off-1",
         region="99",
-        unit_hsa_id="SE-1",
+        unit_hsa_id="SE2321000016-1",
         care_area="hip",
         capacity=3,
         window_start=date(2026, 3, 1),
@@ -322,7 +322,7 @@ def test_domain_rules_apply_to_bus_payloads_too() -> None:
         window_start=date(2026, 3, 1),
         window_end=date(2026, 3, 31),
         excluded_regions=("03", "98"),
-        patients=(Patient(case_ref="c-1", waiting_since=date(2025, 1, 1)),),
+        patients=(Patient(case_ref="case-1", waiting_since=date(2025, 1, 1)),),
     )
     assert [(v.field, v.rule, v.message) for v in check_request(request)] == [
         ("excluded_regions[1]", "known_region", "unknown region code '98'")

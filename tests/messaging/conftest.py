@@ -44,7 +44,7 @@ HOME, PROVIDER = "25", "01"  # Norrbotten's patient, Stockholm's unit
 HOME_ORG, PROVIDER_ORG = "232100-0230", "232100-0016"
 UNIT = "SE2321000016-KAT01"
 HOME_ADDRESS = functional_address(HOME_ORG)
-CASE = "case-25-cat-0001"
+CASE = "case-25-ct-0001"
 MATCH = "match-0001"
 
 
@@ -121,7 +121,7 @@ async def open_case(session: AsyncSession, ctx: ServiceContext, until: str = "ma
     if until == "patient_accepted":
         steps += [OfferToPatient(CASE), RecordPatientAnswer(CASE, match_id=MATCH, accepted=True)]
     for command in steps:
-        await apply_command(session, command, ctx, correlation_id="test", producer="test")
+        await apply_command(session, command, ctx, correlation_id="corr-1", producer="test")
     session.add(MatchRow(match_id=MATCH, round_id="r1", case_ref=CASE, request_id="req-25", offer_id="off-01",
                          care_area="cataract", requesting_region=HOME, providing_region=PROVIDER, unit_hsa_id=UNIT,
                          price_sek=9800, ancillary_cost_sek=0, distance_km=900, wait_days=150))

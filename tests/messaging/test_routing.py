@@ -199,7 +199,7 @@ async def test_a_released_hold_is_told_to_the_unit_with_its_cause(database, ctx,
     async with database.session() as session:
         await open_case(session, ctx, until="patient_accepted")
         await apply_command(session, Withdraw(CASE, reason=WithdrawalReason.FOUND_SLOT_IN_HOME_REGION), ctx,
-                            correlation_id="test", producer=HOME)
+                            correlation_id="corr-1", producer=HOME)
         rows = (await session.exec(select(OutboxRow).where(OutboxRow.stream == ctx.streams.cases))).all()
         await marketplace_notifier.on_cases(session, [r.body for r in rows], ctx)
         to_unit = await staged(session, ctx.streams.inbox(PROVIDER_ORG), ["sdk.message.delivered"])

@@ -46,12 +46,12 @@ async def test_a_poison_entry_is_dead_lettered_after_the_limit_and_holds_up_noth
 
     async def handler(session: Any, items: Sequence[Any], ctx: ServiceContext) -> Any:
         # Stands for a handler bug: it cannot process this one event, however often it is delivered.
-        if broken["on"] and any(b"POISON" in (i if isinstance(i, bytes) else str(i).encode()) for i in items):
+        if broken["on"] and any(b"corr-pzn" in (i if isinstance(i, bytes) else str(i).encode()) for i in items):
             raise RuntimeError("cannot process this event")
         return await intake.handle_batch(session, items, ctx)
 
     events = list(market_events("poison", 10, requests_per_offer=0))  # ten offers
-    poison = events[4].model_copy(update={"correlation_id": "POISON"})
+    poison = events[4].model_copy(update={"correlation_id": "corr-pzn"})
     runtime = Runtime.create(settings, settings.redis_url or "", db=database)
     await runtime.connect()
     stream = runtime.streams.intake
@@ -73,13 +73,16 @@ async def test_a_poison_entry_is_dead_lettered_after_the_limit_and_holds_up_noth
 
         # The operator lists it and, once the bug is fixed, replays it: processed once.
         env = worker_env(settings)
-        listed = subprocess.run([sys.executable, "-m", "marketplace.entrypoints.cli", "dlq", "list", "--json"],
-                                cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+        # In a thread: a blocking call would stall the consumer's own reads (their socket times out).
+        listed = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "marketplace.entrypoints.cli", "dlq", "list", "--json"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
         assert listed.returncode == 0, listed.stderr
         assert letter.id in listed.stdout and "cannot process" in listed.stdout
         broken["on"] = False
-        replayed = subprocess.run([sys.executable, "-m", "marketplace.entrypoints.cli", "dlq", "replay", "--all"],
-                                  cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+        replayed = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "marketplace.entrypoints.cli", "dlq", "replay", "--all"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
         assert replayed.returncode == 0, replayed.stdout + replayed.stderr
         await eventually(lambda: _has(database, wanted | {poison.payload["offer_id"]}), 10, "the replayed entry")
         assert await list_dead_letters(redis_client, runtime.streams.dead_letter) == []

@@ -1,0 +1,120 @@
+"""`nvf timeline --verify` against the three tamperings the hash chain alone cannot see: the newest
+entry deleted, the chain recomputed after an edit (head rewritten too), an entry appended with a
+valid hash. Each is reported in one readable line; an untouched timeline passes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from rich.console import Console
+from sqlmodel import col, delete, select
+
+from events import ClearingRoundRequested, OfferPublished, RequestPublished, new_envelope
+from events.bounds import today
+from events.identifiers import new_event_id
+from marketplace.adapters.orm import TimelineHeadRow, TimelineRow
+from marketplace.entrypoints.timeline_view import show_timeline
+from marketplace.lifecycle.timeline import GENESIS_HASH, chain_hash, new_entry
+from marketplace.services.timeline import load_timeline
+from tests.integration.harness import marketplace, publish_raw, settle
+
+pytestmark = pytest.mark.integration
+
+START = today() + timedelta(days=7)
+CASES = ["case-1", "case-2", "case-3", "case-4"]
+
+
+async def _verify(settings: Any, case_ref: str) -> tuple[int, list[str]]:
+    console = Console(record=True, width=100, color_system=None)
+    code = await show_timeline(settings, case_ref, console=console, check=True)
+    return code, console.export_text().splitlines()
+
+
+async def _rows(database: Any, case_ref: str) -> list[TimelineRow]:
+    async with database.session() as session:
+        return list((await session.exec(select(TimelineRow).where(TimelineRow.case_ref == case_ref)
+                                        .order_by(col(TimelineRow.version)))).all())
+
+
+@pytest.fixture
+async def cases(settings, database, redis_client) -> list[str]:
+    offer = OfferPublished(
+        offer_id="off-1", region="13", unit_hsa_id="SE2321000115-KT1", care_area="cataract", capacity=4,
+        window_start=START, window_end=START + timedelta(days=60), price_sek=9000)
+    request = RequestPublished.model_validate({
+        "request_id": "req-1", "region": "25", "care_area": "cataract", "window_start": START.isoformat(),
+        "window_end": (START + timedelta(days=60)).isoformat(),
+        "patients": [{"case_ref": ref, "waiting_since": "2026-06-01"} for ref in CASES]})
+    clearing = ClearingRoundRequested(round_id="rnd-1", care_area="cataract", as_of=START)
+    async with marketplace(settings, database) as runtime:
+        await publish_raw(runtime.redis, runtime.streams.intake,
+                          [new_envelope(offer, producer="13"), new_envelope(request, producer="25"),
+                           new_envelope(clearing, producer="operator")])
+        await settle(runtime, ["rnd-1"])
+    return CASES
+
+
+async def test_an_untouched_timeline_verifies_against_its_head_and_checkpoint(settings, database, cases):
+    code, lines = await _verify(settings, cases[0])
+    assert code == 0, lines
+    assert "hash chain intact" in lines[-1] and "checkpoint valid" in lines[-1]
+    async with database.session() as session:
+        head = await session.get(TimelineHeadRow, cases[0])
+    rows = await _rows(database, cases[0])
+    assert head is not None and (head.version, head.hash) == (rows[-1].version, rows[-1].hash) and len(rows) >= 3
+
+
+async def test_a_deleted_newest_entry_is_detected(settings, database, cases):
+    rows = await _rows(database, cases[1])
+    async with database.session() as session:
+        await session.exec(delete(TimelineRow).where(col(TimelineRow.id) == rows[-1].id))  # type: ignore[call-overload]
+        await session.commit()
+    code, lines = await _verify(settings, cases[1])
+    assert code == 1
+    assert "BROKEN" in lines[-1] and "head_mismatch" in lines[-1] and "newest entries missing" in lines[-1]
+
+
+async def test_a_chain_recomputed_after_an_edit_is_detected_even_with_its_head_rewritten(settings, database, cases):
+    ref = cases[2]
+    rows = await _rows(database, ref)
+    async with database.session() as session:
+        prev = GENESIS_HASH
+        for row in (await session.exec(select(TimelineRow).where(TimelineRow.case_ref == ref)
+                                       .order_by(col(TimelineRow.version)))).all():
+            if row.version == 1:
+                row.payload = {**row.payload, "waiting_since": "2020-01-01"}  # the edit
+            occurred = row.occurred_at if row.occurred_at.tzinfo else row.occurred_at.replace(tzinfo=UTC)
+            row.prev_hash = prev
+            row.hash = chain_hash(prev, case_ref=ref, version=row.version, event_id=row.event_id,
+                                  event_type=row.event_type, occurred_at=occurred, payload=row.payload)
+            prev = row.hash
+            session.add(row)
+        head = await session.get(TimelineHeadRow, ref)
+        assert head is not None
+        head.hash = prev  # whoever can write the database can move the head too; not the checkpoint
+        session.add(head)
+        await session.commit()
+    assert [r.hash for r in await _rows(database, ref)] != [r.hash for r in rows]
+    code, lines = await _verify(settings, ref)
+    assert code == 1
+    assert "BROKEN" in lines[-1] and "checkpoint_mismatch" in lines[-1]
+
+
+async def test_a_forged_entry_appended_with_a_valid_hash_is_detected(settings, database, cases):
+    ref = cases[3]
+    async with database.session() as session:
+        entries = await load_timeline(session, ref)
+        forged = new_entry(entries, case_ref=ref, event_id=new_event_id(), event_type="case.closed",
+                           occurred_at=datetime.now(UTC), payload={})
+        session.add(TimelineRow(case_ref=ref, version=forged.version, event_id=str(forged.event_id),
+                                event_type=forged.event_type, occurred_at=forged.occurred_at,
+                                payload=dict(forged.payload), prev_hash=forged.prev_hash, hash=forged.hash))
+        await session.commit()
+    code, lines = await _verify(settings, ref)
+    assert code == 1
+    assert "BROKEN" in lines[-1] and "head_mismatch" in lines[-1] and "appended past the head" in lines[-1]
+    # The chain itself is intact: only the head kept outside it gives the forgery away.
+    assert json.dumps(lines[-1]).count("version") >= 2
