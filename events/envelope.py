@@ -83,9 +83,13 @@ class Envelope(BaseModel):
 
     def digest(self) -> str:
         """SHA-256 (hex) of the event's canonical JSON (RFC 8785): what its event_id stands for.
+
+        The content is the type, its version, the producer and the payload; `occurred_at` and the
+        correlation id are when and how it was sent, so a producer that sends the same event again
+        with a fresh timestamp repeats it rather than reusing its id for something else.
         Raises EventParseError for content with no canonical form (a number beyond IEEE 754)."""
         try:
-            canonical = rfc8785.dumps(self.model_dump(mode="json"))
+            canonical = rfc8785.dumps(self.model_dump(mode="json", exclude={"occurred_at", "correlation_id"}))
         except rfc8785.CanonicalizationError:
             raise EventParseError("payload", "canonical_json", "a number lies outside what JSON can carry "
                                   "exactly", event_id=str(self.event_id), event_type=self.type) from None

@@ -261,6 +261,9 @@ class AgreementUpdated(Payload):
     terms: AgreementTerms
 
 
+AgreementEndReason = Literal["expired", "renegotiated", "terminated", "replaced", "other"]
+
+
 class AgreementEnded(Payload):
     """The purchasing region ends a registered agreement; it counts for matching before `ended_on` only."""
 
@@ -268,7 +271,8 @@ class AgreementEnded(Payload):
     agreement_id: Identifier
     purchaser: RegionCode
     ended_on: date
-    reason: str = Field(default="", max_length=500)
+    # A code, not words: free text travels on no stream (the README's "What the bus accepts").
+    reason: AgreementEndReason = "other"
 
 
 class ClearingRoundRequested(Payload):

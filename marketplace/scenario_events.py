@@ -22,8 +22,8 @@ from events import (
     new_envelope,
 )
 from events.envelope import stable_event_id
-from marketplace.demo_agreements import agreement_events
 from events.identifiers import is_identifier, safe_token
+from marketplace.demo_agreements import agreement_events
 from matchers.model import Scenario
 
 

@@ -115,22 +115,22 @@ async def test_an_ended_agreement_no_longer_allows_a_match_that_requires_one(set
         offer_id="off-18", region="18", unit_hsa_id="SE2321000164-KAT31", care_area="cataract", capacity=10,
         window_start=date(2026, 3, 1), window_end=date(2026, 5, 29), price_sek=9600), producer="18")
     ended = new_envelope(AgreementEnded(agreement_id="JLL-18", purchaser="23", ended_on=date(2026, 3, 10),
-                                        reason="upphandlat på nytt"), producer="23")
+                                        reason="renegotiated"), producer="23")
     async with marketplace(settings, database) as runtime:
         intake = runtime.streams.intake
-        await publish_raw(runtime.redis, intake, [agreement, offer, _request("r-1", "case-23-1"),
-                                                  _round("before-end", date(2026, 3, 2))])
-        await settle(runtime, ["before-end"])
-        await publish_raw(runtime.redis, intake, [ended, _request("r-2", "case-23-2"),
-                                                  _round("after-end", date(2026, 3, 10))])
-        await settle(runtime, ["after-end"])
+        await publish_raw(runtime.redis, intake, [agreement, offer, _request("req-1", "case-23-1"),
+                                                  _round("rnd-bfr", date(2026, 3, 2))])
+        await settle(runtime, ["rnd-bfr"])
+        await publish_raw(runtime.redis, intake, [ended, _request("req-2", "case-23-2"),
+                                                  _round("rnd-ftr", date(2026, 3, 10))])
+        await settle(runtime, ["rnd-ftr"])
         # The same book cleared as of a day before the end: the agreement still counted then.
         await publish_raw(runtime.redis, intake, [_round("day-before-end", date(2026, 3, 9))])
         await settle(runtime, ["day-before-end"])
 
-    placed_before = await _placement(database, "before-end", "case-23-1")
+    placed_before = await _placement(database, "rnd-bfr", "case-23-1")
     assert placed_before.offer_id == "off-18"
-    not_placed = await _placement(database, "after-end", "case-23-2")
+    not_placed = await _placement(database, "rnd-ftr", "case-23-2")
     assert (not_placed.offer_id, not_placed.reason) == (None, "no_feasible_offer")
     assert (await _placement(database, "day-before-end", "case-23-2")).offer_id == "off-18"
     async with database.session() as session:

@@ -52,7 +52,7 @@ async def test_offers_matches_and_withdrawals_update_the_units_report(settings, 
         request = RequestPublished(request_id="req-25", region="25", care_area="cataract", window_start=DAY,
                                    window_end=date(2026, 6, 30),
                                    patients=(Patient(case_ref="case-25-1", waiting_since=date(2025, 11, 1)),))
-        round_ = ClearingRoundRequested(round_id="r1", care_area="cataract", as_of=DAY)
+        round_ = ClearingRoundRequested(round_id="rnd-1", care_area="cataract", as_of=DAY)
         await publish_raw(runtime.redis, intake, [new_envelope(request, producer="25"),
                                                   new_envelope(round_, producer="operator")])
         await settle(runtime, ["r1"])

@@ -204,14 +204,14 @@ def end_cmd(
     agreement_id: Annotated[str, typer.Argument(help="the agreement's id")],
     as_: Region,
     on: Annotated[str | None, typer.Option(help="the day it stops counting (YYYY-MM-DD); default today")] = None,
-    reason: Annotated[str, typer.Option(help="why, in words")] = "",
+    reason: Annotated[str, typer.Option(help="why, as a code: expired, renegotiated, terminated, replaced or other")] = "other",
     wait: Wait = 10.0,
 ) -> None:
     """End a registered agreement: from `--on` it no longer allows a match that requires one."""
     settings = _settings()
     try:
         payload = AgreementEnded(agreement_id=agreement_id, purchaser=as_, ended_on=_day(on, "--on") or date.today(),
-                                 reason=reason)
+                                 reason=reason)  # type: ignore[arg-type]  # pydantic checks the code
     except ValidationError as exc:
         raise _fail(_validation_line(exc)) from None
     raise typer.Exit(asyncio.run(_send_one(settings, payload, as_, wait,
