@@ -204,7 +204,8 @@ def end_cmd(
     agreement_id: Annotated[str, typer.Argument(help="the agreement's id")],
     as_: Region,
     on: Annotated[str | None, typer.Option(help="the day it stops counting (YYYY-MM-DD); default today")] = None,
-    reason: Annotated[str, typer.Option(help="why, as a code: expired, renegotiated, terminated, replaced or other")] = "other",
+    reason: Annotated[str, typer.Option(
+        help="why, as a code: expired, renegotiated, terminated, replaced or other")] = "other",
     wait: Wait = 10.0,
 ) -> None:
     """End a registered agreement: from `--on` it no longer allows a match that requires one."""
