@@ -212,7 +212,7 @@ def end_cmd(
     settings = _settings()
     try:
         payload = AgreementEnded(agreement_id=agreement_id, purchaser=as_, ended_on=_day(on, "--on") or date.today(),
-                                 reason=reason)  # type: ignore[arg-type]  # pydantic checks the code
+                                 reason=reason)
     except ValidationError as exc:
         raise _fail(_validation_line(exc)) from None
     raise typer.Exit(asyncio.run(_send_one(settings, payload, as_, wait,
