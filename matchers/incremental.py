@@ -1,0 +1,200 @@
+"""Incremental clearing: a continuous market's rounds look only at what changed since the last.
+
+`OpenBook` keeps the whole open book between rounds: offers with the capacity still free, and
+the patients still waiting, per request. It remembers what changed since its last round:
+
+- *dirty offers*: an offer published, or capacity returned to one (a released hold);
+- *dirty patients*: patients published, or put back on the book (with the offer that failed them
+  excluded, so they form a request class of their own).
+
+A round (`OpenBook.clear`) solves only the *relevant* part of the book: the dirty patients, and
+every patient on the book that may take a dirty offer (rules 1-7, the offer not excluded for
+them), with every offer those patients may take that has room. It commits what it decides: the
+placed patients leave the book and their slots are taken.
+
+Why the result is exactly the optimum of the whole book (for `optimal`; and exactly what
+`greedy` would decide on the whole book, for `greedy`):
+
+*Invariant.* After every round, no patient left on the book may take an offer with room.
+For the round's own patients under `optimal`: the round's allocation is a maximum flow of the
+round's book, and a patient of it left unplaced next to an offer with room that they may take
+would be an augmenting path. The book's pruning of dear offers (`matchers.book`) does not break
+this: a class keeps enough of its cheapest offers to hold every patient of the round, so if it
+has patients left unplaced, one of its kept offers has room, again an augmenting path. Under
+`greedy` a patient is left unplaced only when every offer they may take is full at their turn,
+and offers only fill up during a round. For the patients the round did not read, see the step.
+
+*Step.* Between two rounds the book changes only by the events above, and by what makes it
+smaller: time passing (offers and requests expire: rule 2 only ever removes pairs, no rule
+depends on the date otherwise), withdrawals, patients leaving. Take a patient `p` on the book at
+the next round who is not relevant. `p` is not dirty, so `p` was on the book after the last round
+with the same exclusions, and by the invariant every offer `p` could take then was full. Since
+then no such offer got room back (it would be dirty, and `p` may take it, so `p` would be
+relevant) and no new offer `p` may take was published (same). So every offer `p` may take is
+full: `p` is placed by no allocation of the whole book. The whole book's feasible allocations are
+therefore exactly the round's (the relevant patients carry all offers they may take that have
+room), with the same placements, wait days and cost, so the optimum (or the greedy outcome:
+a patient with nothing to take never changes what anybody else gets) is the same. The round
+leaves the invariant true again, and the first round (everything dirty) starts it.
+
+So a round costs what the change touches: a new patient is solved against the few offers with
+room, and patients nothing new can place are never read. `tests/matchers/test_incremental.py`
+checks this against a full re-solve of the whole book with Hypothesis.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import date
+
+from matchers.allocation import Allocation
+from matchers.clearing import Policy, clear
+from matchers.feasibility import failing_rule
+from matchers.model import Agreement, Offer, Patient, Request, Scenario
+from matchers.objective import CONTRACT, Objective
+
+
+@dataclass
+class _OpenRequest:
+    request: Request  # its `patients` are not used: the book's own dict below is the truth
+    patients: dict[str, Patient]
+
+
+@dataclass(frozen=True, slots=True)
+class RoundSize:
+    """How much of the book one round read (for progress and benchmarks)."""
+
+    patients: int
+    offers: int
+    book_patients: int
+
+
+class OpenBook:
+    """The open book of a market between clearing rounds (pure: no I/O, no clock)."""
+
+    def __init__(self, agreements: Iterable[Agreement] = (), name: str = "open-book") -> None:
+        self.name = name
+        self.agreements = tuple(agreements)
+        self._agreement_set = frozenset(self.agreements)
+        self.offers: dict[str, Offer] = {}  # capacity = slots still free
+        self.requests: dict[str, _OpenRequest] = {}
+        self._request_of: dict[str, str] = {}  # case_ref -> request_id, patients on the book
+        self._by_area: dict[str, set[str]] = defaultdict(set)  # care area -> request ids with patients
+        self._dirty_offers: set[str] = set()
+        self._dirty_patients: set[str] = set()
+        self.last_round = RoundSize(0, 0, 0)
+
+    # --- changes ------------------------------------------------------------------------------
+
+    def add_offer(self, offer: Offer) -> None:
+        if offer.offer_id in self.offers:
+            raise ValueError(f"offer {offer.offer_id!r} is already on the book")
+        if offer.capacity < 0:
+            raise ValueError(f"offer {offer.offer_id!r}: capacity must not be negative")
+        self.offers[offer.offer_id] = offer
+        self._dirty_offers.add(offer.offer_id)
+
+    def return_slots(self, offer_id: str, slots: int = 1) -> None:
+        """A released hold gives its slot back to the offer."""
+        offer = self.offers[offer_id]
+        self.offers[offer_id] = replace(offer, capacity=offer.capacity + slots)
+        self._dirty_offers.add(offer_id)
+
+    def withdraw_offer(self, offer_id: str) -> int:
+        """The providing region takes back the capacity still free; returns how many slots."""
+        offer = self.offers[offer_id]
+        self.offers[offer_id] = replace(offer, capacity=0)
+        return offer.capacity
+
+    def add_patients(self, request: Request, patients: Iterable[Patient] | None = None) -> None:
+        """Put patients of `request` on the book (default: its own); a request already open
+        (a patient coming back after a release) keeps its terms."""
+        entry = self.requests.get(request.request_id)
+        if entry is None:
+            entry = self.requests[request.request_id] = _OpenRequest(replace(request, patients=()), {})
+        for p in request.patients if patients is None else patients:
+            if p.case_ref in self._request_of:
+                raise ValueError(f"patient {p.case_ref!r} is already on the book")
+            entry.patients[p.case_ref] = p
+            self._request_of[p.case_ref] = request.request_id
+            self._dirty_patients.add(p.case_ref)
+        if entry.patients:
+            self._by_area[entry.request.care_area].add(request.request_id)
+
+    def remove_patient(self, case_ref: str) -> bool:
+        """The patient leaves the book (withdrawn, expired); False when not on it."""
+        request_id = self._request_of.pop(case_ref, None)
+        if request_id is None:
+            return False
+        entry = self.requests[request_id]
+        del entry.patients[case_ref]
+        if not entry.patients:
+            self._by_area[entry.request.care_area].discard(request_id)
+        self._dirty_patients.discard(case_ref)
+        return True
+
+    def on_book(self, case_ref: str) -> bool:
+        return case_ref in self._request_of
+
+    @property
+    def patient_count(self) -> int:
+        return len(self._request_of)
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._dirty_offers or self._dirty_patients)
+
+    # --- rounds -------------------------------------------------------------------------------
+
+    def scenario(self, as_of: date) -> Scenario:
+        """The whole open book as one scenario (what a full re-solve would read)."""
+        requests = tuple(replace(e.request, patients=tuple(e.patients[c] for c in sorted(e.patients)))
+                         for _, e in sorted(self.requests.items()) if e.patients)
+        offers = tuple(o for _, o in sorted(self.offers.items()) if o.capacity > 0 and o.window_end >= as_of)
+        return Scenario(self.name, as_of, self.agreements, offers, requests)
+
+    def relevant(self, as_of: date) -> Scenario:
+        """The part of the book a round must solve (see the module docstring)."""
+        chosen: dict[str, set[str]] = defaultdict(set)
+        for case_ref in self._dirty_patients:
+            chosen[self._request_of[case_ref]].add(case_ref)
+        dirty_offers = [self.offers[o] for o in sorted(self._dirty_offers)]
+        for offer in dirty_offers:
+            if offer.capacity <= 0 or offer.window_end < as_of:
+                continue
+            for request_id in self._by_area.get(offer.care_area, ()):
+                entry = self.requests[request_id]
+                if failing_rule(entry.request, offer, as_of, self._agreement_set) is not None:
+                    continue
+                chosen[request_id].update(c for c, p in entry.patients.items()
+                                          if offer.offer_id not in p.excluded_offers)
+        requests = []
+        areas: set[str] = set()
+        for request_id in sorted(chosen):
+            entry = self.requests[request_id]
+            if chosen[request_id]:
+                requests.append(replace(entry.request,
+                                        patients=tuple(entry.patients[c] for c in sorted(chosen[request_id]))))
+                areas.add(entry.request.care_area)
+        offers = tuple(o for _, o in sorted(self.offers.items())
+                       if o.capacity > 0 and o.window_end >= as_of and o.care_area in areas)
+        return Scenario(self.name, as_of, self.agreements, offers, tuple(requests))
+
+    def clear(self, as_of: date, policy: Policy = "optimal", objective: Objective = CONTRACT) -> Allocation:
+        """One round on the relevant part of the book; the placed patients leave the book and
+        their slots are taken. The allocation lists the round's patients only (everyone else on
+        the book could not be placed by any allocation)."""
+        sub = self.relevant(as_of)
+        allocation = clear(sub, policy, objective) if sub.requests else Allocation((), policy)
+        self.last_round = RoundSize(sub.patient_count, len(sub.offers), self.patient_count)
+        for p in allocation.placements:
+            if p.offer_id is None:
+                continue
+            self.remove_patient(p.case_ref)
+            offer = self.offers[p.offer_id]
+            self.offers[p.offer_id] = replace(offer, capacity=offer.capacity - 1)
+        self._dirty_offers.clear()
+        self._dirty_patients.clear()
+        return allocation
