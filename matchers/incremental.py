@@ -45,7 +45,7 @@ checks this against a full re-solve of the whole book with Hypothesis.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from datetime import date
 
@@ -155,13 +155,15 @@ class OpenBook:
         offers = tuple(o for _, o in sorted(self.offers.items()) if o.capacity > 0 and o.window_end >= as_of)
         return Scenario(self.name, as_of, self.agreements, offers, requests)
 
-    def relevant(self, as_of: date) -> Scenario:
-        """The part of the book a round must solve (see the module docstring)."""
+    def relevant(self, as_of: date, care_areas: Collection[str] | None = None) -> Scenario:
+        """The part of the book a round must solve (see the module docstring), optionally of some
+        care areas only (areas never share an offer, so each is a book of its own)."""
         chosen: dict[str, set[str]] = defaultdict(set)
         for case_ref in self._dirty_patients:
-            chosen[self._request_of[case_ref]].add(case_ref)
-        dirty_offers = [self.offers[o] for o in sorted(self._dirty_offers)]
-        for offer in dirty_offers:
+            request_id = self._request_of[case_ref]
+            if care_areas is None or self.requests[request_id].request.care_area in care_areas:
+                chosen[request_id].add(case_ref)
+        for offer in self._dirty(care_areas):
             if offer.capacity <= 0 or offer.window_end < as_of:
                 continue
             for request_id in self._by_area.get(offer.care_area, ()):
@@ -182,11 +184,16 @@ class OpenBook:
                        if o.capacity > 0 and o.window_end >= as_of and o.care_area in areas)
         return Scenario(self.name, as_of, self.agreements, offers, tuple(requests))
 
-    def clear(self, as_of: date, policy: Policy = "optimal", objective: Objective = CONTRACT) -> Allocation:
-        """One round on the relevant part of the book; the placed patients leave the book and
-        their slots are taken. The allocation lists the round's patients only (everyone else on
-        the book could not be placed by any allocation)."""
-        sub = self.relevant(as_of)
+    def _dirty(self, care_areas: Collection[str] | None) -> list[Offer]:
+        offers = (self.offers[o] for o in sorted(self._dirty_offers))
+        return [o for o in offers if care_areas is None or o.care_area in care_areas]
+
+    def clear(self, as_of: date, policy: Policy = "optimal", objective: Objective = CONTRACT,
+              care_areas: Collection[str] | None = None) -> Allocation:
+        """One round on the relevant part of the book (of `care_areas`, default all); the placed
+        patients leave the book and their slots are taken. The allocation lists the round's
+        patients only: nobody else on the book could be placed by any allocation."""
+        sub = self.relevant(as_of, care_areas)
         allocation = clear(sub, policy, objective) if sub.requests else Allocation((), policy)
         self.last_round = RoundSize(sub.patient_count, len(sub.offers), self.patient_count)
         for p in allocation.placements:
@@ -195,6 +202,11 @@ class OpenBook:
             self.remove_patient(p.case_ref)
             offer = self.offers[p.offer_id]
             self.offers[p.offer_id] = replace(offer, capacity=offer.capacity - 1)
-        self._dirty_offers.clear()
-        self._dirty_patients.clear()
+        if care_areas is None:
+            self._dirty_offers.clear()
+            self._dirty_patients.clear()
+        else:
+            self._dirty_offers -= {o.offer_id for o in self._dirty(care_areas)}
+            self._dirty_patients -= {c for c in self._dirty_patients
+                                     if self.requests[self._request_of[c]].request.care_area in care_areas}
         return allocation

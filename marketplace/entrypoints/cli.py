@@ -197,10 +197,11 @@ def asyncapi(
 
 
 def _register_commands() -> None:
-    from marketplace.entrypoints.commands import dlq, keys, lifecycle, match
+    from marketplace.entrypoints.commands import dlq, keys, lifecycle, match, replay
 
     for module in (match, keys, lifecycle, dlq):
         module.register(app)
+    replay.register(app, console)
 
 
 _register_commands()
