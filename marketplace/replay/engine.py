@@ -92,7 +92,8 @@ class CaseRecord:
     placed_at: datetime | None = None  # the proposal the patient accepted
     breach_warned: bool = False
     withdrawn_on: date | None = None
-    offer: Offer | None = None
+    proposed: list[str] = field(default_factory=list)  # offer ids, in the order proposed
+    history: list[CaseEvent] | None = None  # every event, when the replay keeps them
 
 
 @dataclass
@@ -142,8 +143,10 @@ def published(stream: Stream, publish_before_breach: int | None, lifecycle: Life
 
 class Replay:
     def __init__(self, stream: Stream, policy: ClearingPolicy, *, publish_before_breach: int | None = None,
-                 objective: Objective = CONTRACT, lifecycle: LifecyclePolicy = DEFAULT_POLICY) -> None:
+                 objective: Objective = CONTRACT, lifecycle: LifecyclePolicy = DEFAULT_POLICY,
+                 keep_history: bool = False) -> None:
         self.stream, self.policy, self.lifecycle = stream, policy, lifecycle
+        self.keep_history = keep_history
         self.publish_before_breach = publish_before_breach
         self.objective = objective
         self.book = OpenBook(stream.agreements, name=stream.name)
@@ -226,9 +229,11 @@ class Replay:
                 cmd = IdentifyNeed(p.case_ref, request_id=terms.request_id, home_region=terms.region,
                                    care_area=terms.care_area, waiting_since=p.waiting_since,
                                    window_end=terms.window_end)
-                state = apply(None, decide(None, cmd, now, self.lifecycle))
+                opened = decide(None, cmd, now, self.lifecycle)
+                state = apply(None, opened)
                 assert state is not None
-                record = self.cases[p.case_ref] = CaseRecord(state, terms, p, now)
+                record = self.cases[p.case_ref] = CaseRecord(state, terms, p, now,
+                                                             history=list(opened) if self.keep_history else None)
                 self._decide(record, PlaceOnBook(p.case_ref), now)
             if self.objective.is_contract:
                 # Without pre-breach weighting the book carries no predicted breach dates.
@@ -262,6 +267,8 @@ class Replay:
         state = apply(record.state, events)
         assert state is not None
         record.state = state
+        if record.history is not None:
+            record.history.extend(events)
         for event in events:
             self._react(record, event, now)
         self._schedule_deadline(record)
@@ -359,7 +366,7 @@ class Replay:
     def _propose(self, record: CaseRecord, p: Placement, now: datetime) -> None:
         assert p.offer_id is not None
         offer = self.offers[p.offer_id]
-        record.offer = offer
+        record.proposed.append(offer.offer_id)
         # The tariff's split of the ancillary cost, as the matcher worker locks it: a night's stay
         # beyond the overnight threshold, the rest travel.
         far = p.distance_km > self._tariff.overnight_threshold_km

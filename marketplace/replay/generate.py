@@ -115,7 +115,7 @@ def generate_stream(scenario: Scenario, options: GeneratorOptions) -> Stream:
                                        breach_date=guarantee))
             if rng.random() < options.case_withdrawal_rate:
                 withdrawals.append((day + timedelta(days=rng.randint(10, 60)), patient.case_ref))
-        length = _clamp((request.window_end - request.window_start).days, 45, 120)
+        length = _clamp((request.window_end - request.window_start).days, 90, 150)
         for day in sorted(by_day):
             at = _working_moment(rng, day)
             opens = at.date()

@@ -23,15 +23,18 @@ declines, lapsed holds and withdrawals, so no online policy places more patients
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
 from marketplace.lifecycle import LifecyclePolicy
 from marketplace.lifecycle.swedish_time import swedish_date
 from marketplace.replay.engine import ReplayResult, published
 from marketplace.replay.stream import OfferArrival, RequestArrival, Stream
+from marketplace.replay.parties import refuses
 from matchers.clearing import clear
-from matchers.model import Scenario
+from matchers.feasibility import failing_rule
+from matchers.model import Offer, Patient, Request, Scenario
 
 METRICS = ("placed", "wait_days", "match_days_median", "match_days_p90", "breaches", "capacity_unused",
            "procedure_sek", "ancillary_sek")
@@ -92,8 +95,22 @@ def hindsight_metrics(stream: Stream, lifecycle: LifecyclePolicy,
     events = published(stream, publish_before_breach, lifecycle)
     offers = [e for e in events if isinstance(e, OfferArrival)]
     requests = [e for e in events if isinstance(e, RequestArrival)]
+    by_area: dict[str, list[Offer]] = defaultdict(list)
+    for e in offers:
+        by_area[e.offer.care_area].append(e.offer)
+    agreements = frozenset(stream.agreements)
+    known: list[Request] = []
+    for e in requests:
+        r = e.request
+        feasible = [o.offer_id for o in by_area[r.care_area]
+                    if failing_rule(r, o, stream.start, agreements) is None]
+        # The answers are part of the stream: a slot the patient or provider would refuse is
+        # never proposed in hindsight.
+        known.append(replace(r, patients=tuple(
+            Patient(p.case_ref, p.waiting_since, frozenset(o for o in feasible if refuses(stream, p.case_ref, o)))
+            for p in r.patients)))
     book = Scenario(f"{stream.name} (hindsight)", stream.start, stream.agreements,
-                    tuple(e.offer for e in offers), tuple(e.request for e in requests))
+                    tuple(e.offer for e in offers), tuple(known))
     allocation = clear(book, "optimal")
     offer_day = {e.offer.offer_id: swedish_date(e.at) for e in offers}
     offer_of = {e.offer.offer_id: e.offer for e in offers}
