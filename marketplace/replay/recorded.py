@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime, timedelta
 
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlmodel import col, select
 
 from marketplace.adapters.database import Database
@@ -58,8 +59,13 @@ def _aware(moment: datetime) -> datetime:
 
 async def record_from_database(db: Database, name: str = "recorded marketplace log") -> Stream:
     async with db.session() as session:
-        rounds = (await session.exec(select(ClearingRoundRow).order_by(col(ClearingRoundRow.completed_at),
-                                                                       col(ClearingRoundRow.round_id)))).all()
+        try:
+            rounds = (await session.exec(select(ClearingRoundRow).order_by(col(ClearingRoundRow.completed_at),
+                                                                           col(ClearingRoundRow.round_id)))).all()
+        except (OperationalError, ProgrammingError) as exc:
+            # Reading never creates anything: a store without tables has recorded nothing.
+            raise NothingRecorded("the marketplace's store has no clearing round yet (it has no tables): "
+                                  "run `nvf demo` or `nvf run` and publish first") from exc
         if not rounds:
             raise NothingRecorded("the marketplace's store has no clearing round yet: run `nvf demo` or publish first")
         offers = (await session.exec(select(OfferRow).order_by(col(OfferRow.created_at), col(OfferRow.offer_id)))).all()
