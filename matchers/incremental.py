@@ -85,6 +85,7 @@ class OpenBook:
         self._dirty_offers: set[str] = set()
         self._dirty_patients: set[str] = set()
         self.last_round = RoundSize(0, 0, 0)
+        self._pairs: dict[tuple[str, str], bool] = {}
 
     # --- changes ------------------------------------------------------------------------------
 
@@ -135,6 +136,11 @@ class OpenBook:
         self._dirty_patients.discard(case_ref)
         return True
 
+    def touch_all(self) -> None:
+        """Mark the whole book changed: the next round is a full re-solve (for comparison)."""
+        self._dirty_offers.update(self.offers)
+        self._dirty_patients.update(self._request_of)
+
     def on_book(self, case_ref: str) -> bool:
         return case_ref in self._request_of
 
@@ -168,7 +174,7 @@ class OpenBook:
                 continue
             for request_id in self._by_area.get(offer.care_area, ()):
                 entry = self.requests[request_id]
-                if failing_rule(entry.request, offer, as_of, self._agreement_set) is not None:
+                if not self._may_take(entry.request, offer, as_of):
                     continue
                 chosen[request_id].update(c for c, p in entry.patients.items()
                                           if offer.offer_id not in p.excluded_offers)
@@ -183,6 +189,18 @@ class OpenBook:
         offers = tuple(o for _, o in sorted(self.offers.items())
                        if o.capacity > 0 and o.window_end >= as_of and o.care_area in areas)
         return Scenario(self.name, as_of, self.agreements, offers, tuple(requests))
+
+    def _may_take(self, request: Request, offer: Offer, as_of: date) -> bool:
+        # Rules 1 and 3-7 never change for a pair; rule 2 (expiry) is the only one that depends on
+        # the day, so the rules are asked once per pair on a day nothing has expired, and expiry
+        # on the day itself.
+        if offer.window_end < as_of or request.window_end < as_of:
+            return False
+        key = (request.request_id, offer.offer_id)
+        found = self._pairs.get(key)
+        if found is None:
+            found = self._pairs[key] = failing_rule(request, offer, date.min, self._agreement_set) is None
+        return found
 
     def _dirty(self, care_areas: Collection[str] | None) -> list[Offer]:
         offers = (self.offers[o] for o in sorted(self._dirty_offers))

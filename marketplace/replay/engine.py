@@ -144,8 +144,9 @@ def published(stream: Stream, publish_before_breach: int | None, lifecycle: Life
 class Replay:
     def __init__(self, stream: Stream, policy: ClearingPolicy, *, publish_before_breach: int | None = None,
                  objective: Objective = CONTRACT, lifecycle: LifecyclePolicy = DEFAULT_POLICY,
-                 keep_history: bool = False) -> None:
+                 keep_history: bool = False, full_resolve: bool = False) -> None:
         self.stream, self.policy, self.lifecycle = stream, policy, lifecycle
+        self.full_resolve = full_resolve  # every round reads the whole book (benchmarks compare)
         self.keep_history = keep_history
         self.publish_before_breach = publish_before_breach
         self.objective = objective
@@ -159,7 +160,7 @@ class Replay:
         self._matches = itertools.count(1)
         self._tariff = default_tariff()
         self.series: list[Snapshot] = []
-        self._placed = self._breaches = 0
+        self._placed = self._breaches = self._depth = 0
 
     # --- the clock ----------------------------------------------------------------------------
 
@@ -199,7 +200,7 @@ class Replay:
                     self._round(now, swedish_date(now), self.policy.solver, None)
                 elif kind == "recorded_round":
                     r: RecordedRound = args[0]
-                    self._round(now, r.as_of, r.policy, {r.care_area})  # type: ignore[arg-type]
+                    self._round(now, r.as_of, r.policy, {r.care_area})
                 else:
                     self._step(now, *args)
             if self.policy.cadence == "continuous" and self.book.dirty:
@@ -246,14 +247,14 @@ class Replay:
             if e.offer_id in self.offers:
                 self.withdrawn_slots += self.book.withdraw_offer(e.offer_id)
         elif isinstance(e, CaseWithdrawal):
-            record = self.cases.get(e.case_ref)
+            withdrawn = self.cases.get(e.case_ref)
             # The home region takes back a patient still waiting on the book, not one who has
             # a proposal running or accepted one.
-            if record is None or record.state.status is not CaseStatus.ON_BOOK or not self._decide(
-                    record, Withdraw(e.case_ref, reason=WithdrawalReason.FOUND_SLOT_IN_HOME_REGION), now):
+            if withdrawn is None or withdrawn.state.status is not CaseStatus.ON_BOOK or not self._decide(
+                    withdrawn, Withdraw(e.case_ref, reason=WithdrawalReason.FOUND_SLOT_IN_HOME_REGION), now):
                 self.refused += 1
-            elif record.state.status is CaseStatus.WITHDRAWN:
-                record.withdrawn_on = swedish_date(now)
+            elif withdrawn.state.status is CaseStatus.WITHDRAWN:
+                withdrawn.withdrawn_on = swedish_date(now)
 
     # --- cases --------------------------------------------------------------------------------
 
@@ -269,9 +270,15 @@ class Replay:
         record.state = state
         if record.history is not None:
             record.history.extend(events)
-        for event in events:
-            self._react(record, event, now)
-        self._schedule_deadline(record)
+        self._depth += 1
+        try:
+            for event in events:
+                self._react(record, event, now)
+        finally:
+            self._depth -= 1
+        if self._depth == 0:
+            # Once per outer decision: the commands it set off have moved the case on already.
+            self._schedule_deadline(record)
         return True
 
     def _react(self, record: CaseRecord, event: CaseEvent, now: datetime) -> None:
@@ -356,6 +363,8 @@ class Replay:
     # --- rounds -------------------------------------------------------------------------------
 
     def _round(self, now: datetime, as_of: date, solver: str, areas: set[str] | None) -> None:
+        if self.full_resolve:
+            self.book.touch_all()
         allocation = self.book.clear(as_of, solver, self.objective, areas)  # type: ignore[arg-type]
         self.rounds += 1
         self.round_patients += self.book.last_round.patients

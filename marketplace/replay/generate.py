@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 from marketplace.lifecycle import GUARANTEE_DAYS
@@ -53,7 +53,7 @@ class GeneratorOptions:
     case_withdrawal_rate: float = 0.03
     offer_withdrawal_rate: float = 0.05
     care_area: str | None = None
-    behaviour: Behaviour = Behaviour()
+    behaviour: Behaviour = field(default_factory=Behaviour)
 
     def __post_init__(self) -> None:
         if not 1 <= self.weeks <= 40:

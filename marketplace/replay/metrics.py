@@ -30,8 +30,8 @@ from datetime import date, timedelta
 from marketplace.lifecycle import LifecyclePolicy
 from marketplace.lifecycle.swedish_time import swedish_date
 from marketplace.replay.engine import ReplayResult, published
-from marketplace.replay.stream import OfferArrival, RequestArrival, Stream
 from marketplace.replay.parties import refuses
+from marketplace.replay.stream import OfferArrival, RequestArrival, Stream
 from matchers.clearing import clear
 from matchers.feasibility import failing_rule
 from matchers.model import Offer, Patient, Request, Scenario
@@ -100,8 +100,8 @@ def hindsight_metrics(stream: Stream, lifecycle: LifecyclePolicy,
         by_area[e.offer.care_area].append(e.offer)
     agreements = frozenset(stream.agreements)
     known: list[Request] = []
-    for e in requests:
-        r = e.request
+    for arrival in requests:
+        r = arrival.request
         feasible = [o.offer_id for o in by_area[r.care_area]
                     if failing_rule(r, o, stream.start, agreements) is None]
         # The answers are part of the stream: a slot the patient or provider would refuse is

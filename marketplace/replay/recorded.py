@@ -23,7 +23,15 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlmodel import col, select
 
 from marketplace.adapters.database import Database
-from marketplace.adapters.orm import AgreementRow, CaseRow, ClearingRoundRow, MatchRow, OfferRow, RequestRow, TimelineRow
+from marketplace.adapters.orm import (
+    AgreementRow,
+    CaseRow,
+    ClearingRoundRow,
+    MatchRow,
+    OfferRow,
+    RequestRow,
+    TimelineRow,
+)
 from marketplace.lifecycle.swedish_time import SWEDISH_TIME, swedish_date
 from marketplace.replay.stream import (
     MAX_DAYS,

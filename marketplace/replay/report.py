@@ -112,10 +112,10 @@ def render(report: Report, console: Console) -> None:
     base = {r.policy: r for r in report.rows if r.publish_before_breach is None}
     for r in report.rows:
         if r.publish_before_breach is not None and r.policy in base:
-            b = base[r.policy]
+            b, a = base[r.policy].metrics, r.metrics
             console.print(f"{r.policy}: publishing {r.publish_before_breach} days before the breach: breaches "
-                          f"{b.metrics.breaches} -> {r.metrics.breaches}, wait-days {_fmt('wait_days', b.metrics.wait_days)}"
-                          f" -> {_fmt('wait_days', r.metrics.wait_days)}, placed {b.metrics.placed} -> {r.metrics.placed}")
+                          f"{b.breaches} -> {a.breaches}, wait-days {_fmt('wait_days', b.wait_days)} -> "
+                          f"{_fmt('wait_days', a.wait_days)}, placed {b.placed} -> {a.placed}")
 
 
 def write_json(report: Report, path: Path) -> None:

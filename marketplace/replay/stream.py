@@ -435,7 +435,7 @@ def parse_stream(data: Any, source: str = "") -> Stream:
             if ans not in ("accept", "decline", "none"):
                 problems.append(f"{where}.answer: must be accept, decline or none [answer]")
             if ref and oid and party in ("provider", "patient") and ans in ("accept", "decline", "none"):
-                recorded = RecordedAnswer(at, ref, oid, party, ans)  # type: ignore[arg-type]
+                recorded = RecordedAnswer(at, ref, oid, party, ans)
                 answers[ref, oid, str(party)] = recorded
                 event = recorded
         if event is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -53,7 +54,7 @@ def register(app: typer.Typer, console: Console) -> None:
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             console=err_console, transient=True)
 
-        def on_start(label: str, total: int):  # type: ignore[no-untyped-def]
+        def on_start(label: str, total: int) -> Callable[[int, int], None]:
             task = progress.add_task(f"replaying {label}", total=total)
             return lambda done, _total: progress.update(task, completed=done)
 
