@@ -30,7 +30,7 @@ from datetime import date, timedelta
 from marketplace.lifecycle import LifecyclePolicy
 from marketplace.lifecycle.swedish_time import swedish_date
 from marketplace.replay.engine import ReplayResult, published
-from marketplace.replay.parties import refuses
+from marketplace.replay.parties import refusal_test
 from marketplace.replay.stream import OfferArrival, RequestArrival, Stream
 from matchers.clearing import clear
 from matchers.feasibility import failing_rule
@@ -99,6 +99,7 @@ def hindsight_metrics(stream: Stream, lifecycle: LifecyclePolicy,
     for e in offers:
         by_area[e.offer.care_area].append(e.offer)
     agreements = frozenset(stream.agreements)
+    refused = refusal_test(stream)
     known: list[Request] = []
     for arrival in requests:
         r = arrival.request
@@ -107,7 +108,7 @@ def hindsight_metrics(stream: Stream, lifecycle: LifecyclePolicy,
         # The answers are part of the stream: a slot the patient or provider would refuse is
         # never proposed in hindsight.
         known.append(replace(r, patients=tuple(
-            Patient(p.case_ref, p.waiting_since, frozenset(o for o in feasible if refuses(stream, p.case_ref, o)))
+            Patient(p.case_ref, p.waiting_since, frozenset(o for o in feasible if refused(p.case_ref, o)))
             for p in r.patients)))
     book = Scenario(f"{stream.name} (hindsight)", stream.start, stream.agreements,
                     tuple(e.offer for e in offers), tuple(known))
