@@ -42,8 +42,8 @@ def test_every_policy_is_replayed_and_reported(sandbox: SandboxRun) -> None:
 def test_continuous_optimal_places_nearly_what_hindsight_does_and_waits_least(sandbox: SandboxRun) -> None:
     report = sandbox.report
     continuous = report.row("continuous").metrics
-    # The knee-replacement stream misses 98 % by one patient of 48 (a slot a no-show held until
-    # its offer's window had closed): see the README's replay section.
+    # The knee-replacement stream misses 98 % by one patient of 48 (a slot declined two days
+    # before its offer's window closed): see the README's replay section.
     floor = 0.97 if "knee" in report.stream else 0.98
     assert continuous.placed >= floor * report.hindsight.placed
     assert continuous.wait_days < report.row("monthly").metrics.wait_days
