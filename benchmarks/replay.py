@@ -23,7 +23,7 @@ from rich.table import Table
 from marketplace.lifecycle import DEFAULT_POLICY
 from marketplace.replay.engine import Replay, ReplayResult
 from marketplace.replay.generate import GeneratorOptions, generate_stream
-from marketplace.replay.metrics import hindsight_metrics, replay_metrics
+from marketplace.replay.metrics import hindsight_knows_answers, hindsight_metrics, replay_metrics
 from marketplace.replay.policies import POLICIES
 from marketplace.replay.stream import Stream
 from matchers.scenario import load_scenario
@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"{time.perf_counter() - started:.1f} s")
         started = time.perf_counter()
         hindsight = hindsight_metrics(stream, DEFAULT_POLICY)
-        console.print(f"hindsight optimum: {hindsight.placed} placed, in {time.perf_counter() - started:.1f} s")
+        knows = "knowing" if hindsight_knows_answers(stream) else "not knowing"
+        console.print(f"hindsight optimum ({knows} the answers): {hindsight.placed} placed, "
+                      f"in {time.perf_counter() - started:.1f} s")
         first: float | None = None
         for policy in [p for p in args.policies.split(",") if p]:
             result, seconds = _replay(stream, policy, progress, f"{args.scenario} / {policy}")

@@ -24,6 +24,7 @@ declines, lapsed holds and withdrawals, so no online policy places more patients
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
@@ -90,16 +91,37 @@ def replay_metrics(result: ReplayResult) -> Metrics:
                    capacity - placed - result.withdrawn_slots, proc / 100, anc / 100)
 
 
-def hindsight_metrics(stream: Stream, lifecycle: LifecyclePolicy,
-                      publish_before_breach: int | None = None) -> Metrics:
+ANSWERS_KNOWN_UP_TO = 20_000
+"""Patients up to which the hindsight optimum knows the parties' answers by default: knowing them
+makes every patient a request class of their own (their refused slots differ), and a 50 000-patient
+book of single-patient classes takes minutes to clear where it otherwise takes seconds."""
+
+
+def hindsight_knows_answers(stream: Stream, knows_answers: bool | None = None) -> bool:
+    return stream.patient_count <= ANSWERS_KNOWN_UP_TO if knows_answers is None else knows_answers
+
+
+def hindsight_metrics(stream: Stream, lifecycle: LifecyclePolicy, publish_before_breach: int | None = None,
+                      knows_answers: bool | None = None) -> Metrics:
     events = published(stream, publish_before_breach, lifecycle)
     offers = [e for e in events if isinstance(e, OfferArrival)]
     requests = [e for e in events if isinstance(e, RequestArrival)]
     by_area: dict[str, list[Offer]] = defaultdict(list)
     for e in offers:
         by_area[e.offer.care_area].append(e.offer)
-    agreements = frozenset(stream.agreements)
     refused = refusal_test(stream)
+    if not hindsight_knows_answers(stream, knows_answers):
+        known = [e.request for e in requests]
+    else:
+        known = _with_refusals(stream, requests, by_area, refused)
+    book = Scenario(f"{stream.name} (hindsight)", stream.start, stream.agreements,
+                    tuple(e.offer for e in offers), tuple(known))
+    return _placed_metrics(stream, lifecycle, book, offers, requests)
+
+
+def _with_refusals(stream: Stream, requests: list[RequestArrival], by_area: dict[str, list[Offer]],
+                   refused: Callable[[str, str], bool]) -> list[Request]:
+    agreements = frozenset(stream.agreements)
     known: list[Request] = []
     for arrival in requests:
         r = arrival.request
@@ -110,8 +132,11 @@ def hindsight_metrics(stream: Stream, lifecycle: LifecyclePolicy,
         known.append(replace(r, patients=tuple(
             Patient(p.case_ref, p.waiting_since, frozenset(o for o in feasible if refused(p.case_ref, o)))
             for p in r.patients)))
-    book = Scenario(f"{stream.name} (hindsight)", stream.start, stream.agreements,
-                    tuple(e.offer for e in offers), tuple(known))
+    return known
+
+
+def _placed_metrics(stream: Stream, lifecycle: LifecyclePolicy, book: Scenario, offers: list[OfferArrival],
+                    requests: list[RequestArrival]) -> Metrics:
     allocation = clear(book, "optimal")
     offer_day = {e.offer.offer_id: swedish_date(e.at) for e in offers}
     offer_of = {e.offer.offer_id: e.offer for e in offers}

@@ -47,10 +47,12 @@ class Report:
     capacity: int
     hindsight: Metrics
     rows: list[PolicyRow]
+    hindsight_knows_answers: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {"stream": self.stream, "seed": self.seed, "start": self.start, "end": self.end,
                 "patients": self.patients, "capacity": self.capacity, "hindsight": asdict(self.hindsight),
+                "hindsight_knows_answers": self.hindsight_knows_answers,
                 "policies": [{"label": r.label, "policy": r.policy,
                               "publish_before_breach_days": r.publish_before_breach, "metrics": asdict(r.metrics),
                               "rounds": r.rounds, "patients_read_by_rounds": r.round_patients,
@@ -66,7 +68,8 @@ def label_of(result: ReplayResult) -> str:
     return result.policy if n is None else f"{result.policy}+pre{n}d"
 
 
-def build_report(stream: Stream, results: Sequence[tuple[ReplayResult, Metrics]], hindsight: Metrics) -> Report:
+def build_report(stream: Stream, results: Sequence[tuple[ReplayResult, Metrics]], hindsight: Metrics,
+                 hindsight_knows_answers: bool = True) -> Report:
     fcfs = next((m for r, m in results if r.policy == "fcfs" and r.publish_before_breach is None), None)
     rows = []
     for result, m in results:
@@ -75,7 +78,7 @@ def build_report(stream: Stream, results: Sequence[tuple[ReplayResult, Metrics]]
         rows.append(PolicyRow(label_of(result), result.policy, result.publish_before_breach, m, result.rounds,
                               result.round_patients, to_h, to_f))
     return Report(stream.name, stream.seed, stream.start.isoformat(), stream.end.isoformat(), stream.patient_count,
-                  sum(o.capacity for o in stream.offers), hindsight, rows)
+                  sum(o.capacity for o in stream.offers), hindsight, rows, hindsight_knows_answers)
 
 
 def _fmt(name: str, value: float) -> str:
@@ -97,7 +100,8 @@ def render(report: Report, console: Console) -> None:
     for name in METRICS:
         table.add_column(HEADINGS[name], justify="right")
     table.add_column("rounds", justify="right")
-    table.add_row("hindsight optimum", *(_fmt(k, report.hindsight.value(k)) for k in METRICS), "1")
+    name = "hindsight optimum" if report.hindsight_knows_answers else "hindsight optimum (answers unknown)"
+    table.add_row(name, *(_fmt(k, report.hindsight.value(k)) for k in METRICS), "1")
     table.add_section()
     for r in report.rows:
         table.add_row(r.label, *(_fmt(k, r.metrics.value(k)) for k in METRICS), f"{r.rounds}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from marketplace.lifecycle import DEFAULT_POLICY, LifecyclePolicy
 from marketplace.replay.engine import Replay, ReplayResult
-from marketplace.replay.metrics import Metrics, hindsight_metrics, replay_metrics
+from marketplace.replay.metrics import Metrics, hindsight_knows_answers, hindsight_metrics, replay_metrics
 from marketplace.replay.policies import POLICIES
 from marketplace.replay.report import Report, build_report
 from marketplace.replay.stream import Stream, StreamError, load_stream, parse_stream
@@ -63,5 +63,6 @@ def run_sandbox(stream: Stream, policies: Sequence[str], *, publish_before_breac
         result = Replay(stream, POLICIES[name], publish_before_breach=pre, objective=objective,
                         lifecycle=lifecycle).run(progress)
         results.append((result, replay_metrics(result)))
-    hindsight = hindsight_metrics(stream, lifecycle)
-    return SandboxRun(build_report(stream, results, hindsight), [r for r, _ in results])
+    knows = hindsight_knows_answers(stream)
+    hindsight = hindsight_metrics(stream, lifecycle, knows_answers=knows)
+    return SandboxRun(build_report(stream, results, hindsight, knows), [r for r, _ in results])
