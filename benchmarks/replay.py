@@ -102,8 +102,11 @@ def main(argv: list[str] | None = None) -> int:
                               str(m.placed), f"{m.placed / max(1, h.placed):.3f}", str(result.round_patients),
                               f"{result.round_patients / max(1, result.rounds):.0f}", f"{seconds:.1f}",
                               f"{cpu:.1f}", f"{cpu / base:.2f}")
-            same = replay_metrics(runs[0][1]) == replay_metrics(runs[1][1])
-            console.print(f"incremental and full re-solve give the same replay: {same}")
+            inc, full = replay_metrics(runs[0][1]), replay_metrics(runs[1][1])
+            # Each round has the same optimum either way (tests/matchers/test_incremental.py); ties
+            # among equal optima may fall differently, and then later answers differ.
+            console.print(f"placed: incremental {inc.placed}, full re-solve {full.placed}; "
+                          f"wait-days {inc.wait_days} and {full.wait_days}")
     console.print(table)
     return 0
 
