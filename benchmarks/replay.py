@@ -38,8 +38,16 @@ def _replay(stream: Stream, policy: str, progress: Progress, label: str, *, full
             ) -> tuple[ReplayResult, float, float]:
     task = progress.add_task(label, total=len(stream.events))
     started, cpu = time.perf_counter(), time.process_time()
-    result = Replay(stream, POLICIES[policy], full_resolve=full).run(
-        lambda done, _total: progress.update(task, completed=done))
+    step = max(1, len(stream.events) // 10)
+    plain = not progress.console.is_terminal  # a log file gets a line every tenth instead of a bar
+
+    def tick(done: int, total: int) -> None:
+        progress.update(task, completed=done)
+        if plain and (done // step != (done - 500) // step or done == total):
+            print(f"{label}: {done}/{total} events, {time.perf_counter() - started:.0f} s, "
+                  f"{time.process_time() - cpu:.0f} s of CPU", flush=True)
+
+    result = Replay(stream, POLICIES[policy], full_resolve=full).run(tick)
     return result, time.perf_counter() - started, time.process_time() - cpu
 
 
