@@ -37,6 +37,15 @@ room), with the same placements, wait days and cost, so the optimum (or the gree
 a patient with nothing to take never changes what anybody else gets) is the same. The round
 leaves the invariant true again, and the first round (everything dirty) starts it.
 
+*Ranked within a class.* A patient who did not change may take only changed offers, so a request
+class (one request, one set of excluded offers) can place at most the free slots of the changed
+offers it may take. Its patients may all take the same offers at the same cost, so swapping a
+placed patient for a higher-ranked unplaced one of the class keeps an allocation feasible and its
+cost, and does not lower objective 2: some optimum places only the class's first-ranked patients
+(rank: priority, then case_ref), and the round reads only those, as many as the slots. Greedy
+serves the class in its own order (longest wait, then case_ref) and offers only fill up, so a
+patient of the class past the slots it can have would find them taken: it reads the same number.
+
 So a round costs what the change touches: a new patient is solved against the few offers with
 room, and patients nothing new can place are never read. `tests/matchers/test_incremental.py`
 checks this against a full re-solve of the whole book with Hypothesis.
@@ -161,7 +170,8 @@ class OpenBook:
         offers = tuple(o for _, o in sorted(self.offers.items()) if o.capacity > 0 and o.window_end >= as_of)
         return Scenario(self.name, as_of, self.agreements, offers, requests)
 
-    def relevant(self, as_of: date, care_areas: Collection[str] | None = None) -> Scenario:
+    def relevant(self, as_of: date, care_areas: Collection[str] | None = None, policy: Policy = "optimal",
+                 objective: Objective = CONTRACT) -> Scenario:
         """The part of the book a round must solve (see the module docstring), optionally of some
         care areas only (areas never share an offer, so each is a book of its own)."""
         chosen: dict[str, set[str]] = defaultdict(set)
@@ -169,6 +179,9 @@ class OpenBook:
             request_id = self._request_of[case_ref]
             if care_areas is None or self.requests[request_id].request.care_area in care_areas:
                 chosen[request_id].add(case_ref)
+        # Patients who did not change may take only the changed offers (the invariant); per
+        # request class, at most the free slots of those offers it may take can be placed.
+        room: dict[tuple[str, frozenset[str]], int] = defaultdict(int)
         for offer in self._dirty(care_areas):
             if offer.capacity <= 0 or offer.window_end < as_of:
                 continue
@@ -176,8 +189,21 @@ class OpenBook:
                 entry = self.requests[request_id]
                 if not self._may_take(entry.request, offer, as_of):
                     continue
-                chosen[request_id].update(c for c, p in entry.patients.items()
-                                          if offer.offer_id not in p.excluded_offers)
+                for excluded in {p.excluded_offers for p in entry.patients.values()}:
+                    if offer.offer_id not in excluded:
+                        room[request_id, excluded] += offer.capacity
+        for (request_id, excluded), slots in sorted(room.items(), key=lambda kv: (kv[0][0], sorted(kv[0][1]))):
+            unchanged = [p for c, p in self.requests[request_id].patients.items()
+                         if p.excluded_offers == excluded and c not in self._dirty_patients]
+            if len(unchanged) > slots:
+                # Within a class every patient may take the same offers at the same cost, so a round
+                # that places k of them may as well place the k it ranks first: the rest are left out.
+                if policy == "greedy":
+                    unchanged.sort(key=lambda p: (-p.wait_days(as_of), p.case_ref))
+                else:
+                    unchanged.sort(key=lambda p: (-objective.priority(p, as_of), p.case_ref))
+                unchanged = unchanged[:slots]
+            chosen[request_id].update(p.case_ref for p in unchanged)
         requests = []
         areas: set[str] = set()
         for request_id in sorted(chosen):
@@ -211,7 +237,7 @@ class OpenBook:
         """One round on the relevant part of the book (of `care_areas`, default all); the placed
         patients leave the book and their slots are taken. The allocation lists the round's
         patients only: nobody else on the book could be placed by any allocation."""
-        sub = self.relevant(as_of, care_areas)
+        sub = self.relevant(as_of, care_areas, policy, objective)
         allocation = clear(sub, policy, objective) if sub.requests else Allocation((), policy)
         self.last_round = RoundSize(sub.patient_count, len(sub.offers), self.patient_count)
         for p in allocation.placements:

@@ -94,10 +94,12 @@ def test_a_round_reads_only_what_changed() -> None:
     book.add_patients(hernia)
     allocation = book.clear(START + timedelta(days=1))
     assert (allocation.placed, book.last_round.patients, book.last_round.book_patients) == (0, 1, 50)
-    # Capacity returned: every cataract patient who may take it is read again.
+    # One slot returned: of the 49 cataract patients who may take it, the round reads the one its
+    # class ranks first (the longest waiter left), and places them.
     book.return_slots("off-1")
-    assert book.clear(START + timedelta(days=2)).placed == 1
-    assert book.last_round.patients == 49
+    allocation = book.clear(START + timedelta(days=2))
+    assert book.last_round.patients == 1
+    assert [p.case_ref for p in allocation.placements if p.placed] == ["case-48"]
 
 
 def test_pre_breach_weight_prefers_the_patient_who_can_still_be_saved() -> None:
