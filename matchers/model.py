@@ -30,11 +30,15 @@ class Patient:
 
     `excluded_offers` is not part of a scenario file: the running marketplace fills it so that a
     patient who declined (or was refused by) an offer is never proposed to it again.
+    `breach_date` is the home region's predicted breach of the care guarantee, for a request
+    published before it (pre-breach matching, `matchers.objective`); None leaves the contract's
+    objective untouched.
     """
 
     case_ref: str
     waiting_since: date
     excluded_offers: frozenset[str] = frozenset()
+    breach_date: date | None = None
 
     def wait_days(self, as_of: date) -> int:
         return max(0, (as_of - self.waiting_since).days)

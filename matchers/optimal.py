@@ -16,6 +16,9 @@ min) changes the objective by a constant, and keeps the numbers small. Costs are
 (in öre, tenths or whole kronor, whichever is the coarsest exact unit). With M greater than any
 difference of total cost among max flows (F * max cost' + 1), one more wait day always
 outweighs any cost saving: min-cost is then exactly objectives 2 and 3 in that order.
+
+"Wait days" above is a patient's priority under the round's `Objective` (matchers/objective.py):
+the wait days themselves under the contract, plus a days-to-breach term with pre-breach matching.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ortools.graph.python import min_cost_flow
 from matchers.allocation import Allocation
 from matchers.book import Book, RequestClass
 from matchers.model import Offer, Patient
+from matchers.objective import CONTRACT, Objective
 
 # OR-tools scales costs by (nodes + 1) in its cost-scaling algorithm and sums cost * flow in int64;
 # stay well below 2**63 on both counts.
@@ -47,7 +51,7 @@ def _exact_unit(amounts: list[float]) -> int:
     return 100  # amounts are already rounded to the öre by `geo.travel_cost_sek`
 
 
-def _solve_area(book: Book, classes: list[RequestClass]) -> dict[str, Offer]:
+def _solve_area(book: Book, classes: list[RequestClass], objective: Objective = CONTRACT) -> dict[str, Offer]:
     as_of = book.scenario.as_of
     offer_index: dict[str, int] = {}
     offers: list[Offer] = []
@@ -70,7 +74,7 @@ def _solve_area(book: Book, classes: list[RequestClass]) -> dict[str, Offer]:
             continue
         counts: dict[int, int] = defaultdict(int)
         for p in rc.patients:
-            counts[p.wait_days(as_of)] += 1
+            counts[objective.priority(p, as_of)] += 1
         groups.extend((ci, w, n) for w, n in sorted(counts.items(), reverse=True))
     if not groups:
         return {}
@@ -142,7 +146,7 @@ def _solve_area(book: Book, classes: list[RequestClass]) -> dict[str, Offer]:
     assigned: dict[str, Offer] = {}
     for ci, rc in enumerate(classes):
         if ci in slots:
-            assigned.update(_hand_out(rc, placed_by_wait, ci, slots[ci], as_of))
+            assigned.update(_hand_out(rc, placed_by_wait, ci, slots[ci], as_of, objective))
     return assigned
 
 
@@ -152,15 +156,16 @@ def _hand_out(
     ci: int,
     slots: list[tuple[Offer, int]],
     as_of: date,
+    objective: Objective = CONTRACT,
 ) -> dict[str, Offer]:
     """Turn a class's flows into concrete patients: per wait group the first by case_ref are placed;
     the chosen patients, longest waiters first, fill the class's offers in its stable order (all
     patients of a class cost the same at a given offer, so the order changes nothing in cost)."""
-    ranked: list[Patient] = sorted(rc.patients, key=lambda p: (-p.wait_days(as_of), p.case_ref))
+    ranked: list[Patient] = sorted(rc.patients, key=lambda p: (-objective.priority(p, as_of), p.case_ref))
     left = dict(placed_by_wait)
     chosen: list[Patient] = []
     for p in ranked:
-        key = (ci, p.wait_days(as_of))
+        key = (ci, objective.priority(p, as_of))
         if left.get(key, 0) > 0:
             left[key] -= 1
             chosen.append(p)
@@ -173,11 +178,13 @@ def _hand_out(
     return out
 
 
-def clear_optimal(book: Book) -> Allocation:
+def clear_optimal(book: Book, objective: Objective = CONTRACT) -> Allocation:
+    """The lexicographic optimum; `objective` says what a placed patient is worth in objective 2
+    (the contract's wait days unless pre-breach matching weighs days to breach too)."""
     by_area: dict[str, list[RequestClass]] = defaultdict(list)
     for rc in book.classes:
         by_area[rc.request.care_area].append(rc)
     assigned: dict[str, Offer] = {}
     for area in sorted(by_area):
-        assigned.update(_solve_area(book, by_area[area]))
+        assigned.update(_solve_area(book, by_area[area], objective))
     return book.allocation(assigned, "optimal")

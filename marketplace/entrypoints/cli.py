@@ -197,10 +197,11 @@ def asyncapi(
 
 
 def _register_commands() -> None:
-    from marketplace.entrypoints.commands import agreements, dlq, keys, lifecycle, match, waits
+    from marketplace.entrypoints.commands import agreements, dlq, keys, lifecycle, match, replay, waits
 
     for module in (match, keys, lifecycle, dlq, agreements, waits):
         module.register(app)
+    replay.register(app, console)
 
 
 _register_commands()

@@ -1,0 +1,101 @@
+"""The stream format: written and read back unchanged, generated the same from the same seed,
+and bad input refused whole with the field and the rule named."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import date
+
+import pytest
+
+from marketplace.demo_campaign import spring_cataract_campaign
+from marketplace.replay.generate import GeneratorOptions, generate_stream
+from marketplace.replay.sandbox import SAMPLES, load_sample
+from marketplace.replay.stream import (
+    CaseWithdrawal,
+    OfferArrival,
+    RequestArrival,
+    StreamError,
+    parse_stream,
+    stream_to_json,
+)
+
+
+def _stream_json(seed: int = 3, weeks: int = 4) -> dict:  # type: ignore[type-arg]
+    stream = generate_stream(spring_cataract_campaign(), GeneratorOptions(weeks=weeks, seed=seed, scale=0.3))
+    return stream_to_json(stream)
+
+
+def test_a_stream_reads_back_as_written() -> None:
+    data = _stream_json()
+    stream = parse_stream(data)
+    assert stream_to_json(stream) == data
+    assert stream.patient_count > 0 and stream.offers
+    # Every patient carries the predicted breach date the generator gave them.
+    assert all(p.breach_date is not None for r in stream.requests for p in r.patients)
+
+
+def test_the_generator_is_seeded() -> None:
+    assert json.dumps(_stream_json(seed=3)) == json.dumps(_stream_json(seed=3))
+    assert json.dumps(_stream_json(seed=3)) != json.dumps(_stream_json(seed=4))
+
+
+def test_generated_arrivals_fall_in_the_weeks_and_windows_follow_publication() -> None:
+    stream = parse_stream(_stream_json(weeks=4))
+    for e in stream.events:
+        assert stream.start <= e.at.date() <= stream.end
+        if isinstance(e, OfferArrival):
+            assert e.offer.window_start > e.at.date()
+            assert (e.at.date() - stream.start).days < 4 * 7 + 3  # a weekend may push it to Monday
+        if isinstance(e, RequestArrival):
+            assert e.request.window_start == e.at.date()
+    assert any(isinstance(e, CaseWithdrawal) for e in parse_stream(_stream_json(weeks=12)).events)
+
+
+@pytest.mark.parametrize("area", SAMPLES)
+def test_the_shipped_samples_load(area: str) -> None:
+    stream = load_sample(area)
+    assert stream.care_areas == [area]
+    assert stream.patient_count >= 100
+
+
+def _broken(change) -> StreamError:  # type: ignore[no-untyped-def]
+    data = _stream_json()
+    data = copy.deepcopy(data)
+    change(data)
+    with pytest.raises(StreamError) as caught:
+        parse_stream(data, "s.json")
+    return caught.value
+
+
+def test_bad_streams_are_refused_naming_field_and_rule() -> None:
+    e = _broken(lambda d: d["behaviour"].update(no_show_rate=1.5))
+    assert "behaviour.no_show_rate" in str(e) and "[rate]" in str(e)
+    e = _broken(lambda d: d["events"][0].update(at="2026-03-02T08:00:00"))
+    assert "events[0].at" in str(e) and "[timezone]" in str(e)
+    e = _broken(lambda d: d["events"][0].update(at="2031-01-01T08:00:00+01:00"))
+    assert "events[0].at" in str(e) and "[range]" in str(e)
+    e = _broken(lambda d: d["events"].append({"at": d["events"][0]["at"], "type": "teleport"}))
+    assert "type" in str(e)
+    e = _broken(lambda d: d.update(version=2))
+    assert "version" in str(e)
+    e = _broken(lambda d: d["events"].append({"at": d["events"][0]["at"], "type": "withdraw_case",
+                                              "case_ref": "case-nobody"}))
+    assert "[reference]" in str(e)
+
+
+def test_offers_and_requests_are_checked_by_the_scenario_contract() -> None:
+    def bad_offer(d):  # type: ignore[no-untyped-def]
+        offer = next(e for e in d["events"] if e["type"] == "offer")["offer"]
+        offer["capacity"] = -3
+        offer["region"] = "99"
+
+    e = _broken(bad_offer)
+    assert "capacity" in str(e) and "region" in str(e)
+    assert len(e.problems) >= 2
+
+
+def test_a_stream_of_another_kind_is_refused() -> None:
+    with pytest.raises(StreamError, match="format"):
+        parse_stream({"name": "x", "as_of": date(2026, 3, 2).isoformat(), "offers": [], "requests": []})
