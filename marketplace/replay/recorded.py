@@ -125,4 +125,5 @@ async def record_from_database(db: Database, name: str = "recorded marketplace l
     # Answers the log does not have come after its end (see the module docstring).
     behaviour = Behaviour(provider_answer_hours=(24.0, 40.0), patient_answer_hours=(24.0, 100.0))
     return Stream(name, 0, first_day, end, behaviour,
-                  tuple(Agreement(a.purchaser, a.provider, a.care_area) for a in agreements), tuple(events), answers)
+                  tuple(Agreement(a.purchaser, a.provider, area)
+                        for a in agreements if a.status != "draft" for area in a.care_areas), tuple(events), answers)
