@@ -20,3 +20,6 @@ class ServiceContext:
     # Tests move time by hand instead of sleeping: every handler asks this clock, never datetime.now.
     clock: Callable[[], datetime] = system_clock
     policy: LifecyclePolicy = field(default_factory=lambda: DEFAULT_POLICY)
+    # The outside party whose own stream the batch came from (its ingress or SDK stream), known from
+    # the channel: a refusal is told to it, whatever the entry claims.
+    channel: str | None = None

@@ -28,6 +28,7 @@ from events import (
     Streams,
 )
 from events.envelope import parse_envelope, stable_event_id
+from events.parties import CLEARING_REQUESTERS
 from marketplace.adapters.appends import append
 from marketplace.adapters.inbox import already_processed, record_processed
 from marketplace.adapters.orm import AgreementRow, CaseRow, OfferRow, RequestRow
@@ -70,7 +71,7 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
             parsed.append(parse_envelope(raw))
         except EventParseError as exc:
             reject(session, streams, field=exc.field, rule=exc.rule, message=exc.message,
-                   event_id=exc.event_id, event_type=exc.event_type, producer=exc.producer)
+                   event_id=exc.event_id, event_type=exc.event_type, producer=exc.producer, recipient=ctx.channel)
             result.rejected += 1
     seen = await already_processed(session, CONSUMER, (str(env.event_id) for env, _ in parsed))
     ledger = CaseLedger(session, ctx)
@@ -93,7 +94,7 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
         except Refused as exc:
             reject(session, streams, field=exc.field, rule=exc.rule, message=exc.message, event_id=eid,
                    event_type=envelope.type, producer=envelope.producer,
-                   correlation_id=envelope.correlation_id)
+                   correlation_id=envelope.correlation_id, recipient=ctx.channel)
             result.rejected += 1
         else:
             result.accepted += 1
@@ -140,8 +141,14 @@ async def _publish(session: AsyncSession, ledger: CaseLedger, known: _Known, env
         _accept_offer(session, known, envelope, payload)
     else:
         await _accept_request(session, ledger, known, envelope, payload)
-    stage(session, envelope, streams.book(payload.care_area))
+    stage(session, _forwarded(envelope), streams.book(payload.care_area))
     return payload.care_area
+
+
+def _forwarded(envelope: Envelope) -> Envelope:
+    # On the book the producer is intake, the partition's only writer (events/parties.py); whose
+    # item it is stays in the payload, which intake has checked against the sender's channel.
+    return envelope.model_copy(update={"producer": CONSUMER})
 
 
 async def _apply(session: AsyncSession, ledger: CaseLedger, envelope: Envelope, payload: Payload,
@@ -158,6 +165,9 @@ async def _apply(session: AsyncSession, ledger: CaseLedger, envelope: Envelope, 
         case AgreementRegistered():
             await _register_agreement(session, envelope, payload)
         case ClearingRoundRequested():
+            if envelope.producer not in CLEARING_REQUESTERS:
+                raise Refused("producer", "clearing_requested_by_operator",
+                              "clearing rounds are requested by the operator or the scheduler only")
             if payload.care_area not in care_areas():
                 raise Refused("payload.care_area", "known_care_area",
                               f"unknown care area {payload.care_area!r}")
@@ -165,7 +175,7 @@ async def _apply(session: AsyncSession, ledger: CaseLedger, envelope: Envelope, 
             raise Refused("type", "accepted_by_intake", f"regions may not publish {envelope.type!r}")
     care_area = getattr(payload, "care_area", None)
     if care_area is not None:
-        stage(session, envelope, streams.book(care_area))
+        stage(session, _forwarded(envelope), streams.book(care_area))
     return care_area
 
 
@@ -175,7 +185,8 @@ def _first_violation(violations: list[Violation]) -> None:
 
 
 def _producer_is(envelope: Envelope, region: str) -> None:
-    # A region speaks for itself only; workers (demo tooling aside) do not publish region input.
+    # A region speaks for itself only. The producer is the channel's party (checked before intake
+    # sees the entry, marketplace/services/provenance.py), so this holds a region to its own items.
     if envelope.producer != region:
         raise Refused("producer", "producer_is_region",
                       f"producer {envelope.producer!r} may not publish for region {region!r}")
@@ -205,7 +216,7 @@ async def _withdraw_offer(session: AsyncSession, envelope: Envelope, cmd: OfferW
     _producer_is(envelope, cmd.region)
     offer.status = "withdrawn"
     session.add(offer)
-    stage(session, envelope, streams.book(offer.care_area))
+    stage(session, _forwarded(envelope), streams.book(offer.care_area))
     return offer.care_area
 
 

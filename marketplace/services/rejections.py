@@ -17,16 +17,23 @@ log = structlog.get_logger(__name__)
 
 def reject(session: AsyncSession, streams: Streams, *, field: str, rule: str, message: str,
            event_id: str | None, event_type: str | None, producer: str | None,
-           correlation_id: str | None = None, worker: str = "intake") -> None:
-    session.add(RejectionRow(event_id=event_id, producer=producer, event_type=event_type,
+           correlation_id: str | None = None, worker: str = "intake", recipient: str | None = None,
+           stream: str | None = None) -> None:
+    """Record the refusal (a row, a log line, the operators' `rejections` stream) and, when the real
+    sender is known from its channel (`recipient`), tell it on its own outgoing stream."""
+    session.add(RejectionRow(event_id=event_id, producer=producer, event_type=event_type, stream=stream,
                              field=field, rule=rule, message=message[:2000]))
-    # The same bad event refused twice (a redelivery) tells its sender once.
-    rid = stable_event_id("rejected", event_id, field, rule) if event_id else uuid.uuid4()
-    envelope = new_envelope(
-        EventRejected(rejected_event_id=event_id, rejected_type=event_type, producer=producer,
-                      field=field, rule=rule, message=message[:2000]),
-        producer=worker, event_id=rid, correlation_id=correlation_id or event_id,
-    )
+    # The same bad event refused twice (a redelivery) tells its sender once; two workers refusing
+    # the same entry (both groups of a stream) each tell it.
+    key = ("rejected", event_id, field, rule) if worker == "intake" else ("rejected", worker, event_id, field, rule)
+    rid = stable_event_id(*key) if event_id else uuid.uuid4()
+    payload = EventRejected(rejected_event_id=event_id, rejected_type=event_type, producer=producer,
+                            field=field, rule=rule, message=message[:2000])
+    envelope = new_envelope(payload, producer=worker, event_id=rid, correlation_id=correlation_id or event_id)
     stage(session, envelope, streams.rejections)
+    if recipient is not None:
+        told = new_envelope(payload, producer=worker, event_id=stable_event_id("rejected-to", recipient, rid),
+                            correlation_id=correlation_id or event_id)
+        stage(session, told, streams.outgoing(recipient))
     log.warning("event.rejected", rejected_event_id=event_id, event_type=event_type, producer=producer,
-                field=field, rule=rule, reason=message)
+                field=field, rule=rule, reason=message, stream=stream, worker=worker)

@@ -54,7 +54,7 @@ async def test_a_poison_entry_is_dead_lettered_after_the_limit_and_holds_up_noth
     poison = events[4].model_copy(update={"correlation_id": "POISON"})
     runtime = Runtime.create(settings, settings.redis_url or "", db=database)
     await runtime.connect()
-    stream = runtime.streams.intake
+    stream = runtime.streams.ingress("01")
     await ensure_group(runtime.redis, stream, "intake")
     consumer = StreamConsumer(runtime, stream, "intake", handler)
     await publish_raw(redis_client, stream, [*events[:4], poison, *events[5:]])
@@ -109,7 +109,7 @@ async def test_an_infrastructure_failure_is_never_dead_lettered(settings, databa
     events = list(market_events("outage", 3, requests_per_offer=0))
     runtime = Runtime.create(settings, settings.redis_url or "", db=database)
     await runtime.connect()
-    stream = runtime.streams.intake
+    stream = runtime.streams.ingress("01")
     await ensure_group(runtime.redis, stream, "intake")
     consumer = StreamConsumer(runtime, stream, "intake", handler)
     await publish_raw(redis_client, stream, events)
@@ -125,7 +125,7 @@ async def test_an_infrastructure_failure_is_never_dead_lettered(settings, databa
 async def test_a_deleted_consumer_group_is_recreated_and_work_goes_on(settings, database, redis_client):
     events = list(market_events("nogroup", 6, requests_per_offer=0))
     async with marketplace(settings, database, roles=("intake",)) as runtime:
-        stream = runtime.streams.intake
+        stream = runtime.streams.ingress("01")
         await publish_raw(runtime.redis, stream, events[:3])
         await eventually(lambda: _has(database, {e.payload["offer_id"] for e in events[:3]}), 10, "first offers")
         await runtime.redis.xgroup_destroy(stream, "intake")  # NOGROUP for the reader
