@@ -11,7 +11,8 @@ from events import Envelope, Streams
 from marketplace.adapters.database import Database
 from marketplace.adapters.outbox import DATA_FIELD
 from marketplace.entrypoints.progress import wait_until_settled
-from marketplace.parties import ingress_parties
+from marketplace.adapters.redis_users import Credential, apply, provision
+from marketplace.parties import all_parties, ingress_parties
 from marketplace.settings import Settings
 from workers.app import ROLES, running, stream_groups
 from workers.runtime import Runtime
@@ -54,10 +55,27 @@ async def publish_events(redis: Any, streams: Streams, items: Sequence[Envelope 
 
 
 @asynccontextmanager
-async def marketplace(settings: Settings, db: Database, roles: tuple[str, ...] = ROLES) -> AsyncIterator[Runtime]:
-    runtime = Runtime.create(settings, settings.redis_url or "", db=db)
+async def marketplace(settings: Settings, db: Database, roles: tuple[str, ...] = ROLES, *,
+                      access: bool = False) -> AsyncIterator[Runtime]:
+    """The workers of `roles` in this process. With `access`, the parties' users are applied (the
+    test's `redis_client` fixture deletes them) and each role connects as its own."""
+    credentials = await apply_access(settings) if access else None
+    runtime = Runtime.create(settings, settings.redis_url or "", db=db, credentials=credentials)
     async with running(runtime, roles):
         yield runtime
+
+
+async def apply_access(settings: Settings) -> dict[str, Credential]:
+    """Every party's user on the test's Redis, under the test's prefix (passwords in its state dir)."""
+    import redis.asyncio as aioredis
+
+    credentials = provision(settings.state_dir, settings.stream_prefix, all_parties())
+    admin = aioredis.from_url(settings.redis_url or "")
+    try:
+        await apply(admin, Streams(settings.stream_prefix), credentials)
+    finally:
+        await admin.aclose()
+    return credentials
 
 
 async def settle(runtime: Runtime, round_ids: list[str] | None = None, timeout_s: float = 120) -> None:
