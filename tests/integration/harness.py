@@ -10,8 +10,8 @@ from typing import Any
 from events import Envelope, Streams
 from marketplace.adapters.database import Database
 from marketplace.adapters.outbox import DATA_FIELD
-from marketplace.entrypoints.progress import wait_until_settled
 from marketplace.adapters.redis_users import Credential, apply, provision
+from marketplace.entrypoints.progress import wait_until_settled
 from marketplace.parties import all_parties, ingress_parties
 from marketplace.settings import Settings
 from workers.app import ROLES, running, stream_groups

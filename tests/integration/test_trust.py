@@ -78,9 +78,9 @@ async def market(settings: Any, database: Any, redis_client: Any) -> AsyncIterat
     # the product writes them off a terminal: one JSON object each (the console renderer's rich
     # tracebacks of ~150 subscribers stopping take minutes on a busy machine).
     configure_logging("json", "INFO")
-    async with marketplace(settings, database, access=True) as runtime:
-        async with PartyClients(settings.redis_url or "", runtime.credentials) as parties:
-            yield runtime, parties
+    async with marketplace(settings, database, access=True) as runtime, \
+            PartyClients(settings.redis_url or "", runtime.credentials) as parties:
+        yield runtime, parties
 
 
 async def _send(parties: PartyClients, runtime: Runtime, party: str, *items: Any) -> None:

@@ -25,7 +25,6 @@ from marketplace.adapters.redis_users import (
     password_hash,
     provision,
     remove,
-    server_version,
 )
 from marketplace.entrypoints.bootstrap import redis_server
 from marketplace.parties import all_parties
