@@ -7,6 +7,7 @@ SHA-256 of each password (`#<hex>`), so the rules can be printed and logged.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -61,20 +62,30 @@ def provision(state_dir: Path, prefix: str, parties: Iterable[str], *,
     os.chmod(directory, 0o700)
     renew = set(rotate)
     out = {}
-    for party in parties:
-        path = _path(state_dir, prefix, party)
-        if party in renew or not path.exists():
-            cred = Credential(party, user_name(prefix, party), secrets.token_urlsafe(32))
-            # Created 0600 before anything is written to it; replaced whole (a rename).
-            tmp = path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({"party": party, "user": cred.user, "password": cred.password}, fh)
-            os.replace(tmp, path)
-            out[party] = cred
-        else:
-            out[party] = load(state_dir, prefix, party)
+    # Processes starting at once (`nvf run` per role) take turns: each must find the passwords the
+    # first one made, not make its own and apply them over the others'.
+    with open(directory / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            for party in parties:
+                out[party] = _provision_one(state_dir, prefix, party, party in renew)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     return out
+
+
+def _provision_one(state_dir: Path, prefix: str, party: str, rotate: bool) -> Credential:
+    path = _path(state_dir, prefix, party)
+    if not rotate and path.exists():
+        return load(state_dir, prefix, party)
+    cred = Credential(party, user_name(prefix, party), secrets.token_urlsafe(32))
+    # Created 0600 before anything is written to it; replaced whole (a rename).
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump({"party": party, "user": cred.user, "password": cred.password}, fh)
+    os.replace(tmp, path)
+    return cred
 
 
 def load(state_dir: Path, prefix: str, party: str) -> Credential:

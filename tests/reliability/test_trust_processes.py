@@ -46,7 +46,7 @@ async def test_nvf_access_provisions_owner_only_files_and_applies_the_users(sett
     assert init.returncode == 0, init.stderr
     directory = access_directory(settings.state_dir, settings.stream_prefix)
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
-    files = sorted(directory.iterdir())
+    files = sorted(directory.glob("*.json"))
     assert {f.stem for f in files} == set(all_parties())
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
     password = json.loads((directory / "01.json").read_text())["password"]
