@@ -27,7 +27,7 @@ from marketplace.parties import ingress_parties
 from marketplace.services import clearing, intake, notification, provenance, timeline
 from marketplace.services.context import ServiceContext
 from matchers.reference import care_areas as all_care_areas
-from workers.consumer import TRANSACTION_ATTEMPTS, Handler, StreamConsumer
+from workers.consumer import TRANSACTION_ATTEMPTS, Handler, StreamConsumer, is_transient
 from workers.groups import ensure_group
 from workers.partitions import FencedHandler, Partition, PartitionManager
 from workers.runtime import Runtime
@@ -122,7 +122,14 @@ async def prepare(runtime: Runtime, pairs: Iterable[tuple[str, str]]) -> None:
     await runtime.connect()
     await runtime.db.create_all()
     for stream, group in pairs:
-        await ensure_group(runtime.redis, stream, group)
+        try:
+            await ensure_group(runtime.redis, stream, group)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # Redis went away while the roles were starting (one after another, as their own
+            # users): each consumer's supervisor creates its group once Redis is back.
+            log.warning("worker.group_deferred", stream=stream, group=group, error=f"{type(exc).__name__}: {exc}")
 
 
 @contextlib.asynccontextmanager
