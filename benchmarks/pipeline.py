@@ -106,28 +106,28 @@ class Result:
         return data[min(len(data) - 1, int(q * len(data)))]
 
 
-async def publish(redis: Any, stream: str, bodies: list[tuple[str | None, str]], rate: float,
+async def publish(redis: Any, bodies: list[tuple[str | None, str, str]], rate: float,
                   sent_at: dict[str, float], producers: int = 21) -> float:
-    """Regions publish `bodies` (key, json); at `rate` per second overall, or as fast as they can
-    (pipelined) when rate is 0. Returns when the last one is out; records publish times by key."""
+    """Regions publish `bodies` (key, stream, json); at `rate` per second overall, or as fast as they
+    can (pipelined) when rate is 0. Returns when the last one is out; records publish times by key."""
     shards = [bodies[i::producers] for i in range(producers)]
 
-    async def region(items: list[tuple[str | None, str]]) -> None:
+    async def region(items: list[tuple[str | None, str, str]]) -> None:
         if rate <= 0:
             for i in range(0, len(items), 100):
                 chunk = items[i:i + 100]
                 async with redis.pipeline(transaction=False) as pipe:
-                    for _key, body in chunk:
+                    for _key, stream, body in chunk:
                         pipe.xadd(stream, {DATA_FIELD: body})
                     now = time.perf_counter()
-                    for key, _body in chunk:
+                    for key, _stream, _body in chunk:
                         if key:
                             sent_at[key] = now
                     await pipe.execute()
             return
         interval = producers / rate
         next_at = time.perf_counter()
-        for key, body in items:
+        for key, stream, body in items:
             delay = next_at - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -194,7 +194,7 @@ class Deployment:
         deadline = time.perf_counter() + 60
         while time.perf_counter() < deadline:
             locks = [k async for k in redis.scan_iter(match=f"{self.prefix}:lock:*")]
-            groups = await redis.exists(f"{self.prefix}:intake")
+            groups = await redis.exists(f"{self.prefix}:ingress:01")
             if len(locks) >= len(care_areas()) and groups:
                 return
             if any(p.poll() is not None for p in self.procs):
@@ -214,6 +214,10 @@ class Deployment:
         keys = [k async for k in redis.scan_iter(match=f"{self.prefix}:*", count=1000)]
         if keys:
             await redis.delete(*keys)
+        from marketplace.adapters.redis_users import remove
+        from marketplace.parties import all_parties
+
+        await remove(redis, self.prefix, all_parties())  # the users `nvf run` applied
         from marketplace.adapters.database import Database
 
         db = Database(self.database_url, schema=self.schema)
@@ -232,13 +236,14 @@ async def run_marketplace(redis: Any, args: argparse.Namespace, workdir: Path, *
     streams = Streams(deployment.prefix)
     try:
         events = list(market_events(deployment.prefix, count))
-        bodies = [(request_id_of(e), e.to_json()) for e in events]
-        wanted = sum(1 for key, _ in bodies if key)
+        # Each region's events on its own ingress stream (published here with the admin client).
+        bodies = [(request_id_of(e), streams.ingress(e.producer), e.to_json()) for e in events]
+        wanted = sum(1 for key, _, _ in bodies if key)
         sent_at: dict[str, float] = {}
         seen: dict[str, float] = {}
         started = time.perf_counter()
         watcher = asyncio.create_task(watch_matches(redis, streams.matches, sent_at, wanted, seen, args.timeout))
-        await publish(redis, streams.intake, bodies, rate, sent_at)
+        await publish(redis, bodies, rate, sent_at)
         await watcher
         seconds = (max(seen.values()) if seen else time.perf_counter()) - started
         latencies = [(seen[k] - sent_at[k]) * 1000 for k in seen]
@@ -283,10 +288,10 @@ async def run_raw(redis: Any, args: argparse.Namespace, *, count: int, rate: flo
     try:
         assert proc.stdout is not None
         proc.stdout.readline()  # ready
-        bodies: list[tuple[str | None, str]] = [(None, e.to_json()) for e in market_events(stream, count)]
+        bodies: list[tuple[str | None, str, str]] = [(None, stream, e.to_json()) for e in market_events(stream, count)]
         started_wall = time.time()
         # The same envelopes, each wrapped with its send time so that the consumer can measure latency.
-        await publish(_Stamping(redis), stream, bodies, rate, {})
+        await publish(_Stamping(redis), bodies, rate, {})
         out, _ = await asyncio.to_thread(proc.communicate, timeout=args.timeout)
         data = json.loads(out.decode().strip().splitlines()[-1])
         seconds = data["last_at"] - started_wall

@@ -22,10 +22,20 @@ GROUP_CAPACITY = "capacity"
 class Streams:
     prefix: str = "nvf"
 
-    @property
-    def intake(self) -> str:
-        """What regions publish: offers, requests, withdrawals, agreements, clearing requests."""
-        return f"{self.prefix}:intake"
+    def ingress(self, party: str) -> str:
+        """What one party publishes to intake (offers, requests, withdrawals, agreements, case
+        commands, clearing requests): one stream per region, the operator and the scheduler. Only
+        that party's Redis user may append to it, so the stream names who sent an entry."""
+        return f"{self.prefix}:ingress:{party}"
+
+    def party_of_ingress(self, stream: str) -> str | None:
+        """The party whose ingress stream `stream` is, or None."""
+        head = self.ingress("")
+        return stream[len(head):] if stream.startswith(head) and len(stream) > len(head) else None
+
+    def outgoing(self, party: str) -> str:
+        """What the marketplace tells one party (its refused input); only that party may read it."""
+        return f"{self.prefix}:to:{party}"
 
     def book(self, care_area: str) -> str:
         """Accepted items of one care area's book, in order; the matcher's partition."""
@@ -57,20 +67,25 @@ class Streams:
 
     # --- secure messages (SDK style): the marketplace routes sealed messages it cannot read ---
 
-    @property
-    def secure_submissions(self) -> str:
-        """Sealed messages a party's own system hands to the marketplace for delivery."""
-        return f"{self.prefix}:sdk:submitted"
+    def secure_submissions(self, region: str) -> str:
+        """Sealed messages one region's own system hands to the marketplace for delivery."""
+        return f"{self.prefix}:sdk:submitted:{region}"
 
-    @property
-    def secure_receipts(self) -> str:
-        """Signed business receipts a recipient returns for a message it was delivered."""
-        return f"{self.prefix}:sdk:receipts"
+    def secure_receipts(self, region: str) -> str:
+        """Signed business receipts one region returns for messages it was delivered."""
+        return f"{self.prefix}:sdk:receipts:{region}"
+
+    def party_of_secure(self, stream: str) -> str | None:
+        """The region whose submission or receipt stream `stream` is, or None."""
+        for head in (self.secure_submissions(""), self.secure_receipts("")):
+            if stream.startswith(head) and len(stream) > len(head):
+                return stream[len(head):]
+        return None
 
     def inbox(self, org_number: str) -> str:
         """One organisation's inbox: sealed messages for it, receipts for what it sent."""
         return f"{self.prefix}:sdk:inbox:{org_number}"
 
-    def all_streams(self, care_areas: Iterable[str]) -> list[str]:
-        return [self.intake, *(self.book(a) for a in care_areas), self.matches, self.cases,
-                self.messages, self.rejections, self.dead_letter]
+    def all_streams(self, care_areas: Iterable[str], parties: Iterable[str] = ()) -> list[str]:
+        return [*(self.ingress(p) for p in parties), *(self.book(a) for a in care_areas), self.matches,
+                self.cases, self.messages, self.rejections, self.dead_letter]

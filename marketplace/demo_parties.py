@@ -52,6 +52,7 @@ from marketplace.adapters.database import Database
 from marketplace.adapters.message_orm import SecureMessageRow
 from marketplace.adapters.orm import CaseRow, MatchRow
 from marketplace.adapters.outbox import DATA_FIELD
+from marketplace.adapters.party_clients import PartyClients
 from marketplace.adapters.seen_messages import DatabaseSeenMessages, receive
 from marketplace.lifecycle.swedish_time import swedish_date
 from marketplace.services.directory import ensure_keys, key_directory, with_unit
@@ -128,8 +129,9 @@ class PartyOutcome:
 class Federation:
     """The regions' own systems: one key store each, the shared address book, their inboxes."""
 
-    def __init__(self, redis: Any, streams: Streams, key_dir: Path, start_id: str) -> None:
-        self.redis = redis
+    def __init__(self, parties: PartyClients, streams: Streams, key_dir: Path, start_id: str) -> None:
+        # Each region's system speaks as its own Redis user.
+        self.parties = parties
         self.streams = streams
         self.key_dir = key_dir
         self.book: AddressBook = ensure_keys(key_dir)
@@ -147,10 +149,11 @@ class Federation:
 
     async def publish(self, stream: str, payload: Payload, *, producer: str, key: Iterable[object]) -> None:
         envelope = new_envelope(payload, producer=producer, event_id=stable_event_id("demo-party", *key))
-        await self.redis.xadd(stream, {DATA_FIELD: envelope.to_json()})
+        await self.parties.client(producer).xadd(stream, {DATA_FIELD: envelope.to_json()})
 
     async def command(self, case_ref: str, command: str, producer: str, **args: Any) -> None:
-        await self.publish(self.streams.intake, CaseCommandIssued(case_ref=case_ref, command=command, args=args),
+        await self.publish(self.streams.ingress(producer),
+                           CaseCommandIssued(case_ref=case_ref, command=command, args=args),
                            producer=producer, key=(case_ref, command))
 
     async def submit(self, body: MessageBody, *, sender_code: str, recipient: OrganisationEntry, case_ref: str,
@@ -158,7 +161,7 @@ class Federation:
         sealed = compose(body, sender=self.stores[self.codes[sender_code]], recipient=recipient,
                          recipient_address=address, conversation_id=case_ref, in_reply_to=in_reply_to, label=label)
         payload = SecureMessageSubmitted(case_ref=case_ref, sealed=base64.b64encode(sealed.to_bytes()).decode())
-        await self.publish(self.streams.secure_submissions, payload, producer=sender_code,
+        await self.publish(self.streams.secure_submissions(sender_code), payload, producer=sender_code,
                            key=(case_ref, body.TYPE, sealed.header.message_id))
 
     def refresh_book(self) -> None:
@@ -194,7 +197,7 @@ class Agents:
         handled = 0
         for code, org in self.f.codes.items():
             stream = self.f.streams.inbox(org)
-            entries = await self.f.redis.xrange(stream, min=f"({self.f._last[org]}", count=500)
+            entries = await self.f.parties.client(code).xrange(stream, min=f"({self.f._last[org]}", count=500)
             if not entries:
                 continue
             async with self.db.session() as session:
@@ -215,7 +218,7 @@ class Agents:
         store: KeyStore = self.f.stores[org]
         signed, opened = await receive(base64.b64decode(delivered.sealed), store, self.f.book, seen)
         self.outcome.messages_received += 1
-        await self.f.publish(self.f.streams.secure_receipts,
+        await self.f.publish(self.f.streams.secure_receipts(code),
                              SecureReceiptSubmitted(receipt=base64.b64encode(signed.to_bytes()).decode()),
                              producer=code, key=("receipt", signed.receipt.receipt_id))
         self.outcome.receipts_returned += 1
@@ -270,22 +273,15 @@ async def wait_for(db: Database, expected: dict[str, set[str]], *, timeout_s: fl
         await asyncio.sleep(0.05)
 
 
-async def _start_id(redis: Any, streams: Streams) -> str:
-    # Inbox entries older than this run's first intake entry belong to an earlier run.
-    first = await redis.xrange(streams.intake, count=1)
-    if not first:
-        return "0-0"
-    entry_id = first[0][0]
-    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-
-
-async def play_parties(redis: Any, db: Database, streams: Streams, state_dir: Path, *, sample: int = 40,
-                       decline_every: int = 8, timeout_s: float = 60.0) -> PartyOutcome:
+async def play_parties(parties: PartyClients, db: Database, streams: Streams, state_dir: Path, *,
+                       since_ms: int = 0, sample: int = 40, decline_every: int = 8,
+                       timeout_s: float = 60.0) -> PartyOutcome:
     """Carry up to `sample` placed cases through the rest of the process (every `decline_every`-th
     gets a provider decline instead)."""
     started = time.perf_counter()
     outcome = PartyOutcome()
-    federation = Federation(redis, streams, key_directory(state_dir), await _start_id(redis, streams))
+    # Inbox entries older than the run (`since_ms`) belong to an earlier one.
+    federation = Federation(parties, streams, key_directory(state_dir), f"{since_ms}-0")
     agents = Agents(federation, db, outcome)
     agent_task = asyncio.create_task(agents.run(), name="demo-party-agents")
     try:

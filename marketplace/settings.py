@@ -78,6 +78,11 @@ class Settings(BaseSettings):
         default=60.0, ge=0, validation_alias=AliasChoices("NVF_TRIM_INTERVAL_S", "trim_interval_s"),
         description="how often streams are trimmed below what every group has acknowledged; 0: never",
     )
+    access: Literal["apply", "existing", "off"] = Field(
+        default="apply", validation_alias=AliasChoices("NVF_ACCESS", "access"),
+        description="parties' Redis users: `apply` provisions and applies them, then each role, region and the "
+        "operator connects as its own; `existing` uses users an administrator applied; `off`: one connection",
+    )
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", validation_alias=AliasChoices("NVF_LOG_FORMAT", "log_format"))
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("NVF_LOG_LEVEL", "log_level"))
@@ -115,6 +120,7 @@ class Settings(BaseSettings):
             "max_deliveries": str(self.max_deliveries),
             "partition_lock_ttl_ms": str(self.partition_lock_ttl_ms),
             "trim_interval_s": str(self.trim_interval_s) if self.trim_interval_s else "off",
+            "access": self.access,
             "log_format": self.log_format,
             "log_level": self.log_level,
         }

@@ -72,12 +72,17 @@ async def database(settings: Settings) -> AsyncIterator[Database]:
 
 @pytest.fixture
 async def redis_client(settings: Settings) -> AsyncIterator[object]:
-    """A client for the test's own keys; every key under its stream prefix is deleted afterwards."""
+    """A client for the test's own keys; every key and ACL user under its stream prefix is deleted afterwards."""
     import redis.asyncio as aioredis
+
+    from marketplace.adapters.redis_users import remove
+    from marketplace.parties import all_parties
 
     client = aioredis.from_url(settings.redis_url or "")
     yield client
     keys = [k async for k in client.scan_iter(match=f"{settings.stream_prefix}:*", count=500)]
     if keys:
         await client.delete(*keys)
+    # The parties' users the test (or the workers it started) applied under its prefix.
+    await remove(client, settings.stream_prefix, all_parties())
     await client.aclose()

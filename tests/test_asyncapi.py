@@ -19,7 +19,8 @@ def test_committed_asyncapi_document_is_up_to_date():
 def test_asyncapi_documents_every_stream_and_its_payloads():
     spec = json.loads(COMMITTED.read_text(encoding="utf-8"))
     channels = " ".join(spec["channels"])
-    for stream in ("intake", "book:{care_area}", "matches", "cases", "messages", "rejections"):
+    for stream in ("ingress:{party}", "book:{care_area}", "matches", "cases", "messages", "rejections", "to:{party}",
+                   "sdk:submitted:{region}", "sdk:receipts:{region}"):
         assert f"nvf:{stream}" in channels
     schemas = json.dumps(spec["components"]["schemas"])
     for payload in ("OfferPublished", "RequestPublished", "MatchProposed", "EventRejected", "CaseCommandIssued"):

@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+import dataclasses
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any, cast
 
 import structlog
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from events.streams import GROUP_CAPACITY, GROUP_INTAKE, GROUP_MATCHER, GROUP_NOTIFIER, GROUP_TIMELINE
-from marketplace.services import capacity, clearing, intake, notification, timeline
+from events.parties import channel_party
+from events.streams import GROUP_CAPACITY, GROUP_INTAKE, GROUP_MATCHER, GROUP_NOTIFIER, GROUP_TIMELINE, Streams
+from marketplace.parties import ingress_parties
+from marketplace.services import capacity, clearing, intake, notification, provenance, timeline
+from marketplace.services.context import ServiceContext
 from matchers.reference import care_areas as all_care_areas
-from workers.consumer import TRANSACTION_ATTEMPTS, Handler, StreamConsumer
+from workers.consumer import TRANSACTION_ATTEMPTS, Handler, StreamConsumer, is_transient
 from workers.groups import ensure_group
 from workers.partitions import FencedHandler, Partition, PartitionManager
 from workers.runtime import Runtime
@@ -40,14 +45,39 @@ __all__ = ["ROLES", "TRANSACTION_ATTEMPTS", "Handler", "prepare", "register_work
            "stream_groups", "subscriptions"]
 
 
+def screened(handler: Any, streams: Streams, stream: str, group: str) -> Any:
+    """`handler` behind the producer check of `stream` (marketplace/services/provenance.py): what
+    the stream's writers may not have produced is refused and recorded, and never reaches it. A
+    partition's fence (the handler's fourth argument) runs before the refusal is recorded."""
+
+    party = channel_party(streams, stream)
+
+    async def run(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext, *fence: Any) -> Any:
+        admitted = await provenance.screen(session, items, ctx, stream=stream, group=group,
+                                           before_write=fence[0] if fence else None)
+        if party is not None:
+            ctx = dataclasses.replace(ctx, channel=party)
+        return await handler(session, admitted, ctx, *fence)
+
+    return run
+
+
 def subscriptions(runtime: Runtime, roles: Iterable[str],
                   care_areas: Iterable[str] | None = None) -> list[tuple[str, str, Handler]]:
-    """(stream, group, handler) of every consumer the given roles need."""
+    """(stream, group, handler) of every consumer the given roles need, each behind its stream's
+    producer check."""
+    return [(stream, group, screened(handler, runtime.streams, stream, group))
+            for stream, group, handler in _subscriptions(runtime, roles, care_areas)]
+
+
+def _subscriptions(runtime: Runtime, roles: Iterable[str],
+                   care_areas: Iterable[str] | None = None) -> list[tuple[str, str, Handler]]:
     st = runtime.streams
     wanted = set(roles)
     pairs: list[tuple[str, str, Handler]] = []
     if "intake" in wanted:
-        pairs.append((st.intake, GROUP_INTAKE, intake.handle_batch))
+        # One ingress stream per party: the stream an entry arrives on says who sent it.
+        pairs += [(st.ingress(party), GROUP_INTAKE, intake.handle_batch) for party in ingress_parties()]
     if "matcher" in wanted:
         areas = list(care_areas) if care_areas is not None else sorted(all_care_areas())
         pairs += [(st.book(area), GROUP_MATCHER, clearing.handle_batch) for area in areas]
@@ -83,7 +113,8 @@ def register_workers(runtime: Runtime, roles: Iterable[str] = ROLES) -> list[tup
     for stream, group, handler in subscriptions(runtime, roles):
         lock = group_locks.setdefault(group, asyncio.Lock())
         if group in PARTITIONED_GROUPS:
-            partitions.append(Partition(_care_area_of(runtime, stream), stream, group, PARTITIONED_GROUPS[group]))
+            # `screened` passes the partition's fence on to the handler.
+            partitions.append(Partition(_care_area_of(runtime, stream), stream, group, cast(FencedHandler, handler)))
         else:
             runtime.consumers.append(StreamConsumer(runtime, stream, group, handler, lock=lock))
     if partitions:
@@ -96,12 +127,44 @@ async def prepare(runtime: Runtime, pairs: Iterable[tuple[str, str]]) -> None:
     await runtime.connect()
     await runtime.db.create_all()
     for stream, group in pairs:
-        await ensure_group(runtime.redis, stream, group)
+        try:
+            await ensure_group(runtime.redis, stream, group)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # Redis went away while the roles were starting (one after another, as their own
+            # users): each consumer's supervisor creates its group once Redis is back.
+            log.warning("worker.group_deferred", stream=stream, group=group, error=f"{type(exc).__name__}: {exc}")
 
 
 @contextlib.asynccontextmanager
 async def running(runtime: Runtime, roles: Iterable[str] = ROLES) -> AsyncIterator[Runtime]:
-    """Run the given roles until the block exits; the outbox relay and the trimmer run beside them."""
+    """Run the given roles until the block exits; the outbox relay and the trimmer run beside them.
+
+    With the parties' credentials (`runtime.credentials`) each role runs in its own runtime,
+    connected as its own Redis user (`runtime.roles[role]`); `runtime` keeps its own connection
+    for the caller."""
+    if runtime.credentials is None:
+        async with _running(runtime, roles):
+            yield runtime
+        return
+    # This connection publishes nothing of the roles' (each role's relay does, as its user).
+    runtime.relay.producers = frozenset()
+    await runtime.connect()
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            for role in roles:
+                await stack.enter_async_context(_running(runtime.for_party(role), (role,)))
+            yield runtime
+    finally:
+        for role in roles:
+            runtime.roles.pop(role, None)
+        await runtime.broker.stop()
+
+
+@contextlib.asynccontextmanager
+async def _running(runtime: Runtime, roles: Iterable[str]) -> AsyncIterator[Runtime]:
+    roles = tuple(roles)
     pairs = register_workers(runtime, roles)
     await prepare(runtime, pairs)
     await runtime.broker.start()
@@ -111,8 +174,10 @@ async def running(runtime: Runtime, roles: Iterable[str] = ROLES) -> AsyncIterat
         runtime.partitions.start()
     background: list[asyncio.Task[Any]] = [asyncio.create_task(runtime.relay.run(), name="outbox-relay")]
     if runtime.settings.trim_interval_s > 0:
-        # Trim against every group of every role, not only this process's: another role's backlog counts.
-        everything = stream_groups(runtime, ROLES)
+        # The streams this process consumes, trimmed against every group of every role on them
+        # (another role's backlog counts); each is trimmed by a process that consumes it.
+        own = {stream for stream, _ in pairs}
+        everything = [(s, g) for s, g in stream_groups(runtime, ROLES) if s in own]
         background.append(asyncio.create_task(
             trim_forever(runtime.redis, everything, runtime.settings.trim_interval_s), name="trimmer"))
     try:

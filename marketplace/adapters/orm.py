@@ -235,6 +235,8 @@ class OutboxRow(SQLModel, table=True):
                                                            primary_key=True, autoincrement=True))
     event_id: str = Field(max_length=36, unique=True)
     stream: str = Field(max_length=200)
+    # The role that staged it: each role's relay publishes only its own rows, as its own Redis user.
+    producer: str | None = Field(default=None, max_length=64)
     body: str
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     published_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
@@ -249,6 +251,8 @@ class RejectionRow(SQLModel, table=True):
     event_id: str | None = Field(default=None, max_length=64)
     producer: str | None = Field(default=None, max_length=64)
     event_type: str | None = Field(default=None, max_length=64)
+    # The stream it arrived on, which names its real sender (events/parties.py).
+    stream: str | None = Field(default=None, max_length=200)
     field: str = Field(max_length=200)
     rule: str = Field(max_length=64)
     message: str

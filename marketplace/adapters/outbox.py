@@ -30,14 +30,17 @@ OUTBOX = OutboxRow.__table__  # type: ignore[attr-defined]
 
 
 def stage(session: AsyncSession, envelope: Envelope, stream: str) -> None:
-    append(session, OUTBOX, {"event_id": str(envelope.event_id), "stream": stream, "body": envelope.to_json(),
-                             "created_at": datetime.now(UTC), "published_at": None})
+    append(session, OUTBOX, {"event_id": str(envelope.event_id), "stream": stream, "producer": envelope.producer,
+                             "body": envelope.to_json(), "created_at": datetime.now(UTC), "published_at": None})
 
 
 class OutboxRelay:
-    def __init__(self, db: Database, redis: Any, *, batch: int = 1000, stream_maxlen: int | None = None) -> None:
+    def __init__(self, db: Database, redis: Any, *, batch: int = 1000, stream_maxlen: int | None = None,
+                 producers: frozenset[str] | None = None) -> None:
         self.db = db
         self.redis = redis
+        # Connected as one role's Redis user, a relay publishes only what that role staged (None: all).
+        self.producers = producers
         self.batch = batch
         self.stream_maxlen = stream_maxlen
         self._lock = asyncio.Lock()
@@ -55,6 +58,8 @@ class OutboxRelay:
                 async with self.db.session() as session:
                     # Plain rows, not ORM objects: a flush after a busy batch reads a thousand of them.
                     query = select(OUTBOX.c.id, OUTBOX.c.stream, OUTBOX.c.body).where(OUTBOX.c.published_at.is_(None))
+                    if self.producers is not None:
+                        query = query.where(OUTBOX.c.producer.in_(sorted(self.producers)))
                     query = query.order_by(OUTBOX.c.id).limit(self.batch)
                     if not self.db.is_sqlite:
                         # Several relays on PostgreSQL share the work; SQLite runs one relay.

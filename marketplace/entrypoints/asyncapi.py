@@ -60,10 +60,14 @@ def build() -> tuple[FastStream, AsyncAPI]:
     register_workers(runtime, ROLES)
     st, broker = runtime.streams, runtime.broker
     published = [
-        (st.intake, "Regions publish offers, requests, withdrawals, agreements and case commands; operators "
-                    "request clearing rounds. Every id a region chooses follows the bus's id pattern "
-                    f"({ID_DESCRIPTION}); every number, date and list is bounded (see each field); reasons are "
-                    "codes, and no free text travels. Out-of-bounds input is refused with an event.rejected.",
+        (st.ingress("{party}"), "One stream per party (a region code, operator or scheduler), which only that "
+                                "party's Redis user may append to: regions publish offers, requests, withdrawals, "
+                                "agreements and case commands; the operator and the scheduler request clearing "
+                                "rounds and issue their case commands. The producer must be the stream's party. "
+                                "Every id a region chooses follows the bus's id pattern "
+                                f"({ID_DESCRIPTION}); every number, date and list is bounded (see each field); "
+                                "reasons are codes, and no free text travels. Out-of-bounds input is refused "
+                                "with an event.rejected.",
          _envelope_of("IntakeEvent", OfferPublished, OfferWithdrawn, RequestPublished, RequestWithdrawn,
                       AgreementDrafted, AgreementRegistered, AgreementUpdated, AgreementEnded,
                       ClearingRoundRequested, CaseCommandIssued)),
@@ -76,17 +80,20 @@ def build() -> tuple[FastStream, AsyncAPI]:
          _envelope_of("CaseEvent", CaseStateChanged)),
         (st.messages, "Messages sent to the parties of a case and their receipts (ids only).",
          _envelope_of("MessageEvent", MessageSent, ReceiptReceived, MessageEscalated)),
-        (st.secure_submissions, "Parties hand in sealed SDK-style messages (header readable, body encrypted "
-                                "for the recipient organisation, signed by the sender).",
+        (st.secure_submissions("{region}"), "Each region hands in sealed SDK-style messages (header readable, "
+                                            "body encrypted for the recipient organisation, signed by the sender).",
          _envelope_of("SecureSubmission", SecureMessageSubmitted)),
-        (st.secure_receipts, "Recipients return their signed business receipts.",
+        (st.secure_receipts("{region}"), "Each region returns its signed business receipts here.",
          _envelope_of("SecureReceipt", SecureReceiptSubmitted)),
         (st.inbox("{org_number}"), "One inbox per organisation: sealed messages and receipts delivered to it.",
          _envelope_of("InboxEntry", SecureMessageDelivered, SecureReceiptDelivered)),
-        (st.rejections, "Bad input, told back to its sender: the field and the rule it broke. A rejection never "
+        (st.rejections, "Every refusal, for the operators: the field and the rule it broke. A rejection never "
                         "repeats a value the sender chose, and refuses another region's offer, request or case "
                         "exactly like one that does not exist.",
          _envelope_of("RejectionEvent", EventRejected)),
+        (st.outgoing("{party}"), "What the marketplace tells one party (its refused input); only that party "
+                                 "may read it.",
+         _envelope_of("PartyNotice", EventRejected)),
     ]
     for stream, description, schema in published:
         broker.publisher(stream=stream, schema=schema, title=f"{stream}:publish", description=description)

@@ -86,6 +86,8 @@ def run(
     sweep_interval: Annotated[float, typer.Option(help="seconds between deadline sweeps")] = 5.0,
 ) -> None:
     """Start the workers against the configured Redis and database, until interrupted."""
+    from events.parties import SCHEDULER
+    from marketplace.adapters.redis_users import prepare_access
     from workers.app import ROLES, running
     from workers.runtime import Runtime
     from workers.sweeper import DeadlineSweeper
@@ -103,15 +105,23 @@ def run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        runtime = Runtime.create(settings, redis_url)
+        # Each role (and the sweeper, as `scheduler`) connects as its own Redis user.
+        credentials = await prepare_access(settings, redis_url)
+        runtime = Runtime.create(settings, redis_url, credentials=credentials)
         async with running(runtime, roles):
-            deadlines = DeadlineSweeper(runtime, interval_s=sweep_interval) if sweeper else None
+            scheduler = runtime.for_party(SCHEDULER) if credentials is not None else runtime
+            if scheduler is not runtime:
+                await scheduler.connect()
+            deadlines = DeadlineSweeper(scheduler, interval_s=sweep_interval) if sweeper else None
             if deadlines:
                 deadlines.start()
-            log.info("workers.started", roles=list(roles), consumer=settings.consumer_name, sweeper=sweeper)
+            log.info("workers.started", roles=list(roles), consumer=settings.consumer_name, sweeper=sweeper,
+                     access=settings.access)
             await stop.wait()
             if deadlines:
                 await deadlines.stop()
+            if scheduler is not runtime:
+                await scheduler.broker.stop()
         await runtime.db.dispose()
         log.info("workers.stopped")
 
@@ -125,30 +135,47 @@ def publish(
     clear: Annotated[bool, typer.Option(help="also request a clearing round per care area")] = True,
 ) -> None:
     """Publish a scenario's agreements, offers and requests as their regions would."""
-    from marketplace.adapters.outbox import DATA_FIELD
+    import redis.asyncio as aioredis
+
+    from events.streams import GROUP_INTAKE
+    from marketplace.adapters.party_clients import PartyClients
+    from marketplace.adapters.redis_users import AccessError, prepare_access
+    from marketplace.entrypoints.progress import wait_until_consumed
     from marketplace.scenario_events import clearing_requests, new_run_id, region_events
 
     settings = _settings()
     book = _load_scenario_or_exit(scenario)
     run_id = new_run_id()
     envelopes = list(region_events(book, run_id=run_id))
-    if clear:
-        envelopes += clearing_requests(book, run_id=run_id)
+    rounds = clearing_requests(book, run_id=run_id) if clear else []
+    streams = Streams(settings.stream_prefix)
 
     async def send(redis_url: str) -> None:
-        import redis.asyncio as aioredis
-
-        client = aioredis.from_url(redis_url)
-        stream = Streams(settings.stream_prefix).intake
-        async with client.pipeline(transaction=False) as pipe:
-            for envelope in envelopes:
-                pipe.xadd(stream, {DATA_FIELD: envelope.to_json()})
-            await pipe.execute()
-        await client.aclose()
+        # Each region on its own ingress stream as its own user; the clearing requests as the operator,
+        # once intake has taken in the regions' input (their streams are apart: nothing else orders them).
+        async with PartyClients(redis_url, await prepare_access(settings, redis_url)) as parties:
+            await parties.publish(streams, envelopes)
+            if not rounds:
+                return
+            admin = aioredis.from_url(redis_url)
+            try:
+                pairs = [(streams.ingress(p), GROUP_INTAKE) for p in sorted({e.producer for e in envelopes})]
+                if not await wait_until_consumed(admin, pairs, timeout_s=120):
+                    err_console.print("[yellow]intake has not taken in everything yet (are the workers "
+                                      "running?); the clearing requests go out anyway[/yellow]")
+            finally:
+                await admin.aclose()
+            await parties.publish(streams, rounds)
 
     with redis_server(settings) as redis_url:
-        asyncio.run(send(redis_url))
-    console.print(f"published {len(envelopes)} events (run {run_id}) to {Streams(settings.stream_prefix).intake}")
+        try:
+            asyncio.run(send(redis_url))
+        except AccessError as exc:
+            err_console.print(f"[red]access:[/red] {exc}")
+            raise typer.Exit(2) from exc
+    parties = sorted({e.producer for e in [*envelopes, *rounds]})
+    console.print(f"published {len(envelopes) + len(rounds)} events (run {run_id}) as {len(parties)} parties, "
+                  f"each on its own stream {streams.ingress('<party>')}")
 
 
 @app.command()
@@ -197,9 +224,9 @@ def asyncapi(
 
 
 def _register_commands() -> None:
-    from marketplace.entrypoints.commands import agreements, dlq, keys, lifecycle, match, replay, waits
+    from marketplace.entrypoints.commands import access, agreements, dlq, keys, lifecycle, match, replay, waits
 
-    for module in (match, keys, lifecycle, dlq, agreements, waits):
+    for module in (match, keys, lifecycle, dlq, access, agreements, waits):
         module.register(app)
     replay.register(app, console)
 

@@ -22,7 +22,8 @@ from sqlmodel import col, select
 
 from marketplace.adapters.database import Database
 from marketplace.adapters.orm import CaseRow, MatchRow, PlacementRow
-from marketplace.adapters.outbox import DATA_FIELD
+from marketplace.adapters.party_clients import PartyClients
+from marketplace.adapters.redis_users import prepare_access
 from marketplace.demo_parties import play_parties
 from marketplace.entrypoints.progress import wait_until_settled
 from marketplace.scenario_events import BusIds, bus_id, clearing_requests, new_run_id, region_events
@@ -50,7 +51,11 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
     if reset:
         # The demo owns its store: start from an empty book each time.
         await db.drop_schema()
-    runtime = Runtime.create(settings, redis_url, db=db)
+    # Each role, region and the operator connects as its own Redis user (marketplace/access.py).
+    credentials = await prepare_access(settings, redis_url)
+    runtime = Runtime.create(settings, redis_url, db=db, credentials=credentials)
+    parties = PartyClients(redis_url, credentials)
+    since_ms = int(time.time() * 1000)
     run_id = new_run_id()
     envelopes = list(region_events(scenario, run_id=run_id))
     rounds = clearing_requests(scenario, run_id=run_id, policy=policy)
@@ -60,21 +65,21 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
                         TimeElapsedColumn(), console=console, transient=False)
     if reset:
         await _delete_streams(redis_url, [s for s, _ in pairs] + [runtime.streams.rejections])
-    async with running(runtime, ROLES):
+    async with parties, running(runtime, ROLES):
         # The lägesbild beside the book: the shipped waiting-time sample, for `nvf waits` afterwards.
         waits = await import_sample(db)
         console.print(f"waiting times: {waits.rows} monthly figures of 21 regions registered "
                       f"({waits.inserted} new, {waits.unchanged} unchanged)")
         with progress:
             publish = progress.add_task("regions publish offers and requests", total=len(envelopes))
-            async with runtime.redis.pipeline(transaction=False) as pipe:
-                for i, envelope in enumerate(envelopes, 1):
-                    pipe.xadd(runtime.streams.intake, {DATA_FIELD: envelope.to_json()})
-                    if i % 200 == 0 or i == len(envelopes):
-                        await pipe.execute()
-                        progress.update(publish, completed=i)
-            for envelope in rounds:
-                await runtime.redis.xadd(runtime.streams.intake, {DATA_FIELD: envelope.to_json()})
+            for start in range(0, len(envelopes), 200):
+                # Each region on its own ingress stream, as its own user.
+                await parties.publish(runtime.streams, envelopes[start:start + 200])
+                progress.update(publish, completed=min(start + 200, len(envelopes)))
+            # The operator asks for the rounds once intake has taken in every region's input: the
+            # regions' streams are apart, so nothing else orders a round after them.
+            await wait_until_settled(runtime.redis, db, pairs, [])
+            await parties.publish(runtime.streams, rounds)
             clearing = progress.add_task("workers clear the book and tell the parties", total=len(round_ids))
             backlog_task = progress.add_task("entries in flight", total=None)
 
@@ -84,7 +89,7 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
 
             await wait_until_settled(runtime.redis, db, pairs, round_ids, on_tick=tick)
             # The regions' own systems carry a sample of the placed cases on: referral, care, payment.
-            await play_parties(runtime.redis, db, runtime.streams, settings.state_dir)
+            await play_parties(parties, db, runtime.streams, settings.state_dir, since_ms=since_ms)
             await wait_until_settled(runtime.redis, db, pairs, round_ids, on_tick=tick)
         rows, matches = await read_allocation(db, scenario, round_ids)
         showcase = await _furthest_case(db)

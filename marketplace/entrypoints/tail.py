@@ -12,6 +12,7 @@ from rich.console import Console
 from events import Streams
 from events.envelope import EventParseError, parse_envelope
 from marketplace.adapters.outbox import DATA_FIELD
+from marketplace.parties import ingress_parties
 from marketplace.settings import Settings
 from matchers.reference import care_areas
 
@@ -66,7 +67,7 @@ def describe(envelope: dict[str, Any]) -> str:
 async def follow(settings: Settings, redis_url: str, flt: EventFilter, *, console: Console,
                  from_start: bool = False, count: int | None = None, as_json: bool = False) -> int:
     streams = Streams(settings.stream_prefix)
-    names = streams.all_streams(sorted(care_areas()))
+    names = streams.all_streams(sorted(care_areas()), ingress_parties())
     client = aioredis.from_url(redis_url)
     positions: dict[Any, Any] = {}
     for name in names:

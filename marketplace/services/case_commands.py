@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from events import CaseCommandIssued, Envelope
+from events.parties import INTAKE
 from marketplace.lifecycle import COMMAND_TYPES, CaseState, Command, DomainError
 from marketplace.services.lifecycle import CaseLedger
 from marketplace.services.refusal import Refused
@@ -81,6 +82,7 @@ async def apply(ledger: CaseLedger, envelope: Envelope, issued: CaseCommandIssue
     authorise(envelope.producer, issued.command, await ledger.state(issued.case_ref))
     command = build_command(issued, envelope.event_id)
     try:
-        await ledger.apply(command, correlation_id=envelope.correlation_id, producer=envelope.producer)
+        # The mirrors on the cases stream are intake's: the party's say-so was checked above.
+        await ledger.apply(command, correlation_id=envelope.correlation_id, producer=INTAKE)
     except DomainError as exc:
         raise Refused("payload.command", type(exc).__name__, str(exc)) from exc

@@ -23,3 +23,6 @@ class ServiceContext:
     # The marketplace's key for timeline checkpoints (marketplace/adapters/checkpoint_key.py); None
     # records each case's head without a checkpoint, which `--verify` then reports.
     timeline_key: bytes | None = None
+    # The outside party whose own stream the batch came from (its ingress or SDK stream), known from
+    # the channel: a refusal is told to it, whatever the entry claims.
+    channel: str | None = None

@@ -1,8 +1,8 @@
 """The deadline sweep: holds that expire, referrals to escalate, care-guarantee warnings.
 
 Deadlines live in the database (`cases.next_deadline_at`). A sweep finds the cases whose next
-deadline has passed, asks the lifecycle what is due, and publishes each due command on the intake
-stream as the `scheduler` would say it, with the deadline's stable id: a sweep that runs twice (or
+deadline has passed, asks the lifecycle what is due, and publishes each due command on the scheduler's
+ingress stream, with the deadline's stable id: a sweep that runs twice (or
 two sweepers that overlap) publishes the same event, which intake processes once.
 """
 
@@ -73,7 +73,7 @@ async def sweep(session: AsyncSession, ctx: ServiceContext, *, limit: int = 1000
     already = set((await session.exec(select(OutboxRow.event_id).where(col(OutboxRow.event_id).in_(ids)))).all())
     fresh = [e for e in staged if str(e.event_id) not in already]
     for envelope in fresh:
-        stage(session, envelope, ctx.streams.intake)
+        stage(session, envelope, ctx.streams.ingress(SCHEDULER))
     if fresh:
         log.info("deadlines.due", published=len(fresh), cases=len(rows))
     return len(fresh)

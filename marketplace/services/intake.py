@@ -31,6 +31,7 @@ from events import (
     Streams,
 )
 from events.envelope import parse_envelope, stable_event_id
+from events.parties import CLEARING_REQUESTERS
 from marketplace.adapters.appends import append
 from marketplace.adapters.inbox import processed_digests, record_processed
 from marketplace.adapters.orm import CaseRow, OfferRow, OutboxRow, RequestRow
@@ -73,7 +74,7 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
             parsed.append(parse_envelope(raw))
         except EventParseError as exc:
             reject(session, streams, field=exc.field, rule=exc.rule, message=exc.message,
-                   event_id=exc.event_id, event_type=exc.event_type, producer=exc.producer)
+                   event_id=exc.event_id, event_type=exc.event_type, producer=exc.producer, recipient=ctx.channel)
             result.rejected += 1
     seen = await processed_digests(session, CONSUMER, (str(env.event_id) for env, _ in parsed))
     ledger = CaseLedger(session, ctx)
@@ -111,7 +112,7 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
         except Refused as exc:
             reject(session, streams, field=exc.field, rule=exc.rule, message=exc.message, event_id=eid,
                    event_type=envelope.type, producer=envelope.producer,
-                   correlation_id=envelope.correlation_id)
+                   correlation_id=envelope.correlation_id, recipient=ctx.channel)
             result.rejected += 1
         else:
             result.accepted += 1
@@ -164,8 +165,14 @@ async def _publish(session: AsyncSession, ledger: CaseLedger, known: _Known, env
         _accept_offer(session, known, envelope, payload)
     else:
         await _accept_request(session, ledger, known, envelope, payload)
-    stage(session, envelope, streams.book(payload.care_area))
+    stage(session, _forwarded(envelope), streams.book(payload.care_area))
     return payload.care_area
+
+
+def _forwarded(envelope: Envelope) -> Envelope:
+    # On the book the producer is intake, the partition's only writer (events/parties.py); whose
+    # item it is stays in the payload, which intake has checked against the sender's channel.
+    return envelope.model_copy(update={"producer": CONSUMER})
 
 
 async def _apply(session: AsyncSession, ledger: CaseLedger, envelope: Envelope, payload: Payload,
@@ -183,13 +190,16 @@ async def _apply(session: AsyncSession, ledger: CaseLedger, envelope: Envelope, 
             await _agreement(session, envelope, payload)
             return None
         case ClearingRoundRequested():
+            if envelope.producer not in CLEARING_REQUESTERS:
+                raise Refused("producer", "clearing_requested_by_operator",
+                              "clearing rounds are requested by the operator or the scheduler only")
             if payload.care_area not in care_areas():
                 raise Refused("payload.care_area", "known_care_area", "is not a known care area")
         case _:
             raise Refused("type", "accepted_by_intake", "regions may not publish events of this type")
     care_area = getattr(payload, "care_area", None)
     if care_area is not None:
-        stage(session, envelope, streams.book(care_area))
+        stage(session, _forwarded(envelope), streams.book(care_area))
     return care_area
 
 
@@ -199,7 +209,8 @@ def _first_violation(violations: list[Violation]) -> None:
 
 
 def _producer_is(envelope: Envelope, region: str) -> None:
-    # A region speaks for itself only; workers (demo tooling aside) do not publish region input.
+    # A region speaks for itself only. The producer is the channel's party (checked before intake
+    # sees the entry, marketplace/services/provenance.py), so this holds a region to its own items.
     if envelope.producer != region:
         raise Refused("producer", "producer_is_region", "a producer may publish for its own region only")
 
@@ -228,7 +239,7 @@ async def _withdraw_offer(session: AsyncSession, envelope: Envelope, cmd: OfferW
         raise Refused("payload.offer_id", "known_offer", "the region has no offer with this offer_id")
     offer.status = "withdrawn"
     session.add(offer)
-    stage(session, envelope, streams.book(offer.care_area))
+    stage(session, _forwarded(envelope), streams.book(offer.care_area))
     return offer.care_area
 
 

@@ -251,7 +251,7 @@ class Notifier:
             return
         if command is not None:
             await apply_command(session, command, ctx, correlation_id=envelope.correlation_id,
-                                producer=envelope.producer)
+                                producer=CONSUMER)
         await self.courier.enqueue(session, ctx, sealed, case_ref=submitted.case_ref,
                                    submitted_by=envelope.producer)
 
@@ -345,7 +345,7 @@ class Notifier:
         def refuse(field: str, rule: str, message: str) -> None:
             reject(session, ctx.streams, field=field, rule=rule, message=message, event_id=str(envelope.event_id),
                    event_type=envelope.type, producer=envelope.producer, correlation_id=envelope.correlation_id,
-                   worker=CONSUMER)
+                   worker=CONSUMER, recipient=ctx.channel)
 
         try:
             receipt = verify_receipt(crypto.b64decode_strict(submitted.receipt), self.federation.book)
@@ -392,7 +392,7 @@ class Notifier:
             try:
                 await apply_command(session, AcknowledgeReferral(row.case_ref, referral_id=row.message_id,
                                                                  command_id=envelope.event_id),
-                                    ctx, correlation_id=row.case_ref, producer=envelope.producer)
+                                    ctx, correlation_id=row.case_ref, producer=CONSUMER)
             except DomainError as exc:
                 # The case moved on meanwhile (withdrawn, cancelled): the receipt stays recorded.
                 log.warning("referral.acknowledgement_refused", case_ref=row.case_ref, message_id=row.message_id,
@@ -409,14 +409,15 @@ class Notifier:
                 parsed.append(parse_envelope(raw))
             except EventParseError as exc:
                 reject(session, ctx.streams, field=exc.field, rule=exc.rule, message=exc.message,
-                       event_id=exc.event_id, event_type=exc.event_type, producer=exc.producer, worker=CONSUMER)
+                       event_id=exc.event_id, event_type=exc.event_type, producer=exc.producer, worker=CONSUMER,
+                       recipient=ctx.channel)
         fresh = []
         for envelope, payload in await unprocessed(session, CONSUMER, parsed):
             if not isinstance(payload, accepted):
                 reject(session, ctx.streams, field="type", rule="accepted_here",
                        message=f"this stream takes {accepted.TYPE}, not {envelope.type}",
                        event_id=str(envelope.event_id), event_type=envelope.type, producer=envelope.producer,
-                       worker=CONSUMER)
+                       worker=CONSUMER, recipient=ctx.channel)
                 continue
             fresh.append((envelope, payload))
         return fresh

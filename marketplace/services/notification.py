@@ -17,6 +17,7 @@ from marketplace.services.context import ServiceContext
 from marketplace.services.delivery import DEFAULT_RETRY_POLICY, Courier, OutboxDelivery, PumpResult
 from marketplace.services.directory import Federation, key_directory
 from marketplace.services.messaging import Notifier
+from matchers.reference import regions
 from notifiers.delivery import RetryPolicy
 
 Handler = Callable[[AsyncSession, Sequence[Any], ServiceContext], Awaitable[Any]]
@@ -32,10 +33,12 @@ def handlers(streams: Streams, state_dir: Path,
              policy: RetryPolicy = DEFAULT_RETRY_POLICY) -> list[tuple[str, Handler]]:
     """(stream, handler) of the notifier role (consumer group `notifier`)."""
     n = notifier(state_dir, policy)
+    codes = list(regions())
+    # One submission and one receipt stream per region: the stream says which region handed it in.
     return [
         (streams.cases, n.on_cases),
-        (streams.secure_submissions, n.on_submissions),
-        (streams.secure_receipts, n.on_receipts),
+        *((streams.secure_submissions(code), n.on_submissions) for code in codes),
+        *((streams.secure_receipts(code), n.on_receipts) for code in codes),
     ]
 
 

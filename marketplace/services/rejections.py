@@ -16,22 +16,29 @@ log = structlog.get_logger(__name__)
 
 def reject(session: AsyncSession, streams: Streams, *, field: str, rule: str, message: str,
            event_id: str | None, event_type: str | None, producer: str | None,
-           correlation_id: str | None = None, worker: str = "intake", distinct: str | None = None) -> None:
-    """Record and tell a refusal. `field`, `rule` and `message` are ours and never repeat a value
-    the sender chose; `event_id` and `producer` are passed on only once known to be harmless (the
-    envelope's own rules), `event_type` only when it is a type of the bus."""
+           correlation_id: str | None = None, worker: str = "intake", distinct: str | None = None,
+           recipient: str | None = None, stream: str | None = None) -> None:
+    """Record the refusal (a row, a log line, the operators' `rejections` stream) and, when the real
+    sender is known from its channel (`recipient`), tell it on its own outgoing stream.
+
+    `field`, `rule` and `message` are ours and never repeat a value the sender chose; `event_id` and
+    `producer` are passed on only once known to be harmless (the envelope's own rules),
+    `event_type` only when it is a type of the bus."""
     producer = known_producer(producer) if producer else None
-    session.add(RejectionRow(event_id=event_id, producer=producer, event_type=event_type,
+    session.add(RejectionRow(event_id=event_id, producer=producer, event_type=event_type, stream=stream,
                              field=field, rule=rule, message=message[:2000]))
-    # The same bad event refused twice (a redelivery) tells its sender once; `distinct` keeps apart
-    # two refusals of one event id for different content.
-    rid = (stable_event_id("rejected", event_id, field, rule, *([distinct] if distinct else []))
-           if event_id else new_event_id())
-    envelope = new_envelope(
-        EventRejected(rejected_event_id=event_id, rejected_type=event_type, producer=producer,
-                      field=field, rule=rule, message=message[:2000]),
-        producer=worker, event_id=rid, correlation_id=correlation_id or event_id,
-    )
+    # The same bad event refused twice (a redelivery) tells its sender once; two workers refusing
+    # the same entry (both groups of a stream) each tell it; `distinct` keeps apart two refusals of
+    # one event id for different content.
+    key = ("rejected", event_id, field, rule) if worker == "intake" else ("rejected", worker, event_id, field, rule)
+    rid = stable_event_id(*key, *([distinct] if distinct else [])) if event_id else new_event_id()
+    payload = EventRejected(rejected_event_id=event_id, rejected_type=event_type, producer=producer,
+                            field=field, rule=rule, message=message[:2000])
+    envelope = new_envelope(payload, producer=worker, event_id=rid, correlation_id=correlation_id or event_id)
     stage(session, envelope, streams.rejections)
+    if recipient is not None:
+        told = new_envelope(payload, producer=worker, event_id=stable_event_id("rejected-to", recipient, rid),
+                            correlation_id=correlation_id or event_id)
+        stage(session, told, streams.outgoing(recipient))
     log.warning("event.rejected", rejected_event_id=event_id, event_type=event_type, producer=producer,
-                field=field, rule=rule, reason=message)
+                field=field, rule=rule, reason=message, stream=stream, worker=worker)

@@ -13,7 +13,7 @@ from events import OfferPublished, new_envelope
 from events.envelope import parse_envelope
 from marketplace.adapters.orm import CaseRow, OfferRow, RejectionRow, RequestRow
 from marketplace.adapters.outbox import DATA_FIELD
-from tests.integration.harness import marketplace, publish_raw, settle
+from tests.integration.harness import marketplace, publish_events, settle
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,8 @@ BAD = [
     (_with_id(_offer(offer_id="off-2"), 1) | {"payload": {k: v for k, v in _offer()["payload"].items()
                                                                if k != "price_sek"}},
      "payload.price_sek", "missing"),
-    (_with_id(_offer(offer_id="off-3", region="99"), 2), "payload.region", "known_region"),
+    # Sent by region 01 on its own stream, for a region that does not exist.
+    (_with_id(_offer(offer_id="off-3", region="99"), 2) | {"producer": "01"}, "payload.region", "known_region"),
     (_with_id(_offer(offer_id="off-4", window_end="2026-03-01"), 3), "payload.window_end", "window_order"),
     (_with_id(_offer(offer_id="off-5", capacity=0), 4), "payload.capacity", "greater_than"),
     (_with_id(_offer(offer_id="off-6", care_area="dentistry"), 5), "payload.care_area", "known_care_area"),
@@ -52,9 +53,11 @@ async def test_bad_input_is_refused_named_and_nothing_is_stored(settings, databa
                                        care_area="cataract", capacity=3, window_start=date(2026, 3, 2),
                                        window_end=date(2026, 3, 31), price_sek=9000), producer="13")
     async with marketplace(settings, database) as runtime:
-        await publish_raw(runtime.redis, runtime.streams.intake, [item for item, _, _ in BAD] + [good])
+        await publish_events(runtime.redis, runtime.streams, [item for item, _, _ in BAD] + [good])
         await settle(runtime)
         entries = await runtime.redis.xrange(runtime.streams.rejections)
+        # What each sender reads: its own outgoing stream (the raw non-JSON went on region 01's).
+        own = {party: await runtime.redis.xrange(runtime.streams.outgoing(party)) for party in ("01", "13")}
 
     async with database.session() as session:
         offers = (await session.exec(select(OfferRow))).all()
@@ -73,8 +76,10 @@ async def test_bad_input_is_refused_named_and_nothing_is_stored(settings, databa
     for _, field, rule in BAD:
         assert (field, rule) in recorded
         assert any(f == field and r == rule and m for f, r, m, _ in told), (field, rule, told)
-    # The region that sent a bad offer can find its rejection by its own code.
-    assert any(p == "99" for *_, p in told)
+    # Region 01 sent all the bad ones: each refusal is on its own outgoing stream, none on 13's.
+    mine = [parse_envelope(fields[DATA_FIELD.encode()])[1] for _, fields in own["01"]]
+    assert sorted((p.field, p.rule) for p in mine) == sorted((f, r) for _, f, r in BAD)  # type: ignore[attr-defined]
+    assert own["13"] == []
 
 
 async def test_a_request_with_one_bad_patient_stores_nothing_of_it(settings, database, redis_client):
@@ -88,7 +93,7 @@ async def test_a_request_with_one_bad_patient_stores_nothing_of_it(settings, dat
                                  {"case_ref": "case-2", "waiting_since": "not a date"}]},
     }
     async with marketplace(settings, database) as runtime:
-        await publish_raw(runtime.redis, runtime.streams.intake, [json.dumps(request)])
+        await publish_events(runtime.redis, runtime.streams, [json.dumps(request)])
         await settle(runtime)
     async with database.session() as session:
         assert (await session.exec(select(RequestRow))).all() == []

@@ -22,7 +22,7 @@ from marketplace.scenario_events import region_events
 from marketplace.services.lifecycle import CaseLedger
 from marketplace.services.timeline import load_timeline
 from matchers.scenario import parse_scenario
-from tests.integration.harness import marketplace, publish_raw, settle
+from tests.integration.harness import marketplace, publish_events, settle
 from workers.sweeper import DeadlineSweeper
 
 pytestmark = pytest.mark.integration
@@ -56,15 +56,17 @@ def book(offers: list[dict[str, Any]], patients: int = 1, waiting_since: str = "
 
 
 async def clear(runtime: Any, round_id: str) -> None:
+    # The operator asks once intake has taken in what the regions published (apart streams).
+    await settle(runtime)
     envelope = new_envelope(ClearingRoundRequested(round_id=round_id, care_area="cataract", as_of=AS_OF),
                             producer="operator")
-    await publish_raw(runtime.redis, runtime.streams.intake, [envelope])
+    await publish_events(runtime.redis, runtime.streams, [envelope])
     await settle(runtime, [round_id])
 
 
 async def command(runtime: Any, case_ref: str, name: str, producer: str, **args: Any) -> None:
     envelope = new_envelope(CaseCommandIssued(case_ref=case_ref, command=name, args=args), producer=producer)
-    await publish_raw(runtime.redis, runtime.streams.intake, [envelope])
+    await publish_events(runtime.redis, runtime.streams, [envelope])
     await settle(runtime)
 
 
@@ -93,7 +95,7 @@ async def test_one_case_through_every_state_to_closed(settings, database, redis_
     visited = []
     async with marketplace(settings, database) as runtime:
         runtime.context.clock = clock
-        await publish_raw(runtime.redis, runtime.streams.intake, list(region_events(scenario, run_id="t")))
+        await publish_events(runtime.redis, runtime.streams, list(region_events(scenario, run_id="t")))
         await clear(runtime, "rnd-1")
         ref = "case-25-1"
         match_id = (await case_row(database, ref)).current_match_id
@@ -145,7 +147,7 @@ async def test_provider_decline_then_matched_elsewhere_in_the_next_round(setting
     scenario = book([{"offer_id": "off-01", "region": "01", "price_sek": 9000},
                      {"offer_id": "off-03", "region": "03", "price_sek": 9900}])
     async with marketplace(settings, database) as runtime:
-        await publish_raw(runtime.redis, runtime.streams.intake, list(region_events(scenario, run_id="t")))
+        await publish_events(runtime.redis, runtime.streams, list(region_events(scenario, run_id="t")))
         await clear(runtime, "rnd-1")
         first = await case_row(database, "case-25-1")
         async with database.session() as session:
@@ -171,7 +173,7 @@ async def test_a_hold_that_expires_returns_its_slot(settings, database, redis_cl
     async with marketplace(settings, database) as runtime:
         runtime.context.clock = clock
         sweeper = DeadlineSweeper(runtime)
-        await publish_raw(runtime.redis, runtime.streams.intake, list(region_events(scenario, run_id="t")))
+        await publish_events(runtime.redis, runtime.streams, list(region_events(scenario, run_id="t")))
         await clear(runtime, "rnd-1")
         assert await remaining(database, "off-01") == 0
         clock.advance(hours=47, minutes=59)
@@ -193,11 +195,11 @@ async def test_a_hold_that_expires_returns_its_slot(settings, database, redis_cl
 async def test_withdrawal_during_a_hold_releases_it_and_tells_the_provider(settings, database, redis_client):
     scenario = book([{"offer_id": "off-01", "region": "01", "price_sek": 9000}])
     async with marketplace(settings, database) as runtime:
-        await publish_raw(runtime.redis, runtime.streams.intake, list(region_events(scenario, run_id="t")))
+        await publish_events(runtime.redis, runtime.streams, list(region_events(scenario, run_id="t")))
         await clear(runtime, "rnd-1")
         withdraw = new_envelope(RequestWithdrawn(request_id="req-25", region="25",
                                                  reason_code="found_slot_in_home_region"), producer="25")
-        await publish_raw(runtime.redis, runtime.streams.intake, [withdraw])
+        await publish_events(runtime.redis, runtime.streams, [withdraw])
         await settle(runtime)
         entries = await runtime.redis.xrange(runtime.streams.cases)
     row = await case_row(database, "case-25-1")
@@ -216,7 +218,7 @@ async def test_breach_warning_is_raised_on_the_right_day(settings, database, red
     async with marketplace(settings, database) as runtime:
         runtime.context.clock = clock
         sweeper = DeadlineSweeper(runtime)
-        await publish_raw(runtime.redis, runtime.streams.intake, list(region_events(scenario, run_id="t")))
+        await publish_events(runtime.redis, runtime.streams, list(region_events(scenario, run_id="t")))
         await settle(runtime)
         assert (await case_row(database, "case-25-1")).guarantee_date == date(2026, 3, 20)
         for day in range(25):
@@ -234,7 +236,7 @@ async def test_breach_warning_is_raised_on_the_right_day(settings, database, red
 async def test_a_changed_timeline_entry_is_caught_by_verify(settings, database, redis_client, monkeypatch):
     scenario = book([{"offer_id": "off-01", "region": "01", "price_sek": 9000}])
     async with marketplace(settings, database) as runtime:
-        await publish_raw(runtime.redis, runtime.streams.intake, list(region_events(scenario, run_id="t")))
+        await publish_events(runtime.redis, runtime.streams, list(region_events(scenario, run_id="t")))
         await clear(runtime, "rnd-1")
     # The state directory holds the marketplace's checkpoint key, which `--verify` checks the head with.
     for key, value in {"DATABASE_URL": settings.effective_database_url, "NVF_DB_SCHEMA": settings.db_schema or "",
@@ -259,7 +261,7 @@ async def test_a_changed_timeline_entry_is_caught_by_verify(settings, database, 
 async def test_a_party_may_only_say_what_is_theirs(settings, database, redis_client):
     scenario = book([{"offer_id": "off-01", "region": "01", "price_sek": 9000}])
     async with marketplace(settings, database) as runtime:
-        await publish_raw(runtime.redis, runtime.streams.intake, list(region_events(scenario, run_id="t")))
+        await publish_events(runtime.redis, runtime.streams, list(region_events(scenario, run_id="t")))
         await clear(runtime, "rnd-1")
         match_id = (await case_row(database, "case-25-1")).current_match_id
         await command(runtime, "case-25-1", "accept_match", "13", match_id=match_id)  # not the provider

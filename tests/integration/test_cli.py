@@ -24,6 +24,19 @@ def run_nvf(args: list[str], env: dict[str, str], timeout: float = 240) -> subpr
                           cwd=Path(__file__).resolve().parents[2])
 
 
+def delete_users(settings) -> None:  # type: ignore[no-untyped-def]
+    """The parties' users a command applied on the real Redis under the test's prefix."""
+    if settings.db_schema and settings.redis_url:
+        import redis
+
+        from marketplace.access import user_name
+        from marketplace.parties import all_parties
+
+        client = redis.Redis.from_url(settings.redis_url)
+        client.execute_command("ACL", "DELUSER", *(user_name(settings.stream_prefix, p) for p in all_parties()))
+        client.close()
+
+
 def demo_env(tmp_path: Path, settings) -> dict[str, str]:  # type: ignore[no-untyped-def]
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "NVF_DB_SCHEMA")}
     env.update(NVF_STATE_DIR=str(tmp_path / "state"), NVF_LOG_FORMAT="json", NVF_STREAM_PREFIX=settings.stream_prefix)
@@ -38,8 +51,11 @@ def test_demo_on_medium_writes_a_valid_allocation(tmp_path, settings, database):
     out = tmp_path / "A.jsonl"
     # A guard against a hang, not a speed limit: the demo also plays the parties' 4 300 secure
     # messages, about 90 s on a quiet 2-core machine and several times that on a busy one.
-    result = run_nvf(["demo", "--scenario", str(shared_path("scenarios", "medium.json")), "--out", str(out)],
-                     demo_env(tmp_path, settings), timeout=900)
+    try:
+        result = run_nvf(["demo", "--scenario", str(shared_path("scenarios", "medium.json")), "--out", str(out)],
+                         demo_env(tmp_path, settings), timeout=900)
+    finally:
+        delete_users(settings)
     assert result.returncode == 0, result.stderr[-3000:]
     # FastStream logs through structlog: stdout is the demo's own report, nothing else.
     assert "Received" not in result.stdout and "waiting for messages" not in result.stdout
@@ -105,7 +121,7 @@ async def test_tail_follows_the_streams_with_filters(tmp_path, settings, redis_c
                                        providing_region="01", unit_hsa_id="SE2321000016-KATA1", price_sek=10000,
                                        ancillary_cost_sek=6625.2, distance_km=904.2, wait_days=168), producer="matcher")
     other = new_envelope(OfferWithdrawn(offer_id="off-b", region="13"), producer="13")
-    await publish_raw(redis_client, streams.intake, [other])
+    await publish_raw(redis_client, streams.ingress("13"), [other])
     await publish_raw(redis_client, streams.matches, [match])
     env = {**os.environ, "REDIS_URL": settings.redis_url or "", "NVF_STREAM_PREFIX": settings.stream_prefix,
            "NVF_STATE_DIR": str(tmp_path)}

@@ -15,7 +15,7 @@ from marketplace.services.timeline import to_entry
 from matchers.audit import audit_allocation
 from matchers.scenario import load_scenario
 from tests.conftest import shared_path
-from tests.integration.harness import marketplace, publish_raw, settle
+from tests.integration.harness import marketplace, publish_events, settle
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,9 @@ async def test_small_scenario_is_cleared_validly_through_the_workers(settings, d
     expected = json.loads(shared_path("scenarios", "expected.json").read_text())["small"]
     async with marketplace(settings, database) as runtime:
         rounds = clearing_requests(scenario, run_id="e2e")
-        await publish_raw(runtime.redis, runtime.streams.intake, [*region_events(scenario, run_id="e2e"), *rounds])
+        await publish_events(runtime.redis, runtime.streams, list(region_events(scenario, run_id="e2e")))
+        await settle(runtime)  # the operator clears once the regions' input is in (apart streams)
+        await publish_events(runtime.redis, runtime.streams, rounds)
         round_ids = [r.payload["round_id"] for r in rounds]
         await settle(runtime, round_ids)
         rows, matches = await read_allocation(database, scenario, round_ids)
@@ -66,7 +68,9 @@ async def test_republishing_the_same_events_has_one_effect(settings, database, r
     events = list(region_events(scenario, run_id="dup"))
     rounds = clearing_requests(scenario, run_id="dup")
     async with marketplace(settings, database) as runtime:
-        await publish_raw(runtime.redis, runtime.streams.intake, events + events + rounds + rounds)
+        await publish_events(runtime.redis, runtime.streams, events + events)
+        await settle(runtime)
+        await publish_events(runtime.redis, runtime.streams, rounds + rounds)
         await settle(runtime, [r.payload["round_id"] for r in rounds])
         rows, _matches = await read_allocation(database, scenario, [r.payload["round_id"] for r in rounds])
     async with database.session() as session:

@@ -9,7 +9,7 @@ from sqlmodel import select
 
 from benchmarks.pipeline import market_events
 from marketplace.adapters.orm import OfferRow
-from tests.integration.harness import marketplace, publish_raw
+from tests.integration.harness import marketplace, publish_events
 from tests.reliability.checks import eventually
 
 pytestmark = pytest.mark.integration
@@ -44,10 +44,10 @@ async def test_workers_survive_losing_their_database_connections(settings, datab
             return len((await session.exec(select(OfferRow.offer_id))).all()) >= n
 
     async with marketplace(settings, database, roles=("intake",)) as runtime:
-        await publish_raw(runtime.redis, runtime.streams.intake, events[:4])
+        await publish_events(runtime.redis, runtime.streams, events[:4])
         await eventually(lambda: stored(4), 15, "the first offers")
         assert await _terminate_our_connections() >= 1
-        await publish_raw(runtime.redis, runtime.streams.intake, events[4:])
+        await publish_events(runtime.redis, runtime.streams, events[4:])
         await eventually(lambda: stored(8), 30, "the offers published after the connections were lost")
     async with database.session() as session:
         assert len((await session.exec(select(OfferRow))).all()) == 8

@@ -52,7 +52,7 @@ async def consuming(request, settings, database) -> AsyncIterator[tuple[Publish,
     """A consumer of the intake stream; `publish` goes through the broker, in memory or to Redis."""
     settings = _fast(settings)
     runtime = Runtime.create(settings, settings.redis_url or "", db=database)
-    stream, handler = runtime.streams.intake, Attempts()
+    stream, handler = runtime.streams.ingress("01"), Attempts()
     consumer = StreamConsumer(runtime, stream, "intake", handler)
 
     async def publish(body: str) -> Any:
@@ -99,7 +99,7 @@ async def test_an_entry_deleted_while_pending_is_acknowledged_by_the_claimer(set
     settings = _fast(settings)
     runtime = Runtime.create(settings, settings.redis_url or "", db=database)
     await runtime.connect()
-    stream = runtime.streams.intake
+    stream = runtime.streams.ingress("01")
     await ensure_group(runtime.redis, stream, "intake")
     (event,) = market_events("gone", 1, requests_per_offer=0)
     entry_id = await redis_client.xadd(stream, {"__data__": event.to_json()})

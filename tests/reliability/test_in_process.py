@@ -34,6 +34,13 @@ def _fast(settings):
                                        "batch_size": 50})
 
 
+def _one_region(events, count: int) -> list:  # type: ignore[no-untyped-def]
+    """`count` of `events` published by region 01: they go on its own ingress stream."""
+    mine = [e for e in events if e.producer == "01"][:count]
+    assert len(mine) == count
+    return mine
+
+
 async def _offers(database) -> set[str]:
     async with database.session() as session:
         return set((await session.exec(select(OfferRow.offer_id))).all())
@@ -50,11 +57,11 @@ async def test_a_poison_entry_is_dead_lettered_after_the_limit_and_holds_up_noth
             raise RuntimeError("cannot process this event")
         return await intake.handle_batch(session, items, ctx)
 
-    events = list(market_events("poison", 10, requests_per_offer=0))  # ten offers
+    events = _one_region(market_events("poison", 400, requests_per_offer=0), 10)  # ten offers of region 01
     poison = events[4].model_copy(update={"correlation_id": "corr-pzn"})
     runtime = Runtime.create(settings, settings.redis_url or "", db=database)
     await runtime.connect()
-    stream = runtime.streams.intake
+    stream = runtime.streams.ingress("01")
     await ensure_group(runtime.redis, stream, "intake")
     consumer = StreamConsumer(runtime, stream, "intake", handler)
     await publish_raw(redis_client, stream, [*events[:4], poison, *events[5:]])
@@ -112,7 +119,7 @@ async def test_an_infrastructure_failure_is_never_dead_lettered(settings, databa
     events = list(market_events("outage", 3, requests_per_offer=0))
     runtime = Runtime.create(settings, settings.redis_url or "", db=database)
     await runtime.connect()
-    stream = runtime.streams.intake
+    stream = runtime.streams.ingress("01")
     await ensure_group(runtime.redis, stream, "intake")
     consumer = StreamConsumer(runtime, stream, "intake", handler)
     await publish_raw(redis_client, stream, events)
@@ -126,9 +133,9 @@ async def test_an_infrastructure_failure_is_never_dead_lettered(settings, databa
 
 
 async def test_a_deleted_consumer_group_is_recreated_and_work_goes_on(settings, database, redis_client):
-    events = list(market_events("nogroup", 6, requests_per_offer=0))
+    events = _one_region(market_events("nogroup", 400, requests_per_offer=0), 6)
     async with marketplace(settings, database, roles=("intake",)) as runtime:
-        stream = runtime.streams.intake
+        stream = runtime.streams.ingress("01")
         await publish_raw(runtime.redis, stream, events[:3])
         await eventually(lambda: _has(database, {e.payload["offer_id"] for e in events[:3]}), 10, "first offers")
         await runtime.redis.xgroup_destroy(stream, "intake")  # NOGROUP for the reader

@@ -13,8 +13,10 @@ import pytest
 from sqlmodel import select
 
 from benchmarks.pipeline import market_events
+from events import Streams
 from marketplace.adapters.orm import MatchRow, PartitionLeaseRow
-from tests.integration.harness import publish_raw
+from marketplace.adapters.redis_users import prepare_access
+from tests.integration.harness import publish_events
 from tests.reliability.checks import assert_exactly_once, describe, eventually, expected_cases, settled
 from tests.reliability.conftest import worker_env
 from workers.app import ROLES, stream_groups
@@ -38,14 +40,13 @@ async def test_sigkill_mid_batch_then_restart_every_event_has_its_effect_once(
     env = worker_env(settings, NVF_BATCH_SIZE="10", NVF_AUTO_CLEAR_MS="30")
     events = list(market_events("kill", 150))
     refs = expected_cases(events)
-    intake = settings.stream_prefix + ":intake"
-    await publish_raw(redis_client, intake, events)
+    await publish_events(redis_client, Streams(settings.stream_prefix), events)
 
     workers.start("w1", ALL, env)
     await eventually(lambda: _some_matches(database, 5), 60, "the first matches")
     workers.kill("w1")  # SIGKILL: batches in hand are neither committed nor acked
     # The same events again (a region's retry): they must have no second effect.
-    await publish_raw(redis_client, intake, events[:40])
+    await publish_events(redis_client, Streams(settings.stream_prefix), events[:40])
     workers.start("w2", ALL, env)
     await eventually(lambda: _some_matches(database, 40), 60, "more matches")
     workers.kill("w2")
@@ -65,14 +66,13 @@ async def test_the_same_event_published_twice_has_one_effect(settings, database,
     env = worker_env(settings, NVF_AUTO_CLEAR_MS="30")
     events = list(market_events("twice", 25))
     refs = expected_cases(events)
-    intake = settings.stream_prefix + ":intake"
     workers.start("w1", ALL, env)
     pairs = _pairs(settings, database)
-    await publish_raw(redis_client, intake, events + events)
+    await publish_events(redis_client, Streams(settings.stream_prefix), events + events)
     await eventually(lambda: settled(database, redis_client, pairs, refs), 60, "the market to settle",
                      lambda: describe(database, redis_client, pairs))
     # Once more, long after the first copies were processed (and possibly trimmed away).
-    await publish_raw(redis_client, intake, events)
+    await publish_events(redis_client, Streams(settings.stream_prefix), events)
     await asyncio.sleep(1.0)
     await eventually(lambda: settled(database, redis_client, pairs, refs), 60, "the market to settle again",
                      lambda: describe(database, redis_client, pairs))
@@ -87,21 +87,23 @@ async def test_redis_restart_with_aof_workers_reconnect_and_nothing_is_lost(
     env = worker_env(settings, NVF_AUTO_CLEAR_MS="30")
     events = list(market_events("restart", 100))
     refs = expected_cases(events)
-    intake = settings.stream_prefix + ":intake"
     workers.start("w1", ALL, env)
     client = aioredis.from_url(own_redis.url)
     try:
-        await eventually(lambda: _exists(client, settings.stream_prefix + ":intake"), 30, "workers to start")
-        await publish_raw(client, intake, events[:50])
+        await eventually(lambda: _exists(client, settings.stream_prefix + ":ingress:01"), 30, "workers to start")
+        await publish_events(client, Streams(settings.stream_prefix), events[:50])
         await eventually(lambda: _some_matches(database, 5), 60, "the first matches")
     finally:
         await client.aclose()
     own_redis.kill()  # mid-run; every acknowledged write is in the AOF (appendfsync always)
     await asyncio.sleep(1.0)
     own_redis.start()
+    # ACL users are not in the AOF: the administrator applies them again (`nvf access apply`), and
+    # the workers, which kept retrying their authentication, get back in.
+    await prepare_access(settings, own_redis.url)
     client = aioredis.from_url(own_redis.url)
     try:
-        await publish_raw(client, intake, events[50:])
+        await publish_events(client, Streams(settings.stream_prefix), events[50:])
         pairs = _pairs(settings, database)
         await eventually(lambda: settled(database, client, pairs, refs), 120, "the market to settle",
                      lambda: describe(database, client, pairs))
@@ -140,7 +142,7 @@ async def test_two_matchers_divide_the_partitions_and_never_allocate_a_slot_twic
     await eventually(divided, 30, "the two matchers to divide the three partitions")
     events = list(market_events("two", 120))
     refs = expected_cases(events)
-    await publish_raw(redis_client, prefix + ":intake", events[:60])
+    await publish_events(redis_client, Streams(prefix), events[:60])
     await eventually(lambda: _some_matches(database, 10), 60, "the first matches")
 
     # Freeze the holder of the cataract partition past its lock's TTL: the other matcher takes
@@ -149,7 +151,7 @@ async def test_two_matchers_divide_the_partitions_and_never_allocate_a_slot_twic
     frozen = (await _holders(redis_client, prefix))[cataract]
     other = "m2" if frozen == "m1" else "m1"
     workers.procs[frozen].send_signal(signal.SIGSTOP)
-    await publish_raw(redis_client, prefix + ":intake", events[60:])
+    await publish_events(redis_client, Streams(prefix), events[60:])
 
     async def taken_over() -> bool:
         return (await _holders(redis_client, prefix)).get(cataract) == other

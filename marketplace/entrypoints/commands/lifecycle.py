@@ -16,9 +16,11 @@ from sqlmodel import col, select
 from events import CaseCommandIssued, Streams, new_envelope
 from marketplace.adapters.database import Database
 from marketplace.adapters.orm import CaseRow, RejectionRow, TimelineRow
-from marketplace.adapters.outbox import DATA_FIELD
+from marketplace.adapters.party_clients import PartyClients
+from marketplace.adapters.redis_users import AccessError, prepare_access
 from marketplace.entrypoints.bootstrap import redis_server
 from marketplace.lifecycle import LeadTime, market_stats
+from marketplace.parties import ingress_parties
 from marketplace.services.case_commands import COMMANDS_BY_NAME
 from marketplace.services.timeline import to_entry
 from marketplace.settings import Settings
@@ -76,12 +78,17 @@ async def _issue(settings: Settings, name: str, case_ref: str, producer: str, ar
             args["match_id"] = case.current_match_id
         envelope = new_envelope(CaseCommandIssued(case_ref=case_ref, command=name, args=args),
                                 producer=producer)
+        if producer not in ingress_parties():
+            console.print(f"[red]--as must be a region code, operator or scheduler, not {producer!r}[/red]")
+            return 2
         with redis_server(settings) as redis_url:
-            import redis.asyncio as aioredis
-
-            client = aioredis.from_url(redis_url)
-            await client.xadd(Streams(settings.stream_prefix).intake, {DATA_FIELD: envelope.to_json()})
-            await client.aclose()
+            # As the party itself, on its own ingress stream: the stream is what names the sender.
+            try:
+                async with PartyClients(redis_url, await prepare_access(settings, redis_url)) as parties:
+                    await parties.publish(Streams(settings.stream_prefix), [envelope])
+            except AccessError as exc:
+                console.print(f"[red]access:[/red] {exc}")
+                return 2
         console.print(f"published {name} on {case_ref} as {producer} (event {envelope.event_id})")
         return await _await_outcome(db, case_ref, str(envelope.event_id), case.version, wait)
     finally:
