@@ -24,7 +24,7 @@ from marketplace.adapters.database import Database
 from marketplace.adapters.orm import AgreementRow, AgreementVersionRow, PlacementRow, RejectionRow
 from marketplace.agreements.csv_import import plan_import
 from tests.agreements.terms import terms
-from tests.integration.harness import marketplace, publish_raw, settle
+from tests.integration.harness import marketplace, publish_events, settle
 
 pytestmark = pytest.mark.integration
 SAMPLE = resources.files("marketplace.agreements").joinpath("samples/agreements-25.csv").read_bytes()
@@ -48,16 +48,16 @@ async def test_importing_the_same_file_twice_changes_nothing_and_a_changed_row_u
                                                                                          redis_client):
     plan = plan_import(SAMPLE, "25")
     async with marketplace(settings, database) as runtime:
-        await publish_raw(runtime.redis, runtime.streams.intake, [r.envelope for r in plan.rows])
+        await publish_events(runtime.redis, runtime.streams, [r.envelope for r in plan.rows])
         await settle(runtime)
         first = await state(database)
         again = plan_import(SAMPLE, "25")
-        await publish_raw(runtime.redis, runtime.streams.intake,
+        await publish_events(runtime.redis, runtime.streams,
                           [r.envelope for r in again.rows] + [resent(r.envelope) for r in again.rows])
         await settle(runtime)
         second = await state(database)
         changed = plan_import(SAMPLE.replace(b"9 600,00", b"9 750,00"), "25")
-        await publish_raw(runtime.redis, runtime.streams.intake, [r.envelope for r in changed.rows])
+        await publish_events(runtime.redis, runtime.streams, [r.envelope for r in changed.rows])
         await settle(runtime)
         third = await state(database)
 
@@ -77,7 +77,7 @@ async def test_only_the_purchasing_region_may_change_its_agreement_on_the_bus(se
                                producer="01")
     for_other = new_envelope(AgreementRegistered(agreement_id="A-2", purchaser="24", terms=terms()), producer="25")
     async with marketplace(settings, database) as runtime:
-        await publish_raw(runtime.redis, runtime.streams.intake, [registered, by_provider, for_other])
+        await publish_events(runtime.redis, runtime.streams, [registered, by_provider, for_other])
         await settle(runtime)
     async with database.session() as session:
         refused = {r.event_id: (r.field, r.rule) for r in (await session.exec(select(RejectionRow))).all()}
@@ -117,15 +117,14 @@ async def test_an_ended_agreement_no_longer_allows_a_match_that_requires_one(set
     ended = new_envelope(AgreementEnded(agreement_id="JLL-18", purchaser="23", ended_on=date(2026, 3, 10),
                                         reason="renegotiated"), producer="23")
     async with marketplace(settings, database) as runtime:
-        intake = runtime.streams.intake
-        await publish_raw(runtime.redis, intake, [agreement, offer, _request("req-1", "case-23-1"),
+        await publish_events(runtime.redis, runtime.streams, [agreement, offer, _request("req-1", "case-23-1"),
                                                   _round("rnd-bfr", date(2026, 3, 2))])
         await settle(runtime, ["rnd-bfr"])
-        await publish_raw(runtime.redis, intake, [ended, _request("req-2", "case-23-2"),
+        await publish_events(runtime.redis, runtime.streams, [ended, _request("req-2", "case-23-2"),
                                                   _round("rnd-ftr", date(2026, 3, 10))])
         await settle(runtime, ["rnd-ftr"])
         # The same book cleared as of a day before the end: the agreement still counted then.
-        await publish_raw(runtime.redis, intake, [_round("day-before-end", date(2026, 3, 9))])
+        await publish_events(runtime.redis, runtime.streams, [_round("day-before-end", date(2026, 3, 9))])
         await settle(runtime, ["day-before-end"])
 
     placed_before = await _placement(database, "rnd-bfr", "case-23-1")

@@ -19,7 +19,7 @@ from marketplace.adapters.orm import TimelineHeadRow, TimelineRow
 from marketplace.entrypoints.timeline_view import show_timeline
 from marketplace.lifecycle.timeline import GENESIS_HASH, chain_hash, new_entry
 from marketplace.services.timeline import load_timeline
-from tests.integration.harness import marketplace, publish_raw, settle
+from tests.integration.harness import marketplace, publish_events, settle
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ async def cases(settings, database, redis_client) -> list[str]:
         "patients": [{"case_ref": ref, "waiting_since": "2026-06-01"} for ref in CASES]})
     clearing = ClearingRoundRequested(round_id="rnd-1", care_area="cataract", as_of=START)
     async with marketplace(settings, database) as runtime:
-        await publish_raw(runtime.redis, runtime.streams.intake,
+        await publish_events(runtime.redis, runtime.streams,
                           [new_envelope(offer, producer="13"), new_envelope(request, producer="25"),
                            new_envelope(clearing, producer="operator")])
         await settle(runtime, ["rnd-1"])

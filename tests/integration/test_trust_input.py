@@ -28,7 +28,7 @@ from marketplace.adapters.orm import (
     RequestRow,
 )
 from marketplace.adapters.outbox import DATA_FIELD
-from tests.integration.harness import marketplace, publish_raw, settle
+from tests.integration.harness import marketplace, publish_events, settle
 from tests.reliability.checks import eventually
 from workers.groups import ensure_group
 
@@ -108,7 +108,7 @@ async def test_out_of_bounds_numbers_dates_and_strings_are_refused_naming_field_
     bodies.append(json.dumps(_offer(14, "off-14")).replace('"price_sek": 9800', '"price_sek": 1e999'))
     good = [_offer(20, "off-20"), _request(21, "req-21", ["case-21"])]
     async with marketplace(settings, database) as runtime:
-        await publish_raw(runtime.redis, runtime.streams.intake, [*bodies, *good])
+        await publish_events(runtime.redis, runtime.streams, [*bodies, *good])
         await settle(runtime)
         told = await _told(runtime.redis, runtime.streams.rejections)
         dead = await list_dead_letters(runtime.redis, runtime.streams.dead_letter)
@@ -130,7 +130,7 @@ async def test_out_of_bounds_numbers_dates_and_strings_are_refused_naming_field_
 async def test_a_bad_item_written_past_intake_is_left_out_and_the_round_clears_the_rest(
         settings, database, redis_client):
     async with marketplace(settings, database) as runtime:
-        await publish_raw(runtime.redis, runtime.streams.intake,
+        await publish_events(runtime.redis, runtime.streams,
                           [_offer(1, "off-1"), _request(2, "req-2", ["case-2"])])
         await settle(runtime)
         # Rows no intake would take, written straight into the tables (an old version, a hand edit).
@@ -146,7 +146,7 @@ async def test_a_bad_item_written_past_intake_is_left_out_and_the_round_clears_t
             await session.commit()
         clearing = new_envelope(ClearingRoundRequested(round_id="rnd-1", care_area="cataract", as_of=START),
                                 producer="operator")
-        await publish_raw(runtime.redis, runtime.streams.intake, [clearing])
+        await publish_events(runtime.redis, runtime.streams, [clearing])
         await settle(runtime, ["rnd-1"])
         completed = [parse_envelope(f[DATA_FIELD.encode()])[1] for _, f in
                      await runtime.redis.xrange(runtime.streams.matches)]
@@ -166,10 +166,10 @@ async def test_a_reused_event_id_with_other_content_is_refused_and_a_redelivery_
     first = json.dumps(_offer(1, "off-1"))
     other = json.dumps(_offer(1, "off-1", capacity=40))
     async with marketplace(settings, database) as runtime:
-        await publish_raw(runtime.redis, runtime.streams.intake, [first])
+        await publish_events(runtime.redis, runtime.streams, [first])
         await settle(runtime)
         # The same bytes again (a redelivery), other content under the same id (twice), then new work.
-        await publish_raw(runtime.redis, runtime.streams.intake, [first, other, other, _offer(2, "off-2")])
+        await publish_events(runtime.redis, runtime.streams, [first, other, other, _offer(2, "off-2")])
         await settle(runtime)
         told = await _told(runtime.redis, runtime.streams.rejections)
 
@@ -200,7 +200,7 @@ async def test_poison_reaches_the_dead_letters_through_reader_and_claimer_and_ho
         settings, database, redis_client):
     settings = _fast(settings)
     async with marketplace(settings, database, roles=("intake",)) as runtime:
-        stream = runtime.streams.intake
+        stream = runtime.streams.ingress("01")
         # Some poison is first read by a consumer that dies at once: only the claimer sees it. One
         # transaction, so that the running reader cannot take these entries first.
         await ensure_group(redis_client, stream, "intake")
@@ -283,18 +283,19 @@ async def test_identity_shaped_strings_reach_no_stream_row_or_log_line(settings,
     inputs = _identity_inputs()
     good = [_offer(1, "off-20"), _request(2, "req-5", ["case-5"])]
     async with marketplace(settings, database) as runtime:
-        await publish_raw(runtime.redis, runtime.streams.intake, good)
+        await publish_events(runtime.redis, runtime.streams, good)
         await settle(runtime)
-        await publish_raw(runtime.redis, runtime.streams.intake, [*inputs, _offer(3, "off-21")])
+        await publish_events(runtime.redis, runtime.streams, [*inputs, _offer(3, "off-21")])
         await settle(runtime)
         # Every stream of the marketplace but the one the regions write themselves.
         streams = [k.decode() async for k in redis_client.scan_iter(match=f"{settings.stream_prefix}:*")
                    if await redis_client.type(k) == b"stream"]
         entries = []
         for name in streams:
-            if name != runtime.streams.intake:
+            if not name.startswith(runtime.streams.ingress("")):
                 entries += [(name, fields) for _, fields in await redis_client.xrange(name)]
-        written = [f for _, f in await redis_client.xrange(runtime.streams.intake)]
+        written = [f for name in streams if name.startswith(runtime.streams.ingress(""))
+                   for _, f in await redis_client.xrange(name)]
     # The scan finds what the regions wrote (their own stream): it would find a leak.
     shaped = sum(bool(IDENTITY.search(json.dumps(i))) for i in inputs)
     assert shaped > 40 and sum(bool(IDENTITY.search(str(f))) for f in written) == shaped
@@ -325,7 +326,7 @@ async def test_identity_shaped_strings_reach_no_stream_row_or_log_line(settings,
 
 async def test_a_command_on_another_regions_case_is_refused_like_one_on_no_case(settings, database, redis_client):
     async with marketplace(settings, database) as runtime:
-        await publish_raw(runtime.redis, runtime.streams.intake, [_request(1, "req-1", ["case-1"])])
+        await publish_events(runtime.redis, runtime.streams, [_request(1, "req-1", ["case-1"])])
         await settle(runtime)
         foreign = _envelope(2, "case.command", "13", {"case_ref": "case-1", "command": "withdraw",
                                                       "args": {"reason": "other"}})
@@ -333,7 +334,7 @@ async def test_a_command_on_another_regions_case_is_refused_like_one_on_no_case(
                                                       "args": {"reason": "other"}})
         foreign_offer = _envelope(4, "request.withdrawn", "13", {"request_id": "req-1", "region": "13"})
         missing_offer = _envelope(5, "request.withdrawn", "13", {"request_id": "req-2", "region": "13"})
-        await publish_raw(runtime.redis, runtime.streams.intake, [foreign, missing, foreign_offer, missing_offer])
+        await publish_events(runtime.redis, runtime.streams, [foreign, missing, foreign_offer, missing_offer])
         await settle(runtime)
         told = {t.rejected_event_id: (t.field, t.rule, t.message) for t in
                 await _told(runtime.redis, runtime.streams.rejections)}

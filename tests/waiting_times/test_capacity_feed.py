@@ -17,7 +17,7 @@ from events import (
 )
 from marketplace.adapters.orm import CaseRow
 from marketplace.services.capacity import feed
-from tests.integration.harness import marketplace, publish_raw, settle
+from tests.integration.harness import marketplace, publish_events, settle
 
 pytestmark = pytest.mark.integration
 UNIT = "SE2321000016-KAT01"
@@ -39,9 +39,8 @@ async def unit_report(database, today: date = DAY):  # type: ignore[no-untyped-d
 
 async def test_offers_matches_and_withdrawals_update_the_units_report(settings, database, redis_client):
     async with marketplace(settings, database) as runtime:
-        intake = runtime.streams.intake
         assert await feed(database, today=DAY) == []  # nothing reported yet: "no data", not "no capacity"
-        await publish_raw(runtime.redis, intake, [offer("off-1", date(2026, 3, 9), date(2026, 4, 17), 2),
+        await publish_events(runtime.redis, runtime.streams, [offer("off-1", date(2026, 3, 9), date(2026, 4, 17), 2),
                                                   offer("off-2", date(2026, 5, 4), date(2026, 6, 1), 3)])
         await settle(runtime)
         report = await unit_report(database)
@@ -53,7 +52,7 @@ async def test_offers_matches_and_withdrawals_update_the_units_report(settings, 
                                    window_end=date(2026, 6, 30),
                                    patients=(Patient(case_ref="case-25-1", waiting_since=date(2025, 11, 1)),))
         round_ = ClearingRoundRequested(round_id="rnd-1", care_area="cataract", as_of=DAY)
-        await publish_raw(runtime.redis, intake, [new_envelope(request, producer="25"),
+        await publish_events(runtime.redis, runtime.streams, [new_envelope(request, producer="25"),
                                                   new_envelope(round_, producer="operator")])
         await settle(runtime, ["r1"])
         assert (await unit_report(database)).places == 4
@@ -63,19 +62,19 @@ async def test_offers_matches_and_withdrawals_update_the_units_report(settings, 
         assert case is not None and case.current_match_id is not None
         decline = CaseCommandIssued(case_ref="case-25-1", command="decline_match",
                                     args={"match_id": case.current_match_id, "reason_code": "no_capacity"})
-        await publish_raw(runtime.redis, intake, [new_envelope(decline, producer="01")])
+        await publish_events(runtime.redis, runtime.streams, [new_envelope(decline, producer="01")])
         await settle(runtime)
         report = await unit_report(database)
         assert (report.places, report.updated_on) == (5, DAY)  # news about the unit, not a report from it
 
         # The earlier offer withdrawn: the wait moves out to the later window; both gone: no free capacity.
-        await publish_raw(runtime.redis, intake, [new_envelope(OfferWithdrawn(offer_id="off-1", region="01"),
-                                                               producer="01", occurred_at=AT)])
+        await publish_events(runtime.redis, runtime.streams, [
+            new_envelope(OfferWithdrawn(offer_id="off-1", region="01"), producer="01", occurred_at=AT)])
         await settle(runtime)
         report = await unit_report(database)
         assert (report.free_capacity, report.places, str(report.band)) == (True, 3, "9 - 13 veckor")
-        await publish_raw(runtime.redis, intake, [new_envelope(OfferWithdrawn(offer_id="off-2", region="01"),
-                                                               producer="01", occurred_at=AT)])
+        await publish_events(runtime.redis, runtime.streams, [
+            new_envelope(OfferWithdrawn(offer_id="off-2", region="01"), producer="01", occurred_at=AT)])
         await settle(runtime)
         report = await unit_report(database)
         assert (report.free_capacity, report.band, report.places) == (False, None, 0)

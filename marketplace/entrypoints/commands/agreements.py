@@ -36,7 +36,8 @@ from events import (
 )
 from marketplace.adapters.database import Database
 from marketplace.adapters.orm import AgreementRow, AgreementVersionRow, ProcessedEventRow, RejectionRow
-from marketplace.adapters.outbox import DATA_FIELD
+from marketplace.adapters.party_clients import PartyClients
+from marketplace.adapters.redis_users import AccessError, prepare_access
 from marketplace.adapters.search_index import SearchQueryError, SearchUnavailable
 from marketplace.agreements.csv_import import ImportFileError, plan_import
 from marketplace.agreements.rules import check_terms
@@ -87,17 +88,13 @@ def _validation_line(exc: ValidationError) -> str:
 
 
 async def _publish(settings: Settings, envelopes: Sequence[Envelope]) -> None:
-    import redis.asyncio as aioredis
-
+    """Publish as the region itself, on its own ingress stream: the stream is what names the sender."""
     with redis_server(settings) as redis_url:
-        client = aioredis.from_url(redis_url)
         try:
-            async with client.pipeline(transaction=False) as pipe:
-                for envelope in envelopes:
-                    pipe.xadd(Streams(settings.stream_prefix).intake, {DATA_FIELD: envelope.to_json()})
-                await pipe.execute()
-        finally:
-            await client.aclose()
+            async with PartyClients(redis_url, await prepare_access(settings, redis_url)) as parties:
+                await parties.publish(Streams(settings.stream_prefix), envelopes)
+        except AccessError as exc:
+            raise _fail(f"access: {exc}") from None
 
 
 async def _verdicts(db: Database, event_ids: list[str], wait: float) -> tuple[set[str], dict[str, RejectionRow],
