@@ -25,6 +25,7 @@ import base64
 import contextlib
 import hashlib
 import time
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -47,6 +48,7 @@ from events import (
     new_envelope,
 )
 from events.envelope import parse_envelope, stable_event_id
+from events.parties import OPERATOR
 from marketplace.adapters.database import Database
 from marketplace.adapters.message_orm import SecureMessageRow
 from marketplace.adapters.orm import CaseRow, MatchRow
@@ -54,7 +56,7 @@ from marketplace.adapters.outbox import DATA_FIELD
 from marketplace.adapters.party_clients import PartyClients
 from marketplace.adapters.seen_messages import DatabaseSeenMessages, receive
 from marketplace.lifecycle.swedish_time import swedish_date
-from marketplace.services.directory import ensure_keys, key_directory, with_unit
+from marketplace.services.directory import AddressBookFile, ensure_keys, key_directory, with_unit
 from marketplace.services.lifecycle import load_case
 from matchers.reference import regions
 from notifiers.address_book import AddressBook, OrganisationEntry
@@ -71,7 +73,7 @@ from notifiers.message_types import (
     ReferralAnswer,
     build_referral,
 )
-from notifiers.provisioning import load_directory, open_key_store
+from notifiers.provisioning import open_key_store
 from notifiers.receipts import ReceiptInvalid, ReceiptStatus, verify_receipt
 
 log = structlog.get_logger(__name__)
@@ -128,10 +130,16 @@ class Federation:
         self.parties = parties
         self.streams = streams
         self.key_dir = key_dir
-        self.book: AddressBook = ensure_keys(key_dir)
+        # The shared address book, looked at afresh whenever it changed: the marketplace lists a
+        # unit when it first routes to it, and a copy read before that must not refuse the unit.
+        self._book_file = AddressBookFile(key_dir, ensure_keys(key_dir))
         self.codes = {r.code: r.org_number for r in regions().values()}
         self.stores = {org: open_key_store(key_dir, org) for org in self.codes.values()}
         self._last = {org: start_id for org in self.codes.values()}
+
+    @property
+    def book(self) -> AddressBook:
+        return self._book_file.current()
 
     def org(self, code: str) -> OrganisationEntry:
         entry = self.book.get(self.codes[code])
@@ -142,94 +150,132 @@ class Federation:
         return next(code for code, org in self.codes.items() if org == org_number)
 
     async def publish(self, stream: str, payload: Payload, *, producer: str, key: Iterable[object]) -> None:
-        envelope = new_envelope(payload, producer=producer, event_id=stable_event_id("demo-party", *key))
-        await self.parties.client(producer).xadd(stream, {DATA_FIELD: envelope.to_json()})
+        await self.publish_many(producer, [(stream, payload, tuple(key))])
+
+    async def publish_many(self, producer: str, items: list[tuple[str, Payload, tuple[object, ...]]]) -> None:
+        """(stream, payload, id key) entries sent as `producer`, pipelined in one round trip."""
+        if not items:
+            return
+        async with self.parties.client(producer).pipeline(transaction=False) as pipe:
+            for stream, payload, key in items:
+                envelope = new_envelope(payload, producer=producer, event_id=stable_event_id("demo-party", *key))
+                pipe.xadd(stream, {DATA_FIELD: envelope.to_json()})
+            await pipe.execute()
 
     async def command(self, case_ref: str, command: str, producer: str, **args: Any) -> None:
         await self.publish(self.streams.ingress(producer),
                            CaseCommandIssued(case_ref=case_ref, command=command, args=args),
                            producer=producer, key=(case_ref, command))
 
-    async def submit(self, body: MessageBody, *, sender_code: str, recipient: OrganisationEntry, case_ref: str,
-                     address: str | None = None, in_reply_to: Any = None, label: str = "") -> None:
+    def sealed(self, body: MessageBody, *, sender_code: str, recipient: OrganisationEntry, case_ref: str,
+               address: str | None = None, in_reply_to: Any = None,
+               label: str = "") -> tuple[str, Payload, tuple[object, ...]]:
+        """The submission of `body`, sealed by `sender_code`'s system: (stream, payload, id key)."""
         sealed = compose(body, sender=self.stores[self.codes[sender_code]], recipient=recipient,
                          recipient_address=address, conversation_id=case_ref, in_reply_to=in_reply_to, label=label)
         payload = SecureMessageSubmitted(case_ref=case_ref, sealed=base64.b64encode(sealed.to_bytes()).decode())
-        await self.publish(self.streams.secure_submissions(sender_code), payload, producer=sender_code,
-                           key=(case_ref, body.TYPE, sealed.header.message_id))
+        return self.streams.secure_submissions(sender_code), payload, (case_ref, body.TYPE, sealed.header.message_id)
 
-    def refresh_book(self) -> None:
-        # The marketplace lists a unit's HSA-id when it first routes to it; re-read to see them.
-        self.book = load_directory(self.key_dir)
+    async def submit(self, body: MessageBody, *, sender_code: str, recipient: OrganisationEntry, case_ref: str,
+                     address: str | None = None, in_reply_to: Any = None, label: str = "") -> None:
+        await self.publish_many(sender_code, [self.sealed(body, sender_code=sender_code, recipient=recipient,
+                                                          case_ref=case_ref, address=address,
+                                                          in_reply_to=in_reply_to, label=label)])
 
 
 class Agents:
-    """Each organisation's receiving agent: opens what its inbox holds, answers with a receipt."""
+    """Each organisation's receiving agent: opens what its inbox holds, answers with a receipt.
+
+    One reader per organisation blocks on its inbox (XREAD BLOCK, as that region's own Redis
+    user) and handles what arrives as a batch: one transaction for its seen-message ids, and its
+    receipts and answers sent in one pipelined round trip."""
+
+    BLOCK_MS = 250  # how long a read waits before it looks at `stopping` again
 
     def __init__(self, federation: Federation, db: Database, outcome: PartyOutcome) -> None:
         self.f = federation
         self.db = db
         self.outcome = outcome
         self.referrals: dict[str, str] = {}  # case_ref -> referral message id, as the unit received it
-
-    async def run(self, interval_s: float = 0.1) -> None:
-        # Stopped by an event, not a cancel: a cancel landing inside a database call could be
-        # swallowed below it and leave the loop running for ever.
         self.stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        # Stopped by an event, not a cancel: a cancel landing inside a database call could be
+        # swallowed below it and leave a reader running for ever.
+        await asyncio.gather(*(self._follow(code, org) for code, org in self.f.codes.items()))
+
+    async def _follow(self, code: str, org: str) -> None:
+        stream = self.f.streams.inbox(org)
+        client = self.f.parties.client(code)
         while not self.stopping.is_set():
             try:
-                await self.poll()
+                found = await client.xread({stream: self.f._last[org]}, count=500, block=self.BLOCK_MS)
+                for _, entries in found or ():
+                    await self._handle(code, org, entries)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("demo_parties.agent_failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), timeout=interval_s)
+                log.exception("demo_parties.agent_failed", org=org)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), timeout=0.5)
 
     async def poll(self) -> int:
-        self.f.refresh_book()
+        """Handle whatever every inbox holds now, without waiting (a last sweep)."""
         handled = 0
         for code, org in self.f.codes.items():
-            stream = self.f.streams.inbox(org)
-            entries = await self.f.parties.client(code).xrange(stream, min=f"({self.f._last[org]}", count=500)
-            if not entries:
-                continue
-            async with self.db.session() as session:
-                seen = DatabaseSeenMessages(session, org)
-                for entry_id, fields in entries:
-                    self.f._last[org] = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                    _, payload = parse_envelope(fields[DATA_FIELD.encode()])
-                    if isinstance(payload, SecureMessageDelivered):
-                        await self._message(session, seen, code, org, payload)
-                    elif isinstance(payload, SecureReceiptDelivered):
-                        self._receipt(payload)
-                    handled += 1
-                await session.commit()
+            entries = await self.f.parties.client(code).xrange(self.f.streams.inbox(org),
+                                                               min=f"({self.f._last[org]}", count=500)
+            if entries:
+                handled += await self._handle(code, org, entries)
         return handled
 
-    async def _message(self, session: Any, seen: DatabaseSeenMessages, code: str, org: str,
-                       delivered: SecureMessageDelivered) -> None:
+    async def _handle(self, code: str, org: str, entries: list[Any]) -> int:
+        out: list[tuple[str, Payload, tuple[object, ...]]] = []
+        async with self.db.session() as session:
+            seen = DatabaseSeenMessages(session, org)
+            for _, fields in entries:
+                _, payload = parse_envelope(fields[DATA_FIELD.encode()])
+                if isinstance(payload, SecureMessageDelivered):
+                    out += await self._message(seen, code, org, payload)
+                elif isinstance(payload, SecureReceiptDelivered):
+                    self._receipt(payload)
+            # Sent before the seen ids commit: a crash in between sends a receipt again, which the
+            # marketplace records once; the other order could lose the receipt for good.
+            await self.f.publish_many(code, out)
+            await session.commit()
+        last = entries[-1][0]
+        self.f._last[org] = last.decode() if isinstance(last, bytes) else last
+        return len(entries)
+
+    async def _message(self, seen: DatabaseSeenMessages, code: str, org: str,
+                       delivered: SecureMessageDelivered) -> list[tuple[str, Payload, tuple[object, ...]]]:
         store: KeyStore = self.f.stores[org]
+        # The book as it is now: a unit listed a moment ago must be found (see `Federation.book`).
         signed, opened = await receive(base64.b64decode(delivered.sealed), store, self.f.book, seen)
         self.outcome.messages_received += 1
-        await self.f.publish(self.f.streams.secure_receipts(code),
-                             SecureReceiptSubmitted(receipt=base64.b64encode(signed.to_bytes()).decode()),
-                             producer=code, key=("receipt", signed.receipt.receipt_id))
+        out: list[tuple[str, Payload, tuple[object, ...]]] = [(
+            self.f.streams.secure_receipts(code),
+            SecureReceiptSubmitted(receipt=base64.b64encode(signed.to_bytes()).decode()),
+            ("receipt", signed.receipt.receipt_id))]
         self.outcome.receipts_returned += 1
+        if signed.receipt.status is ReceiptStatus.REJECTED:
+            log.warning("demo_parties.message_refused_by_receiver", org=org, message_id=delivered.message_id,
+                        reason=signed.receipt.reason)
         if opened is None or not isinstance(opened.body, Referral):
-            return
+            return out
         referral = opened.body
         # What the unit reads is for the unit: it checks the body belongs to the case it was told of.
         if referral.case_ref != opened.header.conversation_id:
-            return
+            return out
         self.outcome.referrals_opened += 1
         self.referrals[referral.case_ref] = str(opened.header.message_id)
         home = self.f.book.get(opened.header.sender_org)
         assert home is not None
         answer = ReferralAnswer(match_id=referral.match_id, case_ref=referral.case_ref, decision="accepted",
                                 scheduled_for=swedish_date(opened.header.created_at) + timedelta(days=14))
-        await self.f.submit(answer, sender_code=code, recipient=home, case_ref=referral.case_ref,
-                            in_reply_to=opened.header.message_id, label="Svar på remiss")
+        out.append(self.f.sealed(answer, sender_code=code, recipient=home, case_ref=referral.case_ref,
+                                 in_reply_to=opened.header.message_id, label="Svar på remiss"))
+        return out
 
     def _receipt(self, delivered: SecureReceiptDelivered) -> None:
         try:
@@ -251,8 +297,37 @@ async def _states(db: Database, refs: Iterable[str]) -> dict[str, str]:
     return dict(rows)
 
 
-async def wait_for(db: Database, expected: dict[str, set[str]], *, timeout_s: float) -> dict[str, str]:
-    """Until every case is in one of its expected states; returns the states (timing out keeps going)."""
+class StreamEvents:
+    """Wakes a waiting party when something new is on a stream (`cases`: something happened to a
+    case; `messages`: a message was sent or receipted): a read that blocks on the stream, as the
+    operator (who may read every stream), instead of a poll on a timer."""
+
+    BLOCK_MS = 250
+
+    def __init__(self, parties: PartyClients, stream: str) -> None:
+        self.client = parties.client(OPERATOR)
+        self.stream = stream
+        self.last = "$"
+
+    async def start(self) -> None:
+        # From the newest entry on: what happened before the wait is in the database already.
+        newest = await self.client.xrevrange(self.stream, count=1)
+        self.last = _text_id(newest[0][0]) if newest else "0-0"
+
+    async def next(self) -> None:
+        found = await self.client.xread({self.stream: self.last}, count=1000, block=self.BLOCK_MS)
+        for _, entries in found or ():
+            self.last = _text_id(entries[-1][0])
+
+
+def _text_id(entry_id: bytes | str) -> str:
+    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+
+async def wait_for(db: Database, expected: dict[str, set[str]], *, timeout_s: float,
+                   events: StreamEvents | None = None) -> dict[str, str]:
+    """Until every case is in one of its expected states; returns the states (timing out keeps going).
+    Between looks it waits for the next case event (or, without `events`, 50 ms)."""
     started = time.monotonic()
     deadline = started + timeout_s
     while True:
@@ -264,7 +339,10 @@ async def wait_for(db: Database, expected: dict[str, set[str]], *, timeout_s: fl
             if missing:
                 log.warning("demo_parties.cases_behind", count=len(missing), example=next(iter(missing.items())))
             return states
-        await asyncio.sleep(0.05)
+        if events is not None:
+            await events.next()
+        else:
+            await asyncio.sleep(0.05)
 
 
 async def play_parties(parties: PartyClients, db: Database, streams: Streams, state_dir: Path, *,
@@ -278,6 +356,27 @@ async def play_parties(parties: PartyClients, db: Database, streams: Streams, st
     federation = Federation(parties, streams, key_directory(state_dir), f"{since_ms}-0")
     agents = Agents(federation, db, outcome)
     agent_task = asyncio.create_task(agents.run(), name="demo-party-agents")
+    pending: dict[str, list[tuple[str, Payload, tuple[object, ...]]]] = defaultdict(list)
+    case_events = StreamEvents(parties, streams.cases)
+    await case_events.start()
+    message_events = StreamEvents(parties, streams.messages)
+    await message_events.start()
+
+    async def send_pending() -> None:
+        # Each party's entries of a step in one pipelined round trip, as its own user.
+        for producer, items in list(pending.items()):
+            await federation.publish_many(producer, items)
+        pending.clear()
+
+    def command(ref: str, name: str, producer: str, **args: Any) -> None:
+        pending[producer].append((streams.ingress(producer), CaseCommandIssued(case_ref=ref, command=name, args=args),
+                                  (ref, name)))
+
+    def submission(body: MessageBody, *, sender_code: str, recipient: OrganisationEntry, ref: str,
+                   address: str | None = None, label: str = "") -> None:
+        pending[sender_code].append(federation.sealed(body, sender_code=sender_code, recipient=recipient,
+                                                      case_ref=ref, address=address, label=label))
+
     try:
         async with db.session() as session:
             held = (await session.exec(select(CaseRow, MatchRow)
@@ -291,15 +390,16 @@ async def play_parties(parties: PartyClients, db: Database, streams: Streams, st
         carried = [ref for ref in matches if ref not in declined]
         outcome.declined, outcome.carried = sorted(declined), carried
 
-        async def step(refs: Iterable[str], command: str, producer_of: str, expected: set[str],
+        async def step(refs: Iterable[str], name: str, producer_of: str, expected: set[str],
                        **args_of: Any) -> None:
             refs = list(refs)
             for ref in refs:
                 m = matches[ref]
                 producer = m.providing_region if producer_of == "provider" else m.requesting_region
                 args = {k: (v(ref, m) if callable(v) else v) for k, v in args_of.items()}
-                await federation.command(ref, command, producer, **args)
-            await wait_for(db, {ref: expected for ref in refs}, timeout_s=timeout_s)
+                command(ref, name, producer, **args)
+            await send_pending()
+            await wait_for(db, {ref: expected for ref in refs}, timeout_s=timeout_s, events=case_events)
 
         today = swedish_date(datetime.now(UTC))
         await step(declined, "decline_match", "provider", {"on_book"},
@@ -310,41 +410,46 @@ async def play_parties(parties: PartyClients, db: Database, streams: Streams, st
                    match_id=lambda r, m: m.match_id, accepted=True)
 
         # The home region's system builds the referral only past the staged-release gate.
+        async with db.session() as session:
+            cases = {c.case_ref: c for c in (await session.exec(
+                select(CaseRow).where(col(CaseRow.case_ref).in_(carried)))).all()}
         for ref in carried:
             m = matches[ref]
-            async with db.session() as session:
-                case = await session.get(CaseRow, ref)
-            assert case is not None
+            case = cases[ref]
             who = synthetic_identity(ref)
             referral = build_referral(
                 CaseStateChanged(case_ref=ref, from_state=None, to_state=case.state, version=max(case.version, 1)),
                 match_id=m.match_id, care_area=m.care_area, personal_identity_number=who.personal_identity_number,
                 given_name=who.given_name, family_name=who.family_name, clinical_summary=CLINICAL_SUMMARY)
-            federation.book = with_unit(federation.book, m.unit_hsa_id, region_code=m.providing_region)
-            provider = federation.book.by_address(m.unit_hsa_id)
+            provider = with_unit(federation.book, m.unit_hsa_id, region_code=m.providing_region).by_address(
+                m.unit_hsa_id)
             assert provider is not None
-            await federation.submit(referral, sender_code=m.requesting_region, recipient=provider, case_ref=ref,
-                                    address=m.unit_hsa_id, label="Remiss")
-        await wait_for(db, {ref: {"referral_acknowledged"} for ref in carried}, timeout_s=timeout_s)
+            submission(referral, sender_code=m.requesting_region, recipient=provider, ref=ref,
+                       address=m.unit_hsa_id, label="Remiss")
+        await send_pending()
+        await wait_for(db, {ref: {"referral_acknowledged"} for ref in carried}, timeout_s=timeout_s,
+                       events=case_events)
 
         await step(carried, "schedule", "provider", {"scheduled"},
                    scheduled_for=(today + timedelta(days=14)).isoformat())
         await step(carried, "record_performed", "provider", {"performed"}, performed_on=today.isoformat())
         for ref in carried:
             m = matches[ref]
-            await federation.submit(
+            submission(
                 CarePerformedReport(match_id=m.match_id, case_ref=ref, performed_on=today,
                                     procedure_codes=(PROCEDURES.get(m.care_area, "XXX00"),),
                                     summary="Åtgärd utförd utan komplikationer."),
-                sender_code=m.providing_region, recipient=federation.org(m.requesting_region), case_ref=ref,
+                sender_code=m.providing_region, recipient=federation.org(m.requesting_region), ref=ref,
                 label="Utförd vård")
+        await send_pending()
         await step(carried, "record_follow_up", "provider", {"followed_up"}, note="as_expected")
         for ref in carried:
             m = matches[ref]
-            await federation.submit(
+            submission(
                 FollowUp(match_id=m.match_id, case_ref=ref, followed_up_on=today, outcome="as_expected"),
-                sender_code=m.providing_region, recipient=federation.org(m.requesting_region), case_ref=ref,
+                sender_code=m.providing_region, recipient=federation.org(m.requesting_region), ref=ref,
                 label="Uppföljning")
+        await send_pending()
         await step(carried, "invoice", "provider", {"invoiced", "settled"},
                    invoice_id=lambda r, m: f"inv-{m.match_id[:8]}")
         for ref in carried:
@@ -352,23 +457,23 @@ async def play_parties(parties: PartyClients, db: Database, streams: Streams, st
             async with db.session() as session:
                 state = await load_case(session, ref)
             owed = state.settlement.invoice_total_sek if state and state.settlement else Decimal(str(m.price_sek))
-            await federation.submit(
+            submission(
                 Invoice(invoice_id=f"inv-{m.match_id[:8]}", match_id=m.match_id, case_ref=ref, issued_on=today,
                         due_on=today + timedelta(days=30),
                         lines=(InvoiceLine(kind="care", description="Åtgärd till låst pris", amount_sek=owed),),
                         total_sek=owed),
-                sender_code=m.providing_region, recipient=federation.org(m.requesting_region), case_ref=ref,
+                sender_code=m.providing_region, recipient=federation.org(m.requesting_region), ref=ref,
                 label="Faktura")
             if state is not None and state.outstanding_sek > 0:
-                await federation.command(ref, "record_payment", m.requesting_region,
-                                         payment_ref=f"pay-{m.match_id[:8]}", amount_sek=str(state.outstanding_sek))
-        states = await wait_for(db, {ref: {"settled"} for ref in carried}, timeout_s=timeout_s)
+                command(ref, "record_payment", m.requesting_region,
+                        payment_ref=f"pay-{m.match_id[:8]}", amount_sek=str(state.outstanding_sek))
+        await send_pending()
+        states = await wait_for(db, {ref: {"settled"} for ref in carried}, timeout_s=timeout_s, events=case_events)
         outcome.settled = sorted(ref for ref in carried if states.get(ref) == "settled")
-        await _until_answered(db, list(matches), timeout_s=timeout_s)
+        await _until_answered(db, list(matches), timeout_s=timeout_s, events=message_events)
         await agents.poll()
     finally:
-        if getattr(agents, "stopping", None) is not None:
-            agents.stopping.set()
+        agents.stopping.set()
         try:
             await asyncio.wait_for(asyncio.shield(agent_task), timeout=10)
         except (TimeoutError, asyncio.CancelledError):
@@ -381,7 +486,7 @@ async def play_parties(parties: PartyClients, db: Database, streams: Streams, st
     return outcome
 
 
-async def _until_answered(db: Database, refs: list[str], *, timeout_s: float) -> None:
+async def _until_answered(db: Database, refs: list[str], *, timeout_s: float, events: StreamEvents) -> None:
     """Until every message of these cases has its receipt (so their timelines are complete)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -390,5 +495,5 @@ async def _until_answered(db: Database, refs: list[str], *, timeout_s: float) ->
                 col(SecureMessageRow.case_ref).in_(refs), col(SecureMessageRow.receipt_status).is_(None)))).all()
         if not open_:
             return
-        await asyncio.sleep(0.05)
+        await events.next()
     log.warning("demo_parties.receipts_missing", cases=len(refs))

@@ -69,14 +69,20 @@ def _aware(moment: datetime | None) -> datetime | None:
 class OutboxDelivery:
     """`notifiers.delivery.Delivery` onto inbox streams, staged in the caller's transaction."""
 
-    def __init__(self, session: AsyncSession, ctx: ServiceContext, book: AddressBook) -> None:
+    def __init__(self, session: AsyncSession, ctx: ServiceContext, book: AddressBook,
+                 refresh: Callable[[], AddressBook] | None = None) -> None:
         self.session = session
         self.ctx = ctx
         self.book = book
+        # How to look again when this copy lacks an address: another notifier may have listed it.
+        self.refresh = refresh
 
     async def send(self, message: SealedMessage) -> None:
         header = message.header
         entry = self.book.get(header.recipient_org)
+        if (entry is None or header.recipient_address not in entry.addresses) and self.refresh is not None:
+            self.book = self.refresh()
+            entry = self.book.get(header.recipient_org)
         if entry is None:
             raise Undeliverable(f"{header.recipient_org} is not in the address book")
         if header.recipient_address not in entry.addresses:
