@@ -54,13 +54,13 @@ from marketplace.adapters.message_orm import SecureMessageRow
 from marketplace.adapters.orm import CaseRow, MatchRow
 from marketplace.adapters.outbox import DATA_FIELD
 from marketplace.adapters.party_clients import PartyClients
-from marketplace.adapters.seen_messages import DatabaseSeenMessages, receive
+from marketplace.adapters.seen_messages import DatabaseSeenMessages
 from marketplace.lifecycle.swedish_time import swedish_date
 from marketplace.services.directory import AddressBookFile, ensure_keys, key_directory, with_unit
 from marketplace.services.lifecycle import load_case
 from matchers.reference import regions
 from notifiers.address_book import AddressBook, OrganisationEntry
-from notifiers.envelope import compose
+from notifiers.envelope import OpenedMessage, compose, open_message
 from notifiers.identifiers import luhn_valid
 from notifiers.keystore import KeyStore
 from notifiers.message_types import (
@@ -74,7 +74,15 @@ from notifiers.message_types import (
     build_referral,
 )
 from notifiers.provisioning import open_key_store
-from notifiers.receipts import ReceiptInvalid, ReceiptStatus, verify_receipt
+from notifiers.receipts import (
+    MessageRejected,
+    ReceiptDetail,
+    ReceiptInvalid,
+    ReceiptStatus,
+    new_receipt,
+    sign_receipt,
+    verify_receipt,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -198,6 +206,9 @@ class Agents:
         self.outcome = outcome
         self.referrals: dict[str, str] = {}  # case_ref -> referral message id, as the unit received it
         self.stopping = asyncio.Event()
+        # One organisation's agent writes at a time: on SQLite concurrent writers only queue for
+        # the one write lock (and time out behind the workers'); the reads and crypto stay parallel.
+        self._writes = asyncio.Lock()
 
     async def run(self) -> None:
         # Stopped by an event, not a cancel: a cancel landing inside a database call could be
@@ -230,56 +241,80 @@ class Agents:
         return handled
 
     async def _handle(self, code: str, org: str, entries: list[Any]) -> int:
-        out: list[tuple[str, Payload, tuple[object, ...]]] = []
-        async with self.db.session() as session:
-            seen = DatabaseSeenMessages(session, org)
-            for _, fields in entries:
-                _, payload = parse_envelope(fields[DATA_FIELD.encode()])
-                if isinstance(payload, SecureMessageDelivered):
-                    out += await self._message(seen, code, org, payload)
-                elif isinstance(payload, SecureReceiptDelivered):
-                    self._receipt(payload)
-            # Sent before the seen ids commit: a crash in between sends a receipt again, which the
-            # marketplace records once; the other order could lose the receipt for good.
-            await self.f.publish_many(code, out)
-            await session.commit()
+        store: KeyStore = self.f.stores[org]
+        # The book as it is now: a unit listed a moment ago must be found (see `Federation.book`).
+        book = self.f.book
+        opened: list[tuple[OpenedMessage | None, MessageRejected | None]] = []
+        for _, fields in entries:
+            _, payload = parse_envelope(fields[DATA_FIELD.encode()])
+            if isinstance(payload, SecureMessageDelivered):
+                # Opened (verified, decrypted) before the transaction: the crypto holds no lock.
+                try:
+                    opened.append((open_message(base64.b64decode(payload.sealed), store, book), None))
+                except MessageRejected as refused:
+                    opened.append((None, refused))
+            elif isinstance(payload, SecureReceiptDelivered):
+                self._receipt(payload, book)
+        if opened:
+            async with self._writes, self.db.session() as session:
+                ids = [m.header.message_id for m, _ in opened if m is not None]
+                new = await DatabaseSeenMessages(session, org).add_new(ids)
+                out: list[tuple[str, Payload, tuple[object, ...]]] = []
+                for message, refusal in opened:
+                    if message is not None:
+                        header = message.header
+                        if header.message_id in new:
+                            new.discard(header.message_id)  # new once, even if delivered twice here
+                        else:
+                            message, refusal = None, MessageRejected(
+                                ReceiptDetail.DUPLICATE, f"message {header.message_id} was already received",
+                                message_id=header.message_id, sender_org=header.sender_org)
+                    out += self._answer(code, org, store, book, message, refusal)
+                # Sent before the seen ids commit: a crash in between sends a receipt again, which
+                # the marketplace records once; the other order could lose the receipt for good.
+                await self.f.publish_many(code, out)
+                await session.commit()
         last = entries[-1][0]
         self.f._last[org] = last.decode() if isinstance(last, bytes) else last
         return len(entries)
 
-    async def _message(self, seen: DatabaseSeenMessages, code: str, org: str,
-                       delivered: SecureMessageDelivered) -> list[tuple[str, Payload, tuple[object, ...]]]:
-        store: KeyStore = self.f.stores[org]
-        # The book as it is now: a unit listed a moment ago must be found (see `Federation.book`).
-        signed, opened = await receive(base64.b64decode(delivered.sealed), store, self.f.book, seen)
+    def _answer(self, code: str, org: str, store: KeyStore, book: AddressBook, message: OpenedMessage | None,
+                rejection: MessageRejected | None) -> list[tuple[str, Payload, tuple[object, ...]]]:
+        """The signed receipt for one message (and, for a referral, the unit's answer)."""
+        if message is not None:
+            receipt = new_receipt(org, message_id=message.header.message_id, recipient_org=message.header.sender_org)
+        else:
+            assert rejection is not None
+            receipt = new_receipt(org, message_id=rejection.message_id, recipient_org=rejection.sender_org,
+                                  rejection=rejection)
+            log.warning("demo_parties.message_refused_by_receiver", org=org, reason=rejection.reason,
+                        message_id=str(rejection.message_id) if rejection.message_id else None)
+        signed = sign_receipt(receipt, store)
         self.outcome.messages_received += 1
+        self.outcome.receipts_returned += 1
         out: list[tuple[str, Payload, tuple[object, ...]]] = [(
             self.f.streams.secure_receipts(code),
             SecureReceiptSubmitted(receipt=base64.b64encode(signed.to_bytes()).decode()),
             ("receipt", signed.receipt.receipt_id))]
-        self.outcome.receipts_returned += 1
-        if signed.receipt.status is ReceiptStatus.REJECTED:
-            log.warning("demo_parties.message_refused_by_receiver", org=org, message_id=delivered.message_id,
-                        reason=signed.receipt.reason)
-        if opened is None or not isinstance(opened.body, Referral):
+        if message is None or not isinstance(message.body, Referral):
             return out
-        referral = opened.body
+        referral = message.body
         # What the unit reads is for the unit: it checks the body belongs to the case it was told of.
-        if referral.case_ref != opened.header.conversation_id:
+        if referral.case_ref != message.header.conversation_id:
             return out
         self.outcome.referrals_opened += 1
-        self.referrals[referral.case_ref] = str(opened.header.message_id)
-        home = self.f.book.get(opened.header.sender_org)
+        self.referrals[referral.case_ref] = str(message.header.message_id)
+        home = book.get(message.header.sender_org)
         assert home is not None
         answer = ReferralAnswer(match_id=referral.match_id, case_ref=referral.case_ref, decision="accepted",
-                                scheduled_for=swedish_date(opened.header.created_at) + timedelta(days=14))
+                                scheduled_for=swedish_date(message.header.created_at) + timedelta(days=14))
         out.append(self.f.sealed(answer, sender_code=code, recipient=home, case_ref=referral.case_ref,
-                                 in_reply_to=opened.header.message_id, label="Svar på remiss"))
+                                 in_reply_to=message.header.message_id, label="Svar på remiss"))
         return out
 
-    def _receipt(self, delivered: SecureReceiptDelivered) -> None:
+    def _receipt(self, delivered: SecureReceiptDelivered, book: AddressBook) -> None:
         try:
-            receipt = verify_receipt(base64.b64decode(delivered.receipt), self.f.book)
+            receipt = verify_receipt(base64.b64decode(delivered.receipt), book)
         except ReceiptInvalid:
             log.warning("demo_parties.receipt_invalid", message_id=delivered.message_id)
             return
