@@ -26,7 +26,7 @@ import contextlib
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -380,9 +380,14 @@ async def wait_for(db: Database, expected: dict[str, set[str]], *, timeout_s: fl
             await asyncio.sleep(0.05)
 
 
+# The steps of the parties' play, in order, as `play_parties` reports them to `on_step`.
+PLAY_STEPS = ("decline_match", "accept_match", "offer_to_patient", "record_patient_answer", "referral", "schedule",
+              "record_performed", "record_follow_up", "invoice", "payment", "receipts")
+
+
 async def play_parties(parties: PartyClients, db: Database, streams: Streams, state_dir: Path, *,
-                       since_ms: int = 0, sample: int = 40, decline_every: int = 8,
-                       timeout_s: float = 60.0) -> PartyOutcome:
+                       since_ms: int = 0, sample: int = 40, decline_every: int = 8, timeout_s: float = 60.0,
+                       on_step: Callable[[str, int], None] | None = None) -> PartyOutcome:
     """Carry up to `sample` placed cases through the rest of the process (every `decline_every`-th
     gets a provider decline instead)."""
     started = time.perf_counter()
@@ -392,6 +397,12 @@ async def play_parties(parties: PartyClients, db: Database, streams: Streams, st
     agents = Agents(federation, db, outcome)
     agent_task = asyncio.create_task(agents.run(), name="demo-party-agents")
     pending: dict[str, list[tuple[str, Payload, tuple[object, ...]]]] = defaultdict(list)
+
+    def done(step_name: str, cases: int) -> None:
+        log.debug("demo_parties.step_done", step=step_name, cases=cases,
+                  seconds=round(time.perf_counter() - started, 2))
+        if on_step is not None:
+            on_step(step_name, cases)
     case_events = StreamEvents(parties, streams.cases)
     await case_events.start()
     message_events = StreamEvents(parties, streams.messages)
@@ -435,6 +446,7 @@ async def play_parties(parties: PartyClients, db: Database, streams: Streams, st
                 command(ref, name, producer, **args)
             await send_pending()
             await wait_for(db, {ref: expected for ref in refs}, timeout_s=timeout_s, events=case_events)
+            done(name, len(refs))
 
         today = swedish_date(datetime.now(UTC))
         await step(declined, "decline_match", "provider", {"on_book"},
@@ -464,6 +476,7 @@ async def play_parties(parties: PartyClients, db: Database, streams: Streams, st
         await send_pending()
         await wait_for(db, {ref: {"referral_acknowledged"} for ref in carried}, timeout_s=timeout_s,
                        events=case_events)
+        done("referral", len(carried))
 
         await step(carried, "schedule", "provider", {"scheduled"},
                    scheduled_for=(today + timedelta(days=14)).isoformat())
@@ -505,7 +518,9 @@ async def play_parties(parties: PartyClients, db: Database, streams: Streams, st
         await send_pending()
         states = await wait_for(db, {ref: {"settled"} for ref in carried}, timeout_s=timeout_s, events=case_events)
         outcome.settled = sorted(ref for ref in carried if states.get(ref) == "settled")
+        done("payment", len(carried))
         await _until_answered(db, list(matches), timeout_s=timeout_s, events=message_events)
+        done("receipts", len(matches))
         await agents.poll()
     finally:
         agents.stopping.set()
