@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from pydantic import ValidationError
@@ -88,6 +88,17 @@ PARTY_MESSAGES: dict[str, tuple[str, str]] = {
 MARKETPLACE_MESSAGES = frozenset({MatchNotice.TYPE, MatchReleased.TYPE})
 
 
+class Notice(NamedTuple):
+    """One of the marketplace's own messages to send: what, to whom, at which address, for which case."""
+
+    body: MatchNotice | MatchReleased
+    recipient: OrganisationEntry
+    address: str | None
+    case_ref: str
+    message_id: uuid.UUID  # derived from the case event, so a redelivery finds it sent
+    label: str
+
+
 def verify_sealed(raw: bytes, book: AddressBook) -> SealedMessage:
     """Check a sealed message's form and its sender's signature, without decrypting anything.
 
@@ -146,38 +157,38 @@ class Notifier:
                    if isinstance(payload, CaseStateChanged)]
         held = [c for c in changes if _is_match_held(c)]
         released = [c for c in changes if c.event_type == "case.hold_released" and c.details.get("notify_provider")]
-        notices: list[tuple[MatchNotice | MatchReleased, OrganisationEntry, str | None, str, uuid.UUID, str]] = []
+        notices: list[Notice] = []
         notices += await self._match_notices(session, held)
         notices += [n for c in released if (n := self._release_notice(c)) is not None]
-        sent = await _existing_messages(session, [n[4] for n in notices])
-        for body, recipient, address, case_ref, message_id, label in notices:
+        sent = await _existing_messages(session, [n.message_id for n in notices])
+        for n in notices:
             # The id is derived from the case event, so a redelivered event finds its message sent.
-            if str(message_id) in sent:
+            if str(n.message_id) in sent:
                 continue
-            sent.add(str(message_id))
-            sealed = compose(body, sender=self.federation.signer, recipient=recipient, recipient_address=address,
-                             conversation_id=case_ref, label=label, message_id=message_id, created_at=ctx.clock())
-            await self.courier.enqueue(session, ctx, sealed, case_ref=case_ref, submitted_by=CONSUMER)
+            sent.add(str(n.message_id))
+            sealed = compose(n.body, sender=self.federation.signer, recipient=n.recipient,
+                             recipient_address=n.address, conversation_id=n.case_ref, label=n.label,
+                             message_id=n.message_id, created_at=ctx.clock())
+            await self.courier.enqueue(session, ctx, sealed, case_ref=n.case_ref, submitted_by=CONSUMER)
         await self.courier.pump(session, ctx)
 
-    async def _match_notices(self, session: AsyncSession, changes: list[CaseStateChanged],
-                             ) -> list[tuple[MatchNotice, OrganisationEntry, str | None, str, uuid.UUID, str]]:
+    async def _match_notices(self, session: AsyncSession, changes: list[CaseStateChanged]) -> list[Notice]:
         """A held match is told to the providing unit and to the requesting region."""
         if not changes:
             return []
-        match_ids = {c.case_ref: _text(c.details.get("match_id")) for c in changes}
-        lacking = [ref for ref, mid in match_ids.items() if mid is None]
+        # Per event, not per case: a case held, released and held again in one batch has two matches.
+        match_ids = [_text(c.details.get("match_id")) for c in changes]
+        lacking = sorted({c.case_ref for c, mid in zip(changes, match_ids, strict=True) if mid is None})
         if lacking:
             # Before the lifecycle put the match id in the event, the case row had it.
             current = dict((await session.exec(select(CaseRow.case_ref, CaseRow.current_match_id).where(
                 col(CaseRow.case_ref).in_(lacking)))).all())
-            match_ids.update({ref: current.get(ref) for ref in lacking})
-        wanted = sorted({mid for mid in match_ids.values() if mid})
+            match_ids = [mid or current.get(c.case_ref) for c, mid in zip(changes, match_ids, strict=True)]
+        wanted = sorted({mid for mid in match_ids if mid})
         matches = {m.match_id: m for m in (await session.exec(
             select(MatchRow).where(col(MatchRow.match_id).in_(wanted)))).all()} if wanted else {}
-        out: list[tuple[MatchNotice, OrganisationEntry, str | None, str, uuid.UUID, str]] = []
-        for change in changes:
-            match_id = match_ids.get(change.case_ref)
+        out: list[Notice] = []
+        for change, match_id in zip(changes, match_ids, strict=True):
             match = matches.get(match_id) if match_id else None
             if match is None:
                 log.error("notifier.match_unknown", case_ref=change.case_ref, match_id=match_id)
@@ -195,12 +206,11 @@ class Notifier:
                 if entry is None:
                     log.error("notifier.party_unknown", case_ref=match.case_ref, match_id=match.match_id, role=role)
                     continue
-                out.append((body, entry, address, change.case_ref,
-                            stable_event_id("sdk", MatchNotice.TYPE, match.match_id, role), "Matchning"))
+                out.append(Notice(body, entry, address, change.case_ref,
+                                  stable_event_id("sdk", MatchNotice.TYPE, match.match_id, role), "Matchning"))
         return out
 
-    def _release_notice(self, change: CaseStateChanged,
-                        ) -> tuple[MatchReleased, OrganisationEntry, str | None, str, uuid.UUID, str] | None:
+    def _release_notice(self, change: CaseStateChanged) -> Notice | None:
         d = change.details
         match_id, offer_id = _text(d.get("match_id")), _text(d.get("offer_id"))
         unit, region = _text(d.get("unit_hsa_id")), _text(d.get("providing_region"))
@@ -213,8 +223,8 @@ class Notifier:
             return None
         body = MatchReleased(match_id=match_id, case_ref=change.case_ref, offer_id=offer_id,
                              cause=_text(d.get("cause")) or "released", referral_id=_text(d.get("referral_id")))
-        return (body, entry, unit if unit in entry.addresses else None, change.case_ref,
-                stable_event_id("sdk", MatchReleased.TYPE, match_id), "Matchning avbruten")
+        return Notice(body, entry, unit if unit in entry.addresses else None, change.case_ref,
+                      stable_event_id("sdk", MatchReleased.TYPE, match_id), "Matchning avbruten")
 
     def _provider_entry(self, unit_hsa_id: str, region_code: str) -> OrganisationEntry | None:
         try:
