@@ -31,7 +31,7 @@ GAVE_UP = ("demo_parties.cases_behind", "demo_parties.receipts_missing", "demo_p
            "demo_parties.message_refused_by_receiver")
 
 
-def one_run(scenario: Path, timeout_s: float) -> dict[str, object]:
+def one_run(scenario: Path, timeout_s: float, log: Path | None = None) -> dict[str, object]:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "NVF_DB_SCHEMA")}
     with tempfile.TemporaryDirectory() as tmp:
         env.update(NVF_STATE_DIR=str(Path(tmp) / "state"), NVF_LOG_FORMAT="json")
@@ -48,6 +48,8 @@ def one_run(scenario: Path, timeout_s: float) -> dict[str, object]:
             stderr = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
         wall = time.perf_counter() - started
         user = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime - before
+    if log is not None:
+        log.write_text(stderr, encoding="utf-8")
     gave_up: list[str] = []
     for line in stderr.splitlines():
         if line.startswith("{"):
@@ -67,12 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.demo_runs", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds before a run counts as hung")
+    parser.add_argument("--logs", type=Path, default=None, help="keep each run's log (stderr) in this folder")
     parser.add_argument("--scenario", type=Path, default=REPO / ".." / "shared" / "scenarios" / "medium.json")
     args = parser.parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 150)
     results = []
     for i in range(args.runs):
-        result = one_run(args.scenario, args.timeout)
+        if args.logs:
+            args.logs.mkdir(parents=True, exist_ok=True)
+        result = one_run(args.scenario, args.timeout, args.logs / f"run-{i + 1}.log" if args.logs else None)
         results.append(result)
         console.print(f"run {i + 1}/{args.runs}: {result['wall']:.1f} s wall, {result['user']:.1f} s user, "
                       f"exit {result['code']}{' TIMEOUT' if result['timed_out'] else ''} {result['gave_up'] or ''}")
