@@ -3,6 +3,13 @@
 Each run happens in a fresh Python process so that its peak memory (ru_maxrss) is its own;
 `seconds` is load + solve + write measured inside that process, `wall` adds interpreter start-up
 and imports. Scenarios come from DIR, else $NVF_SCENARIOS, else ../shared/scenarios beside the repo.
+
+Then, in the same run, `nvf match` end to end (the command as a user runs it, a subprocess:
+start-up, imports, validation, the optimal solve, the output file) beside the plain
+first-come-first-served loop of `benchmarks.fcfs` over the same file (also a fresh process, end to
+end; its docstring says exactly what it does), in both of its variants: rules checked before the
+capacity (as the contract reads) and capacity first. Each is run `--repeat` times and the best
+wall time and its user CPU are kept; the ratios are nvf match / loop.
 """
 
 from __future__ import annotations
@@ -72,6 +79,36 @@ def _spawn(scenario: Path, policy: str, out: Path) -> dict[str, Any]:
     return result
 
 
+def _timed(argv: list[str]) -> tuple[float, float]:
+    """Best-of wall seconds and the user CPU seconds of that run, for a command in a fresh process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+    started = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parents[1])
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed:\n{done.stderr}")
+    return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime - before
+
+
+def versus_fcfs(scenario: Path, tmp: Path, repeat: int) -> dict[str, tuple[float, float]]:
+    """(wall, user) of the best of `repeat` runs of nvf match and of each FCFS loop variant."""
+    commands = {
+        "nvf match (optimal)": [sys.executable, "-m", "marketplace.entrypoints.cli", "match", str(scenario),
+                                "--out", str(tmp / "nvf.jsonl")],
+        "FCFS loop, rules then capacity": [sys.executable, "-m", "benchmarks.fcfs", str(scenario),
+                                           str(tmp / "fcfs.jsonl")],
+        "FCFS loop, capacity first": [sys.executable, "-m", "benchmarks.fcfs", str(scenario),
+                                      str(tmp / "fcfs.jsonl"), "--capacity-first"],
+    }
+    best: dict[str, tuple[float, float]] = {}
+    for _ in range(repeat):
+        for name, argv in commands.items():
+            wall, user = _timed(argv)
+            if name not in best or wall < best[name][0]:
+                best[name] = (wall, user)
+    return best
+
+
 def _gap(result: dict[str, Any], expected: dict[str, Any] | None) -> tuple[str, str, str]:
     """Distance to the published optimum: placed, wait days, cost in percent."""
     if expected is None:
@@ -89,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("directory", nargs="?", type=Path, default=None, help="folder of scenario files")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated scenario names")
     parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated policies")
+    parser.add_argument("--versus", default="large", help="scenario for nvf match vs the FCFS loop ('' to skip)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each in that comparison (best kept)")
     parser.add_argument("--child", nargs=3, metavar=("SCENARIO", "POLICY", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -150,7 +189,26 @@ def main(argv: list[str] | None = None) -> int:
             f"target large/optimal < {TARGET_SECONDS:.0f} s and < {TARGET_PEAK_MB:.0f} MB: {verdict} "
             f"({large['seconds']:.2f} s, wall {large['wall']:.2f} s, {large['peak_mb']:.0f} MB)"
         )
+    if args.versus:
+        _print_versus(console, directory / f"{args.versus}.json", args.repeat)
     return 0
+
+
+def _print_versus(console: Console, scenario: Path, repeat: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        best = versus_fcfs(scenario, Path(tmp), repeat)
+    table = Table(title=f"{scenario.name}: nvf match end to end vs a plain FCFS loop "
+                        f"(fresh processes, best of {repeat})")
+    for column in ("command", "wall s", "user CPU s", "nvf/this wall", "nvf/this CPU"):
+        table.add_column(column, justify="left" if column == "command" else "right", no_wrap=True)
+    nvf_wall, nvf_user = best["nvf match (optimal)"]
+    for name, (wall, user) in best.items():
+        table.add_row(name, f"{wall:.2f}", f"{user:.2f}", f"{nvf_wall / wall:.2f}", f"{nvf_user / max(user, 1e-9):.2f}")
+    console.print(table)
+    for name, (wall, user) in best.items():
+        if name.startswith("FCFS"):
+            console.print(f"ratio nvf match/{name}: wall {nvf_wall / wall:.2f}, "
+                          f"user CPU {nvf_user / max(user, 1e-9):.2f} (target <= 0.20)")
 
 
 if __name__ == "__main__":

@@ -179,6 +179,18 @@ def _patient(data: Any, label: str, out: list[Violation], dates: dict[str, date]
     return Patient(case_ref, waiting_since) if _complete(case_ref, waiting_since) else None
 
 
+def _well_formed_patient(data: Any, dates: dict[str, date]) -> Patient | None:
+    """The common case without the per-field bookkeeping: exactly the two fields, a non-empty
+    case_ref and a date already parsed once. Anything else goes through `_patient`."""
+    if type(data) is dict and len(data) == 2:
+        case_ref, since = data.get("case_ref"), data.get("waiting_since")
+        if type(case_ref) is str and case_ref and type(since) is str:
+            day = dates.get(since)
+            if day is not None:
+                return Patient(case_ref, day)
+    return None
+
+
 def _request(data: Any, label: str, out: list[Violation], dates: dict[str, date]) -> Request | None:
     it = _Item(data, label, out, _REQUEST_FIELDS)
     d = _REQUEST_DEFAULTS
@@ -201,7 +213,8 @@ def _request(data: Any, label: str, out: list[Violation], dates: dict[str, date]
     if patients_raw is not _MISSING:
         if not patients_raw:
             out.append(Violation(label, "patients", "required", "a request needs at least one patient"))
-        patients = [_patient(p, f"{label}.patients[{i}]", out, dates) for i, p in enumerate(patients_raw)]
+        patients = [_well_formed_patient(p, dates) or _patient(p, f"{label}.patients[{i}]", out, dates)
+                    for i, p in enumerate(patients_raw)]
     values = (
         request_id,
         region,
@@ -287,6 +300,10 @@ def _ids(raw: Any, kind: str, id_key: str) -> list[tuple[str, str]]:
 def _case_refs(requests_raw: Any) -> list[tuple[str, str]]:
     if requests_raw is _MISSING:
         return []
+    refs = [p.get("case_ref") for r in requests_raw if isinstance(r, dict) and isinstance(r.get("patients"), list)
+            for p in r["patients"] if isinstance(p, dict) and isinstance(p.get("case_ref"), str)]
+    if len(set(refs)) == len(refs):
+        return []  # no duplicate: no need to label 50 000 patients for a check that passes
     pairs: list[tuple[str, str]] = []
     for i, r in enumerate(requests_raw):
         patients = r.get("patients") if isinstance(r, dict) else None

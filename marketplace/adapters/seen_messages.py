@@ -43,6 +43,20 @@ class DatabaseSeenMessages:
         result: Any = await self._session.exec(statement)
         return bool(result.rowcount == 1)
 
+    async def add_new(self, message_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        """Record a batch of ids in one statement; returns those that were new. An id twice in the
+        batch is new at most once (the caller takes its first occurrence)."""
+        if not message_ids:
+            return set()
+        bind: Any = self._session.bind
+        insert = pg_insert if bind.dialect.name == "postgresql" else sqlite_insert
+        statement: Any = (insert(SeenMessageRow)
+                     .values([{"owner": self._owner, "message_id": str(m)} for m in dict.fromkeys(message_ids)])
+                     .on_conflict_do_nothing(index_elements=["owner", "message_id"])
+                     .returning(SeenMessageRow.__table__.c.message_id))  # type: ignore[attr-defined]
+        result: Any = await self._session.exec(statement)
+        return {uuid.UUID(row[0]) for row in result.all()}
+
 
 async def receive(raw: bytes, recipient: OrganisationKeys, address_book: AddressBook, seen: AsyncSeenMessages,
                   *, now: datetime | None = None) -> tuple[SignedReceipt, OpenedMessage | None]:

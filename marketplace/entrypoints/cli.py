@@ -1,24 +1,66 @@
-"""`nvf`: the marketplace's command line."""
+"""`nvf`: the marketplace's command line.
+
+A command's module is imported only when that command runs (`LazyGroup`): `nvf match` is one
+offline clearing round and must not pay for the database, the bus and the workers. So this module
+imports nothing of the app at its top; each command imports what it uses.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import signal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import structlog
 import typer
 from rich.console import Console
-from rich.table import Table
+from typer.core import TyperGroup
 
-from events import Streams
-from marketplace.entrypoints.bootstrap import redis_server
-from marketplace.log_config import configure_logging
-from marketplace.settings import Settings
+if TYPE_CHECKING:
+    import click
 
-app = typer.Typer(help="NVF Marketplace: national healthcare capacity brokering between regions.",
+    from marketplace.settings import Settings
+
+# Commands that live in their own module under `marketplace.entrypoints.commands`: name -> module.
+# Each module's `register(app)` adds its commands; it is imported when one of them is asked for.
+LAZY_COMMANDS: dict[str, str] = {
+    "match": "match",
+    "keys": "keys",
+    "case": "lifecycle",
+    "stats": "lifecycle",
+    "dlq": "dlq",
+    "access": "access",
+    "agreements": "agreements",
+    "waits": "waits",
+    "capacity": "waits",
+    "replay": "replay",
+    "stream": "replay",
+}
+
+
+class LazyGroup(TyperGroup):
+    """The root group: the commands of `LAZY_COMMANDS` are loaded from their module on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in LAZY_COMMANDS if n not in self.commands)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY_COMMANDS:
+            self._load(LAZY_COMMANDS[cmd_name])
+        return super().get_command(ctx, cmd_name)
+
+    def _load(self, module_name: str) -> None:
+        module = importlib.import_module(f"marketplace.entrypoints.commands.{module_name}")
+        holder = typer.Typer()
+        module.register(holder)
+        group = typer.main.get_group(holder)
+        for name, command in group.commands.items():
+            self.commands.setdefault(name, command)
+
+
+app = typer.Typer(cls=LazyGroup, help="NVF Marketplace: national healthcare capacity brokering between regions.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 # Off a terminal (CI logs, a pipe), Rich would fold tables to 80 columns; give them room.
 console = Console(width=None if Console().is_terminal else 140)
@@ -26,6 +68,9 @@ err_console = Console(stderr=True)
 
 
 def _settings() -> Settings:
+    from marketplace.log_config import configure_logging
+    from marketplace.settings import Settings
+
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
     return settings
@@ -44,6 +89,10 @@ def _load_scenario_or_exit(path: Path) -> Any:
 @app.command()
 def config() -> None:
     """Print the effective settings."""
+    from rich.table import Table
+
+    from marketplace.settings import Settings
+
     settings = Settings()
     table = Table(show_header=False)
     for key, value in settings.describe().items():
@@ -60,6 +109,7 @@ def demo(
 ) -> None:
     """Run the whole marketplace in one process on the embedded defaults and clear one round."""
     from marketplace.demo_campaign import spring_cataract_campaign
+    from marketplace.entrypoints.bootstrap import redis_server
     from marketplace.entrypoints.demo import render_summary, run_demo, write_jsonl_atomically
 
     settings = _settings()
@@ -86,8 +136,11 @@ def run(
     sweep_interval: Annotated[float, typer.Option(help="seconds between deadline sweeps")] = 5.0,
 ) -> None:
     """Start the workers against the configured Redis and database, until interrupted."""
+    import structlog
+
     from events.parties import SCHEDULER
     from marketplace.adapters.redis_users import prepare_access
+    from marketplace.entrypoints.bootstrap import redis_server
     from workers.app import ROLES, running
     from workers.runtime import Runtime
     from workers.sweeper import DeadlineSweeper
@@ -137,9 +190,11 @@ def publish(
     """Publish a scenario's agreements, offers and requests as their regions would."""
     import redis.asyncio as aioredis
 
+    from events import Streams
     from events.streams import GROUP_INTAKE
     from marketplace.adapters.party_clients import PartyClients
     from marketplace.adapters.redis_users import AccessError, prepare_access
+    from marketplace.entrypoints.bootstrap import redis_server
     from marketplace.entrypoints.progress import wait_until_consumed
     from marketplace.scenario_events import clearing_requests, new_run_id, region_events
 
@@ -189,6 +244,7 @@ def tail(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON envelope per line")] = False,
 ) -> None:
     """Follow the event streams live, filtered by event type, region, care area or case."""
+    from marketplace.entrypoints.bootstrap import redis_server
     from marketplace.entrypoints.tail import EventFilter, follow
 
     settings = _settings()
@@ -221,17 +277,6 @@ def asyncapi(
 
     out.write_text(document(), encoding="utf-8")
     console.print(f"AsyncAPI document written to {out}")
-
-
-def _register_commands() -> None:
-    from marketplace.entrypoints.commands import access, agreements, dlq, keys, lifecycle, match, replay, waits
-
-    for module in (match, keys, lifecycle, dlq, access, agreements, waits):
-        module.register(app)
-    replay.register(app, console)
-
-
-_register_commands()
 
 
 def main() -> None:

@@ -6,6 +6,8 @@ the book, and the proposed matches are read back from the database.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import tempfile
@@ -16,15 +18,24 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 
 from marketplace.adapters.database import Database
+from marketplace.adapters.message_orm import SecureMessageRow
 from marketplace.adapters.orm import CaseRow, MatchRow, PlacementRow
 from marketplace.adapters.party_clients import PartyClients
 from marketplace.adapters.redis_users import prepare_access
-from marketplace.demo_parties import play_parties
+from marketplace.demo_parties import PLAY_STEPS, play_parties
 from marketplace.entrypoints.progress import wait_until_settled
 from marketplace.scenario_events import BusIds, bus_id, clearing_requests, new_run_id, region_events
 from marketplace.services.waiting_times import import_sample
@@ -87,15 +98,53 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
                 progress.update(clearing, completed=done)
                 progress.update(backlog_task, description=f"entries in flight: {backlog}")
 
-            await wait_until_settled(runtime.redis, db, pairs, round_ids, on_tick=tick)
-            # The regions' own systems carry a sample of the placed cases on: referral, care, payment.
-            await play_parties(parties, db, runtime.streams, settings.state_dir, since_ms=since_ms)
-            await wait_until_settled(runtime.redis, db, pairs, round_ids, on_tick=tick)
+            messages = progress.add_task("secure messages sent / receipted", total=None)
+            counter = asyncio.create_task(_count_messages(db, progress, clearing, messages, round_ids))
+            try:
+                await wait_until_settled(runtime.redis, db, pairs, round_ids, on_tick=tick)
+                # The regions' own systems carry a sample of the placed cases on: referral, care, payment.
+                play = progress.add_task("party play", total=len(PLAY_STEPS))
+
+                def step(name: str, cases: int) -> None:
+                    progress.update(play, advance=1, description=f"party play: {name} ({cases} cases)")
+
+                await play_parties(parties, db, runtime.streams, settings.state_dir, since_ms=since_ms, on_step=step)
+                progress.update(play, completed=len(PLAY_STEPS), description="party play: done")
+                await wait_until_settled(runtime.redis, db, pairs, round_ids, on_tick=tick)
+            finally:
+                counter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await counter
+            await _show_counts(db, progress, clearing, messages, round_ids)
         rows, matches = await read_allocation(db, scenario, round_ids)
         showcase = await _furthest_case(db)
     await db.dispose()
     return DemoResult(run_id=run_id, rows=rows, seconds=time.perf_counter() - started, matches=matches,
                       showcase=showcase)
+
+
+async def _show_counts(db: Database, progress: Progress, clearing: TaskID, messages: TaskID,
+                       round_ids: list[str]) -> None:
+    """What a person watching wants to see move: patients placed, messages sent and receipted."""
+    async with db.session() as session:
+        placed = (await session.exec(select(func.count()).select_from(MatchRow)
+                                     .where(col(MatchRow.round_id).in_(round_ids)))).one()
+        sent = (await session.exec(select(func.count()).select_from(SecureMessageRow)
+                                   .where(col(SecureMessageRow.handed_over_at).is_not(None)))).one()
+        receipted = (await session.exec(select(func.count()).select_from(SecureMessageRow)
+                                        .where(col(SecureMessageRow.receipt_status).is_not(None)))).one()
+    progress.update(clearing, description=f"workers clear the book: {placed} patients placed")
+    progress.update(messages, total=max(sent, 1), completed=receipted,
+                    description=f"secure messages: {sent} sent, {receipted} receipted")
+
+
+async def _count_messages(db: Database, progress: Progress, clearing: TaskID, messages: TaskID,
+                          round_ids: list[str]) -> None:
+    # A display refresh, twice a second; nothing waits on it.
+    while True:
+        with contextlib.suppress(Exception):
+            await _show_counts(db, progress, clearing, messages, round_ids)
+        await asyncio.sleep(0.5)
 
 
 async def _furthest_case(db: Database) -> str | None:

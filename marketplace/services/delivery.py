@@ -23,6 +23,7 @@ import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlmodel import and_, col, or_, select
@@ -69,14 +70,20 @@ def _aware(moment: datetime | None) -> datetime | None:
 class OutboxDelivery:
     """`notifiers.delivery.Delivery` onto inbox streams, staged in the caller's transaction."""
 
-    def __init__(self, session: AsyncSession, ctx: ServiceContext, book: AddressBook) -> None:
+    def __init__(self, session: AsyncSession, ctx: ServiceContext, book: AddressBook,
+                 refresh: Callable[[], AddressBook] | None = None) -> None:
         self.session = session
         self.ctx = ctx
         self.book = book
+        # How to look again when this copy lacks an address: another notifier may have listed it.
+        self.refresh = refresh
 
     async def send(self, message: SealedMessage) -> None:
         header = message.header
         entry = self.book.get(header.recipient_org)
+        if (entry is None or header.recipient_address not in entry.addresses) and self.refresh is not None:
+            self.book = self.refresh()
+            entry = self.book.get(header.recipient_org)
         if entry is None:
             raise Undeliverable(f"{header.recipient_org} is not in the address book")
         if header.recipient_address not in entry.addresses:
@@ -109,49 +116,70 @@ class Courier:
 
     async def enqueue(self, session: AsyncSession, ctx: ServiceContext, message: SealedMessage, *,
                       case_ref: str, submitted_by: str) -> SecureMessageRow:
-        """Record `message` for delivery and make the first hand-over attempt at once."""
+        """Record `message` for delivery and make the first hand-over attempt at once.
+
+        The row is built once, with the outcome of that attempt: a table model's every attribute
+        set costs as much as building it, and a batch enqueues hundreds."""
         header = message.header
-        row = SecureMessageRow(
+        now = ctx.clock()
+        fields: dict[str, Any] = dict(
             message_id=str(header.message_id), case_ref=case_ref, message_type=header.message_type,
             sender_org=header.sender_org, recipient_org=header.recipient_org,
             recipient_address=header.recipient_address,
             in_reply_to=str(header.in_reply_to) if header.in_reply_to else None, submitted_by=submitted_by,
-            sealed=b64(message.to_bytes()), status="queued", next_attempt_at=ctx.clock(),
-            created_at=ctx.clock(),
+            sealed=b64(message.to_bytes()), created_at=now,
         )
+        try:
+            await self.delivery(session, ctx).send(message)
+        except RETRYABLE as exc:
+            row = SecureMessageRow(**fields, status="queued", next_attempt_at=now)
+            session.add(row)
+            self._failed(session, ctx, row, exc, now)
+            return row
+        row = SecureMessageRow(**fields, status="handed_over", attempts=1, last_attempt_at=now, handed_over_at=now,
+                               receipt_due_at=self.policy.receipt_due_at(now), next_attempt_at=None)
         session.add(row)
-        await self.attempt(session, ctx, row, self.delivery(session, ctx), message)
+        self._sent(session, ctx, row, message)
         return row
 
     async def attempt(self, session: AsyncSession, ctx: ServiceContext, row: SecureMessageRow,
                       delivery: Delivery, message: SealedMessage | None = None) -> bool:
         now = ctx.clock()
-        row.attempts += 1
-        row.last_attempt_at = now
         try:
             await delivery.send(message or sealed_of(row))
         except RETRYABLE as exc:
-            row.last_error = str(exc)[:500]
-            due = self.policy.next_attempt_at(row.attempts, now, key=row.message_id)
-            log.warning("message.handover_failed", message_id=row.message_id, case_ref=row.case_ref,
-                        attempt=row.attempts, retry_at=due.isoformat() if due else None, error=row.last_error)
-            if due is None:
-                self._escalate(session, ctx, row, "undeliverable")
-            else:
-                row.status, row.next_attempt_at = "retrying", due
-            session.add(row)
+            self._failed(session, ctx, row, exc, now)
             return False
+        row.attempts += 1
+        row.last_attempt_at = now
         row.status, row.next_attempt_at, row.last_error = "handed_over", None, None
         row.handed_over_at = now
         row.receipt_due_at = self.policy.receipt_due_at(now)
         session.add(row)
-        sent = message_sent_payload(message or sealed_of(row), row.case_ref)
+        self._sent(session, ctx, row, message or sealed_of(row))
+        return True
+
+    def _failed(self, session: AsyncSession, ctx: ServiceContext, row: SecureMessageRow, exc: BaseException,
+                now: datetime) -> None:
+        row.attempts += 1
+        row.last_attempt_at = now
+        row.last_error = str(exc)[:500]
+        due = self.policy.next_attempt_at(row.attempts, now, key=row.message_id)
+        log.warning("message.handover_failed", message_id=row.message_id, case_ref=row.case_ref,
+                    attempt=row.attempts, retry_at=due.isoformat() if due else None, error=row.last_error)
+        if due is None:
+            self._escalate(session, ctx, row, "undeliverable")
+        else:
+            row.status, row.next_attempt_at = "retrying", due
+        session.add(row)
+
+    def _sent(self, session: AsyncSession, ctx: ServiceContext, row: SecureMessageRow, message: SealedMessage) -> None:
+        sent = message_sent_payload(message, row.case_ref)
         stage(session, new_envelope(sent, producer=PRODUCER, correlation_id=row.case_ref,
                                     event_id=stable_event_id("message.sent", row.message_id)),
               ctx.streams.messages)
         log.info("message.sent", message_id=row.message_id, case_ref=row.case_ref,
                  message_type=row.message_type, recipient=row.recipient_org)
-        return True
 
     async def pump(self, session: AsyncSession, ctx: ServiceContext, *, limit: int = 500) -> PumpResult:
         """Retry what is due, escalate what has waited past its receipt deadline."""

@@ -12,6 +12,11 @@ addresses) and the marketplace's own signing keys.
   to the organisation whose number is embedded in its HSA-id, and only if that is the region that
   published the offer; it is then listed as a functional address of that organisation (and the
   address book saved), so that senders can address it and the unit can open what it receives.
+- Freshness: every process (each notifier, each party's system) holds a copy of the address book,
+  and a unit is listed by whichever notifier first routes to it. A copy is therefore never taken
+  as complete: an address or key it lacks is looked up again in the book on disk (`AddressBookFile`)
+  before anything is refused. The listing is saved before the message that needs it is routed, so
+  a receiver that looks again always finds it.
 """
 
 from __future__ import annotations
@@ -70,6 +75,36 @@ def _directory_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class AddressBookFile:
+    """The address book in a key directory, re-read whenever the file has changed since it was read."""
+
+    def __init__(self, directory: Path, book: AddressBook | None = None) -> None:
+        self.path = address_book_path(directory)
+        self._stamp = self._now_stamp() if book is not None else None
+        self._book = book
+
+    def _now_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        # The inode too: a save replaces the file, so even a same-size rewrite in the same
+        # nanosecond tick is seen as new.
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def current(self) -> AddressBook:
+        """The book as it is on disk now (one stat when nothing changed)."""
+        stamp = self._now_stamp()
+        if self._book is None or stamp != self._stamp:
+            self._book = load_directory(self.path.parent)
+            self._stamp = stamp
+        return self._book
+
+    def adopt(self, book: AddressBook) -> None:
+        """`book` was just written (or read) by this process: it is the current one."""
+        self._book, self._stamp = book, self._now_stamp()
+
+
 def _complete(book: AddressBook, wanted: list[Organisation]) -> bool:
     return all((entry := book.get(o.org_number)) is not None and entry.keys for o in wanted)
 
@@ -112,13 +147,30 @@ class Federation:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._book: AddressBook | None = None
+        self._file = AddressBookFile(directory)
         self._own: KeyStore | None = None
 
     @property
     def book(self) -> AddressBook:
         if self._book is None:
             self._book = ensure_keys(self.directory)
+            self._file.adopt(self._book)
         return self._book
+
+    def fresh_book(self) -> AddressBook:
+        """The book as it is on disk now (re-read only if it changed)."""
+        _ = self.book
+        self._book = self._file.current()
+        return self._book
+
+    def entry_with_address(self, org_number: str, address: str) -> OrganisationEntry | None:
+        """`org_number`'s entry if `address` is one of its functional addresses, looking again in
+        the book on disk before saying no (another process may have listed a unit since)."""
+        entry = self.book.get(org_number)
+        if entry is not None and address in entry.addresses:
+            return entry
+        entry = self.fresh_book().get(org_number)
+        return entry if entry is not None and address in entry.addresses else None
 
     @property
     def signer(self) -> KeyStore:
@@ -131,6 +183,7 @@ class Federation:
     def reload(self) -> AddressBook:
         """Re-read the address book (another organisation rotated its keys, a unit was added)."""
         self._book = ensure_keys(self.directory)
+        self._file.adopt(self._book)
         return self._book
 
     def region(self, code: str) -> OrganisationEntry | None:
@@ -147,6 +200,7 @@ class Federation:
                 updated = with_unit(current, hsa_id, region_code=region_code)
                 if updated is not current:
                     save_address_book(updated, address_book_path(self.directory))
+                self._file.adopt(updated)
             self._book = updated
             log.info("federation.unit_listed", unit=hsa_id, region=region_code)
         entry = updated.by_address(hsa_id)

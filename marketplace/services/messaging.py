@@ -25,10 +25,12 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from pydantic import ValidationError
+from sqlalchemy import Table
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from events import (
@@ -42,6 +44,7 @@ from events import (
     new_envelope,
 )
 from events.envelope import parse_envelope, stable_event_id
+from marketplace.adapters.appends import append
 from marketplace.adapters.message_orm import MessageReceiptRow, SecureMessageRow
 from marketplace.adapters.orm import CaseRow, MatchRow
 from marketplace.adapters.outbox import stage
@@ -59,6 +62,7 @@ from notifiers.envelope import MAX_MESSAGE_BYTES, MESSAGE_SIGNING_CONTEXT, Seale
 from notifiers.message_types import MatchNotice, MatchReleased
 from notifiers.receipts import (
     MessageRejected,
+    Receipt,
     ReceiptDetail,
     ReceiptInvalid,
     ReceiptStatus,
@@ -69,6 +73,7 @@ from notifiers.receipts import (
 )
 
 CONSUMER = "notifier"
+RECEIPTS: Table = MessageReceiptRow.__table__  # type: ignore[attr-defined]
 log = structlog.get_logger(__name__)
 
 # What a party may submit, and who sends it to whom: "home" is the patient's home region,
@@ -81,6 +86,17 @@ PARTY_MESSAGES: dict[str, tuple[str, str]] = {
     "invoice": ("provider", "home"),
 }
 MARKETPLACE_MESSAGES = frozenset({MatchNotice.TYPE, MatchReleased.TYPE})
+
+
+class Notice(NamedTuple):
+    """One of the marketplace's own messages to send: what, to whom, at which address, for which case."""
+
+    body: MatchNotice | MatchReleased
+    recipient: OrganisationEntry
+    address: str | None
+    case_ref: str
+    message_id: uuid.UUID  # derived from the case event, so a redelivery finds it sent
+    label: str
 
 
 def verify_sealed(raw: bytes, book: AddressBook) -> SealedMessage:
@@ -129,67 +145,86 @@ class Notifier:
 
     def __init__(self, federation: Federation, courier: Courier | None = None) -> None:
         self.federation = federation
-        self.courier = courier or Courier(lambda session, ctx: OutboxDelivery(session, ctx, federation.book))
+        self.courier = courier or Courier(lambda session, ctx: OutboxDelivery(
+            session, ctx, federation.book, refresh=federation.fresh_book))
 
     # --- cases: the marketplace's own notices ----------------------------------------------
 
     async def on_cases(self, session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> None:
-        for envelope, payload in await fresh_events(session, CONSUMER, items):
-            if isinstance(payload, CaseStateChanged):
-                await self._case_changed(session, ctx, envelope, payload)
+        """A batch of case events: what the notices need is read with one query per table, the
+        notices are composed, and their rows and outbox entries go out with the batch's commit."""
+        changes = [payload for _, payload in await fresh_events(session, CONSUMER, items)
+                   if isinstance(payload, CaseStateChanged)]
+        held = [c for c in changes if _is_match_held(c)]
+        released = [c for c in changes if c.event_type == "case.hold_released" and c.details.get("notify_provider")]
+        notices: list[Notice] = []
+        notices += await self._match_notices(session, held)
+        notices += [n for c in released if (n := self._release_notice(c)) is not None]
+        sent = await _existing_messages(session, [n.message_id for n in notices])
+        for n in notices:
+            # The id is derived from the case event, so a redelivered event finds its message sent.
+            if str(n.message_id) in sent:
+                continue
+            sent.add(str(n.message_id))
+            sealed = compose(n.body, sender=self.federation.signer, recipient=n.recipient,
+                             recipient_address=n.address, conversation_id=n.case_ref, label=n.label,
+                             message_id=n.message_id, created_at=ctx.clock())
+            await self.courier.enqueue(session, ctx, sealed, case_ref=n.case_ref, submitted_by=CONSUMER)
         await self.courier.pump(session, ctx)
 
-    async def _case_changed(self, session: AsyncSession, ctx: ServiceContext, envelope: Envelope,
-                            change: CaseStateChanged) -> None:
-        held = change.event_type == "case.match_held" or (
-            # Before the lifecycle named its events, a proposal was only a change of state.
-            not change.event_type and change.to_state == CaseStatus.MATCH_PROPOSED.value)
-        if held:
-            await self._match_notices(session, ctx, change)
-        elif change.event_type == "case.hold_released" and change.details.get("notify_provider"):
-            await self._release_notice(session, ctx, change)
-
-    async def _match_notices(self, session: AsyncSession, ctx: ServiceContext, change: CaseStateChanged) -> None:
-        details = change.details
-        match_id = _text(details.get("match_id"))
-        if match_id is None:
-            case = await session.get(CaseRow, change.case_ref)
-            match_id = case.current_match_id if case is not None else None
-        match = await session.get(MatchRow, match_id) if match_id else None
-        if match is None:
-            log.error("notifier.match_unknown", case_ref=change.case_ref, match_id=match_id)
-            return
-        provider = self._provider_entry(match.unit_hsa_id, match.providing_region)
-        home = self.federation.region(match.requesting_region)
-        body = MatchNotice(match_id=match.match_id, case_ref=match.case_ref, offer_id=match.offer_id,
-                           request_id=match.request_id)
-        parties: list[tuple[str, OrganisationEntry | None, str | None]] = [
-            ("provider", provider, match.unit_hsa_id if provider and match.unit_hsa_id in provider.addresses
-             else None),
-            ("home", home, None),
-        ]
-        for role, entry, address in parties:
-            if entry is None:
-                log.error("notifier.party_unknown", case_ref=match.case_ref, match_id=match.match_id, role=role)
+    async def _match_notices(self, session: AsyncSession, changes: list[CaseStateChanged]) -> list[Notice]:
+        """A held match is told to the providing unit and to the requesting region."""
+        if not changes:
+            return []
+        # Per event, not per case: a case held, released and held again in one batch has two matches.
+        match_ids = [_text(c.details.get("match_id")) for c in changes]
+        lacking = sorted({c.case_ref for c, mid in zip(changes, match_ids, strict=True) if mid is None})
+        if lacking:
+            # Before the lifecycle put the match id in the event, the case row had it.
+            current = dict((await session.exec(select(CaseRow.case_ref, CaseRow.current_match_id).where(
+                col(CaseRow.case_ref).in_(lacking)))).all())
+            match_ids = [mid or current.get(c.case_ref) for c, mid in zip(changes, match_ids, strict=True)]
+        wanted = sorted({mid for mid in match_ids if mid})
+        matches = {m.match_id: m for m in (await session.exec(
+            select(MatchRow).where(col(MatchRow.match_id).in_(wanted)))).all()} if wanted else {}
+        out: list[Notice] = []
+        for change, match_id in zip(changes, match_ids, strict=True):
+            match = matches.get(match_id) if match_id else None
+            if match is None:
+                log.error("notifier.match_unknown", case_ref=change.case_ref, match_id=match_id)
                 continue
-            await self._send_own(session, ctx, body, entry, address, change.case_ref,
-                                 stable_event_id("sdk", MatchNotice.TYPE, match.match_id, role), label="Matchning")
+            provider = self._provider_entry(match.unit_hsa_id, match.providing_region)
+            home = self.federation.region(match.requesting_region)
+            body = MatchNotice(match_id=match.match_id, case_ref=match.case_ref, offer_id=match.offer_id,
+                               request_id=match.request_id)
+            parties: list[tuple[str, OrganisationEntry | None, str | None]] = [
+                ("provider", provider, match.unit_hsa_id if provider and match.unit_hsa_id in provider.addresses
+                 else None),
+                ("home", home, None),
+            ]
+            for role, entry, address in parties:
+                if entry is None:
+                    log.error("notifier.party_unknown", case_ref=match.case_ref, match_id=match.match_id, role=role)
+                    continue
+                out.append(Notice(body, entry, address, change.case_ref,
+                                  stable_event_id("sdk", MatchNotice.TYPE, match.match_id, role), "Matchning"))
+        return out
 
-    async def _release_notice(self, session: AsyncSession, ctx: ServiceContext, change: CaseStateChanged) -> None:
+    def _release_notice(self, change: CaseStateChanged) -> Notice | None:
         d = change.details
         match_id, offer_id = _text(d.get("match_id")), _text(d.get("offer_id"))
         unit, region = _text(d.get("unit_hsa_id")), _text(d.get("providing_region"))
         if not (match_id and offer_id and unit and region):
             log.error("notifier.release_incomplete", case_ref=change.case_ref, match_id=match_id)
-            return
+            return None
         entry = self._provider_entry(unit, region)
         if entry is None:
             log.error("notifier.party_unknown", case_ref=change.case_ref, match_id=match_id, role="provider")
-            return
+            return None
         body = MatchReleased(match_id=match_id, case_ref=change.case_ref, offer_id=offer_id,
                              cause=_text(d.get("cause")) or "released", referral_id=_text(d.get("referral_id")))
-        await self._send_own(session, ctx, body, entry, unit if unit in entry.addresses else None, change.case_ref,
-                             stable_event_id("sdk", MatchReleased.TYPE, match_id), label="Matchning avbruten")
+        return Notice(body, entry, unit if unit in entry.addresses else None, change.case_ref,
+                      stable_event_id("sdk", MatchReleased.TYPE, match_id), "Matchning avbruten")
 
     def _provider_entry(self, unit_hsa_id: str, region_code: str) -> OrganisationEntry | None:
         try:
@@ -198,16 +233,6 @@ class Notifier:
             # The region is still told, at its brokering function's address.
             log.warning("notifier.unit_unresolved", unit=unit_hsa_id, region=region_code, reason=str(exc))
             return self.federation.region(region_code)
-
-    async def _send_own(self, session: AsyncSession, ctx: ServiceContext, body: MatchNotice | MatchReleased,
-                        recipient: OrganisationEntry, address: str | None, case_ref: str, message_id: uuid.UUID,
-                        *, label: str) -> None:
-        # The id is derived from the case event, so a redelivered event finds its message sent.
-        if await session.get(SecureMessageRow, str(message_id)) is not None:
-            return
-        sealed = compose(body, sender=self.federation.signer, recipient=recipient, recipient_address=address,
-                         conversation_id=case_ref, label=label, message_id=message_id, created_at=ctx.clock())
-        await self.courier.enqueue(session, ctx, sealed, case_ref=case_ref, submitted_by=CONSUMER)
 
     # --- submissions: the parties' sealed messages --------------------------------------------
 
@@ -283,8 +308,7 @@ class Notifier:
                 self.federation.unit(match.unit_hsa_id, match.providing_region)
             except UnknownUnit as exc:
                 raise _rejected(ReceiptDetail.NOT_FOUND, sealed, str(exc)) from None
-        entry = self.federation.book.get(header.recipient_org)
-        if entry is None or header.recipient_address not in entry.addresses:
+        if self.federation.entry_with_address(header.recipient_org, header.recipient_address) is None:
             raise _rejected(ReceiptDetail.NOT_FOUND, sealed, f"no functional address {header.recipient_address}")
 
     async def _check_case(self, session: AsyncSession, ctx: ServiceContext, state: CaseState, sealed: SealedMessage,
@@ -335,39 +359,59 @@ class Notifier:
     # --- receipts --------------------------------------------------------------------------
 
     async def on_receipts(self, session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> None:
+        """A batch of receipts: each verified (no I/O), then the messages and receipts they name read
+        with one query per table; new receipt rows are appended in bulk with the commit."""
+        checked: list[tuple[Envelope, SecureReceiptSubmitted, Receipt]] = []
         for envelope, payload in await self._untrusted(session, items, ctx, SecureReceiptSubmitted):
             assert isinstance(payload, SecureReceiptSubmitted)
-            await self._receipt(session, ctx, envelope, payload)
+            receipt = self._verified_receipt(session, ctx, envelope, payload)
+            if receipt is not None:
+                checked.append((envelope, payload, receipt))
+        message_ids = sorted({str(r.message_id) for _, _, r in checked if r.message_id})
+        rows = {row.message_id: row for row in (await session.exec(select(SecureMessageRow).where(
+            col(SecureMessageRow.message_id).in_(message_ids)))).all()} if message_ids else {}
+        recorded = await _existing_receipts(session, [r.receipt_id for _, _, r in checked])
+        for envelope, submitted, receipt in checked:
+            await self._receipt(session, ctx, envelope, submitted, receipt, rows, recorded)
         await self.courier.pump(session, ctx)
 
-    async def _receipt(self, session: AsyncSession, ctx: ServiceContext, envelope: Envelope,
-                       submitted: SecureReceiptSubmitted) -> None:
-        def refuse(field: str, rule: str, message: str) -> None:
-            reject(session, ctx.streams, field=field, rule=rule, message=message, event_id=str(envelope.event_id),
-                   event_type=envelope.type, producer=envelope.producer, correlation_id=envelope.correlation_id,
-                   worker=CONSUMER, recipient=ctx.channel)
-
+    def _verified_receipt(self, session: AsyncSession, ctx: ServiceContext, envelope: Envelope,
+                          submitted: SecureReceiptSubmitted) -> Receipt | None:
         try:
             receipt = verify_receipt(crypto.b64decode_strict(submitted.receipt), self.federation.book)
         except (ValueError, ReceiptInvalid) as exc:
-            refuse("payload.receipt", "signed_receipt", str(exc)[:300])
-            return
+            self._refuse_receipt(session, ctx, envelope, "payload.receipt", "signed_receipt", str(exc)[:300])
+            return None
         issuer = self.federation.region(envelope.producer)
         if issuer is None or issuer.org_number != receipt.issuer_org:
-            refuse("producer", "receipt_issuer",
-                   f"{envelope.producer!r} may not submit receipts of {receipt.issuer_org}")
-            return
-        row = await session.get(SecureMessageRow, str(receipt.message_id)) if receipt.message_id else None
+            self._refuse_receipt(session, ctx, envelope, "producer", "receipt_issuer",
+                                 f"{envelope.producer!r} may not submit receipts of {receipt.issuer_org}")
+            return None
+        return receipt
+
+    def _refuse_receipt(self, session: AsyncSession, ctx: ServiceContext, envelope: Envelope, field: str, rule: str,
+                        message: str) -> None:
+        reject(session, ctx.streams, field=field, rule=rule, message=message, event_id=str(envelope.event_id),
+               event_type=envelope.type, producer=envelope.producer, correlation_id=envelope.correlation_id,
+               worker=CONSUMER, recipient=ctx.channel)
+
+    async def _receipt(self, session: AsyncSession, ctx: ServiceContext, envelope: Envelope,
+                       submitted: SecureReceiptSubmitted, receipt: Receipt,
+                       rows: dict[str, SecureMessageRow], recorded: set[str]) -> None:
+        row = rows.get(str(receipt.message_id)) if receipt.message_id else None
         if row is None or row.recipient_org != receipt.issuer_org:
-            refuse("payload.receipt", "known_message", f"{receipt.issuer_org} was sent no message {receipt.message_id}")
+            self._refuse_receipt(session, ctx, envelope, "payload.receipt", "known_message",
+                                 f"{receipt.issuer_org} was sent no message {receipt.message_id}")
             return
-        if await session.get(MessageReceiptRow, str(receipt.receipt_id)) is not None:
+        if str(receipt.receipt_id) in recorded:
             return
-        session.add(MessageReceiptRow(
-            receipt_id=str(receipt.receipt_id), message_id=row.message_id, case_ref=row.case_ref,
-            issuer_org=receipt.issuer_org, status=receipt.status.value,
-            code=receipt.code.value if receipt.code else None, detail=receipt.detail.value if receipt.detail else None,
-            issued_at=receipt.created_at, received_at=ctx.clock()))
+        recorded.add(str(receipt.receipt_id))
+        append(session, RECEIPTS, {
+            "receipt_id": str(receipt.receipt_id), "message_id": row.message_id, "case_ref": row.case_ref,
+            "issuer_org": receipt.issuer_org, "status": receipt.status.value,
+            "code": receipt.code.value if receipt.code else None,
+            "detail": receipt.detail.value if receipt.detail else None,
+            "issued_at": receipt.created_at, "received_at": ctx.clock()})
         first = row.receipt_status is None
         if first:
             # The first receipt is the answer; a later one (a duplicate delivery refused) is history.
@@ -425,6 +469,30 @@ class Notifier:
 
 def _rejected(detail: ReceiptDetail, sealed: SealedMessage, reason: str) -> MessageRejected:
     return MessageRejected(detail, reason, message_id=sealed.header.message_id, sender_org=sealed.header.sender_org)
+
+
+def _is_match_held(change: CaseStateChanged) -> bool:
+    # Before the lifecycle named its events, a proposal was only a change of state.
+    return change.event_type == "case.match_held" or (
+        not change.event_type and change.to_state == CaseStatus.MATCH_PROPOSED.value)
+
+
+async def _existing_receipts(session: AsyncSession, receipt_ids: Sequence[uuid.UUID | str]) -> set[str]:
+    """Which of these receipts are already recorded (one query)."""
+    ids = sorted({str(r) for r in receipt_ids})
+    if not ids:
+        return set()
+    found = await session.exec(select(MessageReceiptRow.receipt_id).where(col(MessageReceiptRow.receipt_id).in_(ids)))
+    return set(found.all())
+
+
+async def _existing_messages(session: AsyncSession, message_ids: Sequence[uuid.UUID | str]) -> set[str]:
+    """Which of these secure messages are already recorded (one query)."""
+    ids = sorted({str(m) for m in message_ids})
+    if not ids:
+        return set()
+    found = await session.exec(select(SecureMessageRow.message_id).where(col(SecureMessageRow.message_id).in_(ids)))
+    return set(found.all())
 
 
 def _text(value: object) -> str | None:

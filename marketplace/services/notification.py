@@ -26,7 +26,8 @@ Handler = Callable[[AsyncSession, Sequence[Any], ServiceContext], Awaitable[Any]
 def notifier(state_dir: Path, policy: RetryPolicy = DEFAULT_RETRY_POLICY) -> Notifier:
     """A notifier whose keys and address book live in `<state_dir>/keys` (made on first use)."""
     federation = Federation(key_directory(state_dir))
-    return Notifier(federation, Courier(lambda session, ctx: OutboxDelivery(session, ctx, federation.book), policy))
+    return Notifier(federation, Courier(lambda session, ctx: OutboxDelivery(session, ctx, federation.book,
+                                                                    refresh=federation.fresh_book), policy))
 
 
 def handlers(streams: Streams, state_dir: Path,

@@ -23,7 +23,10 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def register(app: typer.Typer, console: Console) -> None:
+def register(app: typer.Typer, console: Console | None = None) -> None:
+    # Off a terminal (CI logs, a pipe), Rich would fold tables to 80 columns; give them room.
+    console = console or Console(width=None if Console().is_terminal else 140)
+
     @app.command()
     def replay(
         stream_file: Annotated[str, typer.Argument(
