@@ -224,9 +224,9 @@ def asyncapi(
 
 
 def _register_commands() -> None:
-    from marketplace.entrypoints.commands import access, dlq, keys, lifecycle, match
+    from marketplace.entrypoints.commands import access, api, dlq, keys, lifecycle, match
 
-    for module in (match, keys, lifecycle, dlq, access):
+    for module in (match, keys, lifecycle, dlq, access, api):
         module.register(app)
 
 
