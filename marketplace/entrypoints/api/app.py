@@ -24,7 +24,7 @@ from marketplace.entrypoints.api import problems
 from marketplace.entrypoints.api.channel import Channel
 from marketplace.entrypoints.api.deps import ApiState
 from marketplace.entrypoints.api.ratelimit import ClientRate
-from marketplace.entrypoints.api.routes import auth, cases, docs, health, matches, offers, requests
+from marketplace.entrypoints.api.routes import auth, cases, clearing, docs, health, matches, offers, requests
 from marketplace.entrypoints.api.tokens import EmbeddedIssuer, ExternalIssuer, Verifier
 from marketplace.services import idempotency
 from marketplace.settings import Settings
@@ -110,7 +110,7 @@ def create_app(settings: Settings, redis_url: str, *, roles: Sequence[str] = ROL
         log.info("api.stopped")
 
     router = RedisRouter(redis_url, schema_url=None, include_in_schema=False, lifespan=lifespan,
-                         logger=structlog.get_logger("faststream"), max_connections=16)
+                         logger=structlog.get_logger("faststream"), max_connections=16, **_socket_options(redis_url))
     st.broker = router.broker
     app = FastAPI(title="NVF Marketplace region API", version=API_VERSION, description=DESCRIPTION,
                   docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
@@ -118,9 +118,19 @@ def create_app(settings: Settings, redis_url: str, *, roles: Sequence[str] = ROL
     problems.install(app)
     app.middleware("http")(_request_log)
     app.include_router(router)
-    for module in (auth, offers, requests, cases, matches, health, docs):
+    for module in (auth, offers, requests, cases, matches, clearing, health, docs):
         app.include_router(module.router)
     return app
+
+
+def _socket_options(redis_url: str) -> dict[str, Any]:
+    """The router passes TCP socket options explicitly, which redis-py's unix-socket connection (the
+    embedded Redis) refuses; FastStream's "not given" marker leaves them out, as its broker does."""
+    if not redis_url.startswith("unix://"):
+        return {}
+    from faststream._internal.constants import EMPTY
+
+    return {"socket_keepalive": EMPTY, "socket_keepalive_options": EMPTY, "socket_type": EMPTY}
 
 
 @contextlib.asynccontextmanager

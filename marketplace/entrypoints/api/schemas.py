@@ -6,11 +6,11 @@ A body never names who the caller is: the region comes from the token. Bounds ar
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from events.payloads import CareArea, Identifier, RegionCode
 from marketplace.lifecycle.reasons import PatientDeclineReason, ProviderDeclineReason, WithdrawalReason
@@ -120,6 +120,12 @@ class CancelIn(Body):
 
 class Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _utc(cls, value: Any) -> Any:
+        # SQLite gives back naive datetimes for what was stored as UTC.
+        return value.replace(tzinfo=UTC) if isinstance(value, datetime) and value.tzinfo is None else value
 
 
 class OfferOut(Out):
@@ -243,3 +249,24 @@ class Accepted(BaseModel):
     event_id: str
     status: str = "queued"
     detail: str
+
+
+class ClearingRoundIn(Body):
+    """The operator asks one care area's matcher to clear its book as of a day."""
+
+    round_id: Identifier
+    care_area: CareArea
+    as_of: Day
+    policy: Literal["optimal", "greedy"] = "optimal"
+
+
+class ClearingRoundOut(Out):
+    round_id: str
+    care_area: str
+    as_of: date
+    policy: str
+    patients: int
+    placed: int
+    wait_days: int
+    cost_sek: float
+    completed_at: datetime

@@ -69,8 +69,10 @@ def queued(verdict: Verdict) -> Outcome:
     return Outcome(202, body, event_id=verdict.event_id)
 
 
-def _fingerprint(request: Request, body: BaseModel | None) -> str:
-    text = f"{request.method} {request.url.path}\n{body.model_dump_json() if body is not None else ''}"
+def fingerprint(method: str, path: str, body: BaseModel | None) -> str:
+    """What a key is bound to: the method, the path and the body as the route's model reads it
+    (so the same request with its JSON keys in another order or other spacing is the same)."""
+    text = f"{method} {path}\n{body.model_dump_json() if body is not None else ''}"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -99,7 +101,7 @@ async def idempotent(st: ApiState, request: Request, who: Caller, key: str | Non
     key = key.strip().strip('"')
     if not key or len(key) > _MAX_KEY or not key.isprintable():
         raise invalid(KEY_HEADER, "key_format", f"1 to {_MAX_KEY} printable characters", status=400)
-    claim = await idempotency.claim(st.db, who.client_id, key, _fingerprint(request, body),
+    claim = await idempotency.claim(st.db, who.client_id, key, fingerprint(request.method, request.url.path, body),
                                     st.settings.api_idempotency_ttl_s)
     if isinstance(claim, idempotency.Mismatch):
         raise invalid(KEY_HEADER, "same_request", "this key was used with another request")
