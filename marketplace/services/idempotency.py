@@ -106,7 +106,7 @@ async def release(db: Database, client_id: str, key: str, audit: AuditRow | None
 
 async def purge_expired(db: Database) -> int:
     async with db.session() as session:
-        result: Any = await session.exec(delete(IdempotencyRow).where(  # type: ignore[call-overload]
+        result: Any = await session.exec(delete(IdempotencyRow).where(
             col(IdempotencyRow.expires_at) <= utcnow()))
         await session.commit()
         return int(result.rowcount or 0)

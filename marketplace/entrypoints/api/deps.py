@@ -37,9 +37,16 @@ class ApiState:
     roles: tuple[str, ...] = ()
     extras: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def bus(self) -> Channel:
+        """The callers' channels, set up by the app's lifespan."""
+        if self.channel is None:
+            raise RuntimeError("the API's lifespan has not started")
+        return self.channel
+
 
 def state(request: Request) -> ApiState:
-    return request.app.state.nvf  # type: ignore[no-any-return]
+    return request.app.state.nvf
 
 
 State = Annotated[ApiState, Depends(state)]

@@ -22,7 +22,7 @@ _TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not 
            429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
-class Problem(Exception):  # noqa: N818  (it is the problem, not an error about one)
+class Problem(Exception):
     """An answer that is a problem: status, a short type slug, a human detail, and extensions
     (`invalid_params` for a 422: the field and the rule)."""
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from marketplace.adapters.api_orm import ApiClientRow
 from marketplace.adapters.database import Database
 from marketplace.settings import Settings
 
+T = TypeVar("T")
 console = Console()
 err_console = Console(stderr=True)
 clients_app = typer.Typer(help="The region API's clients (OAuth2 client credentials): create, list, revoke.",
@@ -57,12 +61,12 @@ def serve(
             raise typer.Exit(1)
 
 
-async def _with_db(settings: Settings, work: object) -> object:
+async def _with_db(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     db = Database(settings.effective_database_url, schema=settings.db_schema)
     try:
         await db.create_all()
         async with db.session() as session:
-            return await work(session)  # type: ignore[operator]
+            return await work(session)
     finally:
         await db.dispose()
 
@@ -82,12 +86,12 @@ def create(
         raise typer.Exit(2)
     settings = Settings()
 
-    async def work(session: object) -> object:
-        return await api_clients.create(session, name=name, role="operator" if operator else "region",  # type: ignore[arg-type]
+    async def work(session: AsyncSession) -> tuple[ApiClientRow, str]:
+        return await api_clients.create(session, name=name, role="operator" if operator else "region",
                                         region=region, hsa_id=hsa_id)
 
     try:
-        row, secret = asyncio.run(_with_db(settings, work))  # type: ignore[misc]
+        row, secret = asyncio.run(_with_db(settings, work))
     except ValueError as exc:
         err_console.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -104,7 +108,7 @@ def list_() -> None:
 
     rows = asyncio.run(_with_db(Settings(), api_clients.listing))
     table = Table("client_id", "name", "role", "region", "org_number", "hsa_id", "created", "revoked")
-    for r in rows:  # type: ignore[attr-defined]
+    for r in rows:
         table.add_row(r.client_id, r.name, r.role, r.region or "", r.org_number or "", r.hsa_id or "",
                       r.created_at.strftime("%Y-%m-%d %H:%M"),
                       r.revoked_at.strftime("%Y-%m-%d %H:%M") if r.revoked_at else "")
@@ -116,8 +120,8 @@ def revoke(client_id: Annotated[str, typer.Argument(help="the client to revoke")
     """Revoke a client: it gets no new tokens, and the tokens it holds stop working at once."""
     from marketplace.services import api_clients
 
-    async def work(session: object) -> object:
-        return await api_clients.revoke(session, client_id)  # type: ignore[arg-type]
+    async def work(session: AsyncSession) -> bool:
+        return await api_clients.revoke(session, client_id)
 
     if not asyncio.run(_with_db(Settings(), work)):
         err_console.print(f"[red]no client {client_id!r}[/red]")

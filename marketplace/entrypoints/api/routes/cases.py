@@ -198,9 +198,9 @@ def _command_route(action: Action) -> None:
                 raise Problem(409, "illegal-transition", f"the case is {case.status.value}: {action.path} is not "
                                                          "possible now",
                               state=case.status.value, allowed_actions=[a.action for a in allowed_actions(who, case)])
-            payload = CaseCommandIssued(case_ref=case_ref, command=action.command,  # type: ignore[arg-type]
+            payload = CaseCommandIssued(case_ref=case_ref, command=action.command,
                                         args=action.args(body, case))
-            verdict = await st.channel.send(who.party, payload)  # type: ignore[union-attr]
+            verdict = await st.bus.send(who.party, payload)
             if not verdict.decided:
                 return queued(verdict)
             if not verdict.accepted:

@@ -31,7 +31,7 @@ async def request_round(request: Request, st: State, who: Who, body: ClearingRou
             payload = ClearingRoundRequested(**body.model_dump())
         except ValidationError as exc:
             raise payload_problem(exc) from None
-        verdict = await st.channel.send(who.party, payload)  # type: ignore[union-attr]
+        verdict = await st.bus.send(who.party, payload)
         if not verdict.decided:
             return queued(verdict)
         if not verdict.accepted:

@@ -3,6 +3,8 @@ concerns the caller (the requesting or providing region; the sender or recipient
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlmodel import col, select
@@ -18,7 +20,7 @@ from marketplace.entrypoints.api.tokens import Caller
 router = APIRouter(prefix="/v1")
 
 
-def _match_visible(who: Caller) -> object:
+def _match_visible(who: Caller) -> Any:
     return (col(MatchRow.requesting_region) == who.region) | (col(MatchRow.providing_region) == who.region)
 
 
@@ -45,8 +47,9 @@ async def get_match(request: Request, st: State, who: Who, match_id: Ref) -> Res
     return read_response(request, MatchOut.model_validate(row))
 
 
-def _message_visible(who: Caller) -> object:
-    return (col(SecureMessageRow.sender_org) == who.org_number) | (col(SecureMessageRow.recipient_org) == who.org_number)
+def _message_visible(who: Caller) -> Any:
+    return ((col(SecureMessageRow.sender_org) == who.org_number)
+            | (col(SecureMessageRow.recipient_org) == who.org_number))
 
 
 @router.get("/messages", response_model=Page[MessageOut], tags=["messages"],

@@ -83,7 +83,7 @@ async def publish_offer(request: Request, st: State, who: Who, body: OfferIn,
             payload = OfferPublished(region=region, **body.model_dump())
         except ValidationError as exc:
             raise payload_problem(exc) from None
-        verdict = await st.channel.send(region, payload)  # type: ignore[union-attr]
+        verdict = await st.bus.send(region, payload)
         if not verdict.decided:
             return queued(verdict)
         if not verdict.accepted:
@@ -105,8 +105,8 @@ async def withdraw_offer(request: Request, st: State, who: Who, offer_id: Ref, b
     async def work() -> Outcome:
         if await _offer(st, region, False, offer_id) is None:
             raise not_found("offer " + offer_id)
-        verdict = await st.channel.send(region, OfferWithdrawn(offer_id=offer_id, region=region,
-                                                               reason=body.reason))  # type: ignore[union-attr]
+        verdict = await st.bus.send(region, OfferWithdrawn(offer_id=offer_id, region=region,
+                                                               reason=body.reason))
         if not verdict.decided:
             return queued(verdict)
         if not verdict.accepted:

@@ -81,7 +81,7 @@ async def publish_request(request: Request, st: State, who: Who, body: RequestIn
             payload = RequestPublished(region=region, **body.model_dump())
         except ValidationError as exc:
             raise payload_problem(exc) from None
-        verdict = await st.channel.send(region, payload)  # type: ignore[union-attr]
+        verdict = await st.bus.send(region, payload)
         if not verdict.decided:
             return queued(verdict)
         if not verdict.accepted:
@@ -105,7 +105,7 @@ async def withdraw_request(request: Request, st: State, who: Who, request_id: Re
             raise not_found("request " + request_id)
         payload = RequestWithdrawn(request_id=request_id, region=region, reason=body.reason,
                                    case_refs=tuple(body.case_refs) if body.case_refs is not None else None)
-        verdict = await st.channel.send(region, payload)  # type: ignore[union-attr]
+        verdict = await st.bus.send(region, payload)
         if not verdict.decided:
             return queued(verdict)
         if not verdict.accepted:
