@@ -92,12 +92,21 @@ async def audit_refusal(st: ApiState, request: Request, who: Caller, action: str
 
 
 async def idempotent(st: ApiState, request: Request, who: Caller, key: str | None, body: BaseModel | None, *,
-                     action: str, target: str | None, work: Callable[[], Awaitable[Outcome]]) -> JSONResponse:
+                     action: str, target: str | None, work: Callable[[], Awaitable[Outcome]],
+                     guard: Callable[[], object] | None = None) -> JSONResponse:
+    """Run `work` once per client and key. `guard` checks the caller's role first (a 403 is audited
+    too, and needs no key)."""
+    if guard is not None:
+        try:
+            guard()
+        except Problem as forbidden:
+            await audit_refusal(st, request, who, action, target, forbidden, key)
+            raise
     if key is None or not key.strip():
-        problem = Problem(400, "idempotency-key-missing", f"the {KEY_HEADER} header is required on every POST",
+        missing = Problem(400, "idempotency-key-missing", f"the {KEY_HEADER} header is required on every POST",
                           invalid_params=[{"name": KEY_HEADER, "rule": "required", "reason": "missing"}])
-        await audit_refusal(st, request, who, action, target, problem)
-        raise problem
+        await audit_refusal(st, request, who, action, target, missing)
+        raise missing
     key = key.strip().strip('"')
     if not key or len(key) > _MAX_KEY or not key.isprintable():
         raise invalid(KEY_HEADER, "key_format", f"1 to {_MAX_KEY} printable characters", status=400)

@@ -25,6 +25,7 @@ from marketplace.entrypoints.api.routes.common import (
     Offset,
     Ref,
     check_if_match,
+    may_see,
     page,
     read_response,
     state_of,
@@ -133,7 +134,7 @@ async def list_cases(request: Request, st: State, who: Who, limit: Limit = 100, 
         query = query.where(CaseRow.state == state)
     async with st.db.session() as session:
         rows = (await session.exec(query.order_by(col(CaseRow.case_ref)).offset(offset).limit(limit + 1))).all()
-    items = [CaseOut.model_validate(r) for r in rows[:limit]]
+        items = [CaseOut.model_validate(r) for r in rows[:limit] if await may_see(session, who, r)]
     return read_response(request, page(items, limit, offset, len(rows) > limit))
 
 

@@ -23,8 +23,9 @@ router = APIRouter(prefix="/v1", tags=["clearing"])
              summary="The operator asks for a clearing round of one care area (runs on the bus)")
 async def request_round(request: Request, st: State, who: Who, body: ClearingRoundIn,
                         idempotency_key: IdempotencyKey = None) -> JSONResponse:
-    if not who.is_operator:
-        raise Problem(403, "forbidden", "only the operator asks for clearing rounds")
+    def operator_only() -> None:
+        if not who.is_operator:
+            raise Problem(403, "forbidden", "only the operator asks for clearing rounds")
 
     async def work() -> Outcome:
         try:
@@ -42,7 +43,7 @@ async def request_round(request: Request, st: State, who: Who, body: ClearingRou
                        verdict.event_id)
 
     return await idempotent(st, request, who, idempotency_key, body, action="clearing.request",
-                            target=body.round_id, work=work)
+                            target=body.round_id, work=work, guard=operator_only)
 
 
 @router.get("/clearing-rounds/{round_id}", response_model=ClearingRoundOut,

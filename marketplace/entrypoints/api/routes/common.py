@@ -17,6 +17,7 @@ from marketplace.adapters.orm import CaseRow, MatchRow, TimelineRow
 from marketplace.entrypoints.api.problems import Problem, invalid
 from marketplace.entrypoints.api.tokens import Caller
 from marketplace.lifecycle import EVENT_TYPES, CaseState, replay_timeline
+from marketplace.lifecycle.states import HAS_MATCH, SLOT_RESERVED
 from marketplace.services.timeline import to_entry
 
 Limit = Annotated[int, Query(ge=1, le=500, description="items per page")]
@@ -73,27 +74,44 @@ def check_if_match(header: str | None, version: int) -> None:
                       headers={"ETag": current}, current_version=version)
 
 
-async def visible_case(session: AsyncSession, who: Caller, case_ref: str) -> CaseRow | None:
-    """The case if the caller may see it: the operator sees all; a region its own patients' cases and
-    those it provides care for now. Anything else is as if it did not exist."""
-    row = await session.get(CaseRow, case_ref)
-    if row is None:
-        return None
-    if who.is_operator or row.region == who.region:
-        return row
+# After care the slot is consumed (the row names no current match), but the case goes on between
+# its parties to payment: its provider is then the lifecycle's own record of the match.
+_AFTER_CARE = [s.value for s in HAS_MATCH - SLOT_RESERVED]
+
+
+async def provider_of(session: AsyncSession, row: CaseRow) -> str | None:
+    """The region providing the case's care now (or, after care, the one that gave it)."""
     if row.current_match_id is not None:
         match = await session.get(MatchRow, row.current_match_id)
-        if match is not None and match.providing_region == who.region:
-            return row
+        return match.providing_region if match is not None else None
+    if row.state in _AFTER_CARE:
+        state = state_of(await timeline_rows(session, row.case_ref))
+        return state.match.providing_region if state is not None and state.match is not None else None
     return None
 
 
+async def may_see(session: AsyncSession, who: Caller, row: CaseRow) -> bool:
+    return who.is_operator or row.region == who.region or await provider_of(session, row) == who.region
+
+
+async def visible_case(session: AsyncSession, who: Caller, case_ref: str) -> CaseRow | None:
+    """The case if the caller may see it: the operator sees all; a region its own patients' cases and
+    those it provides care for. Anything else is as if it did not exist."""
+    row = await session.get(CaseRow, case_ref)
+    return row if row is not None and await may_see(session, who, row) else None
+
+
 def visible_cases_query(who: Caller) -> Any:
+    """Cases the caller may see, and (rarely) a few more that `may_see` then leaves out: a case after
+    care that a region once accepted and the patient declined."""
     query = select(CaseRow)
     if who.is_operator:
         return query
-    provider = select(MatchRow.match_id).where(MatchRow.providing_region == who.region)
-    return query.where((col(CaseRow.region) == who.region) | col(CaseRow.current_match_id).in_(provider))
+    provided = select(MatchRow.match_id).where(MatchRow.providing_region == who.region)
+    accepted = select(MatchRow.case_ref).where(MatchRow.providing_region == who.region,
+                                               MatchRow.status == "accepted")
+    return query.where((col(CaseRow.region) == who.region) | col(CaseRow.current_match_id).in_(provided)
+                       | (col(CaseRow.state).in_(_AFTER_CARE) & col(CaseRow.case_ref).in_(accepted)))
 
 
 async def timeline_rows(session: AsyncSession, case_ref: str) -> Sequence[TimelineRow]:

@@ -76,7 +76,7 @@ def _created(row: OfferRow, event_id: str, status: int = 201) -> Outcome:
              summary="Publish an offer of the caller's region")
 async def publish_offer(request: Request, st: State, who: Who, body: OfferIn,
                         idempotency_key: IdempotencyKey = None) -> JSONResponse:
-    region = region_of(who)
+    region = who.region or ""
 
     async def work() -> Outcome:
         try:
@@ -93,14 +93,14 @@ async def publish_offer(request: Request, st: State, who: Who, body: OfferIn,
         return _created(row, verdict.event_id)
 
     return await idempotent(st, request, who, idempotency_key, body, action="offer.publish", target=body.offer_id,
-                            work=work)
+                            work=work, guard=lambda: region_of(who))
 
 
 @router.post("/offers/{offer_id}/withdrawal", response_model=OfferOut, responses=WRITE_RESPONSES,
              summary="Withdraw one of the caller's offers (slots already held stay held)")
 async def withdraw_offer(request: Request, st: State, who: Who, offer_id: Ref, body: OfferWithdrawalIn,
                          idempotency_key: IdempotencyKey = None) -> JSONResponse:
-    region = region_of(who)
+    region = who.region or ""
 
     async def work() -> Outcome:
         if await _offer(st, region, False, offer_id) is None:
@@ -116,4 +116,4 @@ async def withdraw_offer(request: Request, st: State, who: Who, offer_id: Ref, b
         return _created(row, verdict.event_id, status=200)
 
     return await idempotent(st, request, who, idempotency_key, body, action="offer.withdraw", target=offer_id,
-                            work=work)
+                            work=work, guard=lambda: region_of(who))

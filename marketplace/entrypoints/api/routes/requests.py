@@ -74,7 +74,7 @@ def _result(row: RequestRow, event_id: str, status: int = 201) -> Outcome:
              summary="Publish a care request of the caller's region; each patient becomes a case")
 async def publish_request(request: Request, st: State, who: Who, body: RequestIn,
                           idempotency_key: IdempotencyKey = None) -> JSONResponse:
-    region = region_of(who)
+    region = who.region or ""
 
     async def work() -> Outcome:
         try:
@@ -91,14 +91,14 @@ async def publish_request(request: Request, st: State, who: Who, body: RequestIn
         return _result(row, verdict.event_id)
 
     return await idempotent(st, request, who, idempotency_key, body, action="request.publish",
-                            target=body.request_id, work=work)
+                            target=body.request_id, work=work, guard=lambda: region_of(who))
 
 
 @router.post("/requests/{request_id}/withdrawal", response_model=RequestOut, responses=WRITE_RESPONSES,
              summary="Withdraw one of the caller's requests, or some of its cases")
 async def withdraw_request(request: Request, st: State, who: Who, request_id: Ref, body: RequestWithdrawalIn,
                            idempotency_key: IdempotencyKey = None) -> JSONResponse:
-    region = region_of(who)
+    region = who.region or ""
 
     async def work() -> Outcome:
         if await _request(st, region, False, request_id) is None:
@@ -115,4 +115,4 @@ async def withdraw_request(request: Request, st: State, who: Who, request_id: Re
         return _result(row, verdict.event_id, status=200)
 
     return await idempotent(st, request, who, idempotency_key, body, action="request.withdraw", target=request_id,
-                            work=work)
+                            work=work, guard=lambda: region_of(who))
