@@ -206,3 +206,8 @@ async def test_a_case_between_its_parties(api: Api):
                                headers={"If-Match": c2_now})
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
     assert (await api.get("25", "/v1/messages")).status_code == 200
+    # Refusals are audited too: the operator's attempt to publish an offer.
+    async with api.db.session() as session:
+        audit = (await session.exec(select(AuditRow).where(AuditRow.role == "operator"))).all()
+    assert ("offer.publish", 403) in {(a.action, a.status_code) for a in audit}
+    assert ("case.cancel", 200) in {(a.action, a.status_code) for a in audit}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
@@ -16,7 +18,8 @@ from marketplace.adapters.database import Database
 from marketplace.settings import Settings
 
 T = TypeVar("T")
-console = Console()
+# Off a terminal (a pipe, CI logs) Rich would fold the table to 80 columns and cut the client ids.
+console = Console(width=None if Console().is_terminal else 160)
 err_console = Console(stderr=True)
 clients_app = typer.Typer(help="The region API's clients (OAuth2 client credentials): create, list, revoke.",
                           no_args_is_help=True)
@@ -54,7 +57,11 @@ def serve(
         config = uvicorn.Config(app, host=host or settings.api_host, port=port or settings.api_port,
                                 log_config=None, access_log=False, lifespan="on")
         server = uvicorn.Server(config)
-        server.run()
+        # uvicorn stops gracefully on SIGINT/SIGTERM and then raises the signal again for the
+        # previous handler: an interrupt after a clean stop is a normal end, not an error.
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run()
         if not server.started:
             err_console.print("[red]the API did not start[/red] (see the log above: the port may be taken, or "
                               "Redis or the database unreachable)")
@@ -108,6 +115,7 @@ def list_() -> None:
 
     rows = asyncio.run(_with_db(Settings(), api_clients.listing))
     table = Table("client_id", "name", "role", "region", "org_number", "hsa_id", "created", "revoked")
+    table.columns[0].no_wrap = True
     for r in rows:
         table.add_row(r.client_id, r.name, r.role, r.region or "", r.org_number or "", r.hsa_id or "",
                       r.created_at.strftime("%Y-%m-%d %H:%M"),
