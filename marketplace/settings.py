@@ -83,14 +83,58 @@ class Settings(BaseSettings):
         description="parties' Redis users: `apply` provisions and applies them, then each role, region and the "
         "operator connects as its own; `existing` uses users an administrator applied; `off`: one connection",
     )
+    # The region API (`nvf serve`, issue 13).
+    api_host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("NVF_API_HOST", "api_host"))
+    api_port: int = Field(default=8000, ge=1, le=65535, validation_alias=AliasChoices("NVF_API_PORT", "api_port"))
+    api_token_ttl_s: int = Field(
+        default=300, ge=30, le=3600, validation_alias=AliasChoices("NVF_API_TOKEN_TTL_S", "api_token_ttl_s"),
+        description="lifetime of the tokens the embedded token endpoint issues",
+    )
+    api_rate: str = Field(
+        default="10/second", validation_alias=AliasChoices("NVF_API_RATE", "api_rate"),
+        description="requests one client may make (moving window), e.g. `10/second`; past it: 429 with Retry-After",
+    )
+    api_idempotency_ttl_s: int = Field(
+        default=86_400, ge=60, le=30 * 86_400,
+        validation_alias=AliasChoices("NVF_API_IDEMPOTENCY_TTL_S", "api_idempotency_ttl_s"),
+        description="how long an Idempotency-Key and its response are kept",
+    )
+    api_outcome_wait_s: float = Field(
+        default=10.0, ge=0, le=120, validation_alias=AliasChoices("NVF_API_OUTCOME_WAIT_S", "api_outcome_wait_s"),
+        description="how long a write waits for intake's verdict before answering 202 Accepted",
+    )
+    oidc_issuer: str | None = Field(
+        default=None, validation_alias=AliasChoices("NVF_OIDC_ISSUER", "oidc_issuer"),
+        description="an external OpenID Connect issuer whose tokens the API accepts instead of its own",
+    )
+    oidc_jwks_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("NVF_OIDC_JWKS_URL", "oidc_jwks_url"),
+        description="the external issuer's JWKS (its signing keys)",
+    )
+    oidc_audience: str | None = Field(
+        default=None, validation_alias=AliasChoices("NVF_OIDC_AUDIENCE", "oidc_audience"),
+        description="the audience the external issuer's tokens must name (unset: not checked)",
+    )
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", validation_alias=AliasChoices("NVF_LOG_FORMAT", "log_format"))
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("NVF_LOG_LEVEL", "log_level"))
 
-    @field_validator("redis_url", "database_url", "db_schema", mode="before")
+    @field_validator("redis_url", "database_url", "db_schema", "oidc_issuer", "oidc_jwks_url", "oidc_audience",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("api_rate")
+    @classmethod
+    def _rate_parses(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"NVF_API_RATE: {value!r} is not a rate such as `10/second` or `100 per minute`") from exc
+        return value
 
     @cached_property
     def effective_database_url(self) -> str:
@@ -121,6 +165,10 @@ class Settings(BaseSettings):
             "partition_lock_ttl_ms": str(self.partition_lock_ttl_ms),
             "trim_interval_s": str(self.trim_interval_s) if self.trim_interval_s else "off",
             "access": self.access,
+            "api": f"http://{self.api_host}:{self.api_port} (rate {self.api_rate}, tokens {self.api_token_ttl_s}s, "
+                   f"idempotency keys kept {self.api_idempotency_ttl_s}s)",
+            "token issuer": f"external OIDC {self.oidc_issuer} (JWKS {self.oidc_jwks_url})" if self.oidc_issuer
+                            else "embedded (`nvf clients create`)",
             "log_format": self.log_format,
             "log_level": self.log_level,
         }

@@ -14,6 +14,7 @@ from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from marketplace.adapters import (
+    api_orm,  # noqa: F401  (the region API's clients, idempotency keys and audit trail)
     appends,  # noqa: F401  (its session hooks write the bulk-appended rows)
     message_orm,  # noqa: F401  (the secure messages' tables)
     orm,  # noqa: F401  (registers the tables)

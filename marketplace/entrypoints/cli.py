@@ -37,6 +37,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "capacity": "waits",
     "replay": "replay",
     "stream": "replay",
+    "serve": "api",
+    "clients": "api",
 }
 
 
