@@ -19,8 +19,6 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 if TYPE_CHECKING:
-    import click
-
     from marketplace.settings import Settings
 
 # Commands that live in their own module under `marketplace.entrypoints.commands`: name -> module.
@@ -45,10 +43,11 @@ LAZY_COMMANDS: dict[str, str] = {
 class LazyGroup(TyperGroup):
     """The root group: the commands of `LAZY_COMMANDS` are loaded from their module on first use."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    # `ctx` is Click's context, which typer vendors in some versions: typed loosely to fit both.
+    def list_commands(self, ctx: Any) -> list[str]:
         return [*super().list_commands(ctx), *(n for n in LAZY_COMMANDS if n not in self.commands)]
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name not in self.commands and cmd_name in LAZY_COMMANDS:
             self._load(LAZY_COMMANDS[cmd_name])
         return super().get_command(ctx, cmd_name)

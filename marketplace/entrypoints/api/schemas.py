@@ -12,11 +12,12 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from events.payloads import CareArea, Identifier, RegionCode
+from events.payloads import CareArea, Identifier, OfferWithdrawalReason, RegionCode, RequestWithdrawalReason
 from marketplace.lifecycle.reasons import PatientDeclineReason, ProviderDeclineReason, WithdrawalReason
 
 T = TypeVar("T")
-Note = Annotated[str, Field(default="", max_length=500)]
+# Reason codes, not words: no free text travels on the bus (the README's "What the bus accepts").
+CancelReason = Literal["entered_in_error", "duplicate", "patient_deceased", "operator_decision", "other"]
 Sek = Annotated[float, Field(ge=0, le=100_000_000)]
 Km = Annotated[float, Field(ge=0, le=5_000)]
 Day = Annotated[date, Field(ge=date(2000, 1, 1), le=date(2100, 12, 31))]
@@ -61,13 +62,13 @@ class RequestIn(Body):
 
 
 class OfferWithdrawalIn(Body):
-    reason: Note = ""
+    reason_code: OfferWithdrawalReason = "other"
 
 
 class RequestWithdrawalIn(Body):
     case_refs: list[Identifier] | None = Field(default=None, max_length=1_000,
                                                description="only these cases; unset: the whole request")
-    reason: Note = ""
+    reason_code: RequestWithdrawalReason = "other"
 
 
 class Empty(Body):
@@ -76,13 +77,11 @@ class Empty(Body):
 
 class DeclineIn(Body):
     reason_code: ProviderDeclineReason
-    note: Note = ""
 
 
 class PatientAnswerIn(Body):
     accepted: bool
     reason_code: PatientDeclineReason | None = Field(default=None, description="required when declined")
-    note: Note = ""
 
 
 class ScheduleIn(Body):
@@ -94,7 +93,8 @@ class PerformedIn(Body):
 
 
 class FollowUpIn(Body):
-    note: Note = ""
+    """No free text travels on the bus: what the follow-up found goes to the counterpart in a secure
+    message (`FollowUp`), not in this command."""
 
 
 class InvoiceIn(Body):
@@ -108,11 +108,10 @@ class PaymentIn(Body):
 
 class WithdrawIn(Body):
     reason: WithdrawalReason
-    note: Note = ""
 
 
 class CancelIn(Body):
-    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    reason: CancelReason
 
 
 # --- reads --------------------------------------------------------------------------------------

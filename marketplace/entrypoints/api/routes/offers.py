@@ -106,7 +106,7 @@ async def withdraw_offer(request: Request, st: State, who: Who, offer_id: Ref, b
         if await _offer(st, region, False, offer_id) is None:
             raise not_found("offer " + offer_id)
         verdict = await st.bus.send(region, OfferWithdrawn(offer_id=offer_id, region=region,
-                                                               reason=body.reason))
+                                                               reason_code=body.reason_code))
         if not verdict.decided:
             return queued(verdict)
         if not verdict.accepted:

@@ -103,7 +103,7 @@ async def withdraw_request(request: Request, st: State, who: Who, request_id: Re
     async def work() -> Outcome:
         if await _request(st, region, False, request_id) is None:
             raise not_found("request " + request_id)
-        payload = RequestWithdrawn(request_id=request_id, region=region, reason=body.reason,
+        payload = RequestWithdrawn(request_id=request_id, region=region, reason_code=body.reason_code,
                                    case_refs=tuple(body.case_refs) if body.case_refs is not None else None)
         verdict = await st.bus.send(region, payload)
         if not verdict.decided:
