@@ -117,21 +117,25 @@ async def test_an_ended_agreement_no_longer_allows_a_match_that_requires_one(set
     ended = new_envelope(AgreementEnded(agreement_id="JLL-18", purchaser="23", ended_on=date(2026, 3, 10),
                                         reason="renegotiated"), producer="23")
     async with marketplace(settings, database) as runtime:
-        await publish_events(runtime.redis, runtime.streams, [agreement, offer, _request("req-1", "case-23-1"),
-                                                  _round("rnd-bfr", date(2026, 3, 2))])
+        # Each party writes its own stream, and nothing orders one stream after another: the operator
+        # asks for a round once intake has taken in what the regions sent.
+        await publish_events(runtime.redis, runtime.streams, [agreement, offer, _request("req-1", "case-23-1")])
+        await settle(runtime)
+        await publish_events(runtime.redis, runtime.streams, [_round("rnd-bfr", date(2026, 3, 2))])
         await settle(runtime, ["rnd-bfr"])
-        await publish_events(runtime.redis, runtime.streams, [ended, _request("req-2", "case-23-2"),
-                                                  _round("rnd-ftr", date(2026, 3, 10))])
+        await publish_events(runtime.redis, runtime.streams, [ended, _request("req-2", "case-23-2")])
+        await settle(runtime)
+        await publish_events(runtime.redis, runtime.streams, [_round("rnd-ftr", date(2026, 3, 10))])
         await settle(runtime, ["rnd-ftr"])
         # The same book cleared as of a day before the end: the agreement still counted then.
-        await publish_events(runtime.redis, runtime.streams, [_round("day-before-end", date(2026, 3, 9))])
-        await settle(runtime, ["day-before-end"])
+        await publish_events(runtime.redis, runtime.streams, [_round("rnd-dbfr", date(2026, 3, 9))])
+        await settle(runtime, ["rnd-dbfr"])
 
     placed_before = await _placement(database, "rnd-bfr", "case-23-1")
     assert placed_before.offer_id == "off-18"
     not_placed = await _placement(database, "rnd-ftr", "case-23-2")
     assert (not_placed.offer_id, not_placed.reason) == (None, "no_feasible_offer")
-    assert (await _placement(database, "day-before-end", "case-23-2")).offer_id == "off-18"
+    assert (await _placement(database, "rnd-dbfr", "case-23-2")).offer_id == "off-18"
     async with database.session() as session:
         row = await session.get(AgreementRow, "JLL-18")
     assert row is not None and (row.status, row.ended_on, row.version) == ("ended", date(2026, 3, 10), 2)

@@ -50,9 +50,11 @@ async def cases(settings, database, redis_client) -> list[str]:
         "patients": [{"case_ref": ref, "waiting_since": "2026-06-01"} for ref in CASES]})
     clearing = ClearingRoundRequested(round_id="rnd-1", care_area="cataract", as_of=START)
     async with marketplace(settings, database) as runtime:
+        # The operator asks for the round once intake has what the regions sent (their streams are apart).
         await publish_events(runtime.redis, runtime.streams,
-                          [new_envelope(offer, producer="13"), new_envelope(request, producer="25"),
-                           new_envelope(clearing, producer="operator")])
+                             [new_envelope(offer, producer="13"), new_envelope(request, producer="25")])
+        await settle(runtime)
+        await publish_events(runtime.redis, runtime.streams, [new_envelope(clearing, producer="operator")])
         await settle(runtime, ["rnd-1"])
     return CASES
 

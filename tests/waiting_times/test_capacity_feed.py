@@ -52,9 +52,11 @@ async def test_offers_matches_and_withdrawals_update_the_units_report(settings, 
                                    window_end=date(2026, 6, 30),
                                    patients=(Patient(case_ref="case-25-1", waiting_since=date(2025, 11, 1)),))
         round_ = ClearingRoundRequested(round_id="rnd-1", care_area="cataract", as_of=DAY)
-        await publish_events(runtime.redis, runtime.streams, [new_envelope(request, producer="25"),
-                                                  new_envelope(round_, producer="operator")])
-        await settle(runtime, ["r1"])
+        # The operator asks for the round once intake has the request (the parties' streams are apart).
+        await publish_events(runtime.redis, runtime.streams, [new_envelope(request, producer="25")])
+        await settle(runtime)
+        await publish_events(runtime.redis, runtime.streams, [new_envelope(round_, producer="operator")])
+        await settle(runtime, ["rnd-1"])
         assert (await unit_report(database)).places == 4
         # The provider declines: the hold is released and the place is free again.
         async with database.session() as session:
