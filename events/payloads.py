@@ -71,6 +71,25 @@ HsaId = Annotated[str, Field(pattern=r"^SE\d{10}-[0-9A-Z]{1,12}$", max_length=25
                                          "a suffix of at most 12 capitals and digits"),
                   AfterValidator(_hsa_id)]
 BusDate = Annotated[date, AfterValidator(check_bus_date)]
+
+
+_NUMBER_RUN = re.compile(r"\d[\d\s+-]{8,16}\d")
+
+
+def _no_personal_number(text: str) -> str:
+    for run in _NUMBER_RUN.findall(text):
+        if holds_personal_number(re.sub(r"\D", "", run)):
+            raise PydanticCustomError("no_personal_number", "the text holds a personal identity number")
+    return text
+
+
+FunctionalText = Annotated[str, AfterValidator(_no_personal_number)]
+AgreementId = Annotated[Identifier, AfterValidator(_no_personal_number)]
+"""A region's own contract number ("NLL-2026-001"): any printable ASCII, but no personal identity number."""
+"""Text a region writes about its units and functions (an agreement's unit name, price terms,
+contacts): names of organisations and functions, never of patients. A personal identity number in
+it is refused; a person's name cannot be told from a unit's, so that rests with the region, as
+SDK's functional addresses do."""
 WaitingSince = Annotated[date, AfterValidator(check_waiting_since)]
 Amount = Annotated[float, Field(ge=0, le=MAX_PRICE_SEK, allow_inf_nan=False)]
 NotPlacedReason = Literal["no_feasible_offer", "capacity_exhausted"]
@@ -172,10 +191,10 @@ class Contact(BaseModel):
     unit ("Vårdförmedlingen", "Ögonkliniken Sunderbyn"), never a patient."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str = Field(min_length=1, max_length=200)
+    name: FunctionalText = Field(min_length=1, max_length=200)
     phone: Phone | None = None
     email: Email | None = None
-    address: str = Field(default="", max_length=300)
+    address: FunctionalText = Field(default="", max_length=300)
 
 
 class AgreementTerms(BaseModel):
@@ -187,12 +206,12 @@ class AgreementTerms(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     provider: RegionCode
     unit_hsa_id: str = Field(min_length=3, max_length=64)
-    unit_name: str = Field(min_length=1, max_length=200)
+    unit_name: FunctionalText = Field(min_length=1, max_length=200)
     care_areas: tuple[CareArea, ...] = Field(min_length=1, max_length=20)
     valid_from: date
     valid_to: date | None = Field(default=None, description="last day of validity; none: until ended")
     price_sek: float = Field(ge=0, le=10_000_000, description="price per patient (SEK)")
-    price_terms: str = Field(default="", max_length=1000)
+    price_terms: FunctionalText = Field(default="", max_length=1000)
     unit_contact: Contact
     region_contact: Contact
 
@@ -218,7 +237,7 @@ class AgreementDrafted(Payload):
     nothing until it is registered."""
 
     TYPE = "agreement.drafted"
-    agreement_id: Identifier
+    agreement_id: AgreementId
     purchaser: RegionCode
     terms: AgreementTerms
 
@@ -236,7 +255,7 @@ class AgreementRegistered(Payload):
     purchaser: RegionCode
     provider: RegionCode | None = None
     care_area: CareArea | None = None
-    agreement_id: Identifier | None = None
+    agreement_id: AgreementId | None = None
     terms: AgreementTerms | None = None
 
     @model_validator(mode="after")
@@ -256,7 +275,7 @@ class AgreementUpdated(Payload):
     """New terms for a draft or a registered agreement: a new version in its timeline."""
 
     TYPE = "agreement.updated"
-    agreement_id: Identifier
+    agreement_id: AgreementId
     purchaser: RegionCode
     terms: AgreementTerms
 
@@ -268,7 +287,7 @@ class AgreementEnded(Payload):
     """The purchasing region ends a registered agreement; it counts for matching before `ended_on` only."""
 
     TYPE = "agreement.ended"
-    agreement_id: Identifier
+    agreement_id: AgreementId
     purchaser: RegionCode
     ended_on: date
     # A code, not words: free text travels on no stream (the README's "What the bus accepts").
