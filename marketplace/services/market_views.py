@@ -63,13 +63,12 @@ async def book(session: AsyncSession, today: date) -> list[dict[str, Any]]:
     """Per care area: open offers and the capacity left in them, waiting patients, held slots."""
     areas: dict[str, dict[str, Any]] = defaultdict(lambda: {"open_offers": 0, "open_capacity": 0, "waiting": 0,
                                                             "held": 0})
-    offers = await session.exec(select(OfferRow.care_area, OfferRow.remaining, OfferRow.window_end)
-                                .where(OfferRow.status == "open"))
-    for care_area, remaining, window_end in offers:
-        if window_end >= today and remaining > 0:
-            areas[care_area]["open_offers"] += 1
-            areas[care_area]["open_capacity"] += remaining
-    cases = await session.exec(select(CaseRow.care_area, CaseRow.state)
+    offers = await session.exec(select(OfferRow).where(OfferRow.status == "open"))
+    for offer in offers:
+        if offer.window_end >= today and offer.remaining > 0:
+            areas[offer.care_area]["open_offers"] += 1
+            areas[offer.care_area]["open_capacity"] += offer.remaining
+    cases = await session.exec(select(col(CaseRow.care_area), col(CaseRow.state))
                                .where(col(CaseRow.state).in_(WAITING_STATES + HOLD_STATES)))
     for care_area, state in cases:
         areas[care_area]["waiting" if state in WAITING_STATES else "held"] += 1
@@ -217,15 +216,13 @@ async def market_health(session: AsyncSession, today: date) -> dict[str, Any]:
     for round_id, case_ref in unplaced:
         if round_id in rounds:
             unmatched[_day(rounds[round_id])].add(case_ref)
-    offers = (await session.exec(select(OfferRow.care_area, OfferRow.capacity, OfferRow.remaining,
-                                        OfferRow.window_end, OfferRow.status))).all()
     fill: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     expired: dict[str, float] = defaultdict(float)
-    for care_area, capacity, remaining, window_end, status in offers:
-        fill[care_area][0] += capacity - remaining
-        fill[care_area][1] += capacity
-        if remaining > 0 and (window_end < today or status == "expired"):
-            expired[care_area] += remaining
+    for offer in await session.exec(select(OfferRow)):
+        fill[offer.care_area][0] += offer.capacity - offer.remaining
+        fill[offer.care_area][1] += offer.capacity
+        if offer.remaining > 0 and (offer.window_end < today or offer.status == "expired"):
+            expired[offer.care_area] += offer.remaining
     days = sorted({m.day for m in matches} | set(unmatched))
     return {
         "days": days,
@@ -252,13 +249,11 @@ async def public_table(session: AsyncSession, today: date) -> dict[str, Any]:
     Only codes and numbers: no free text, no case references."""
     cells: dict[tuple[str, str, str, str], int] = defaultdict(int)
     keys: set[tuple[str, str, str]] = set()
-    offers = await session.exec(select(OfferRow.region, OfferRow.care_area, OfferRow.window_start,
-                                       OfferRow.window_end, OfferRow.remaining, OfferRow.status))
-    for region, area, start, end, remaining, status in offers:
-        if status == "open" and end >= today:
-            key = (start.strftime("%Y-%m"), region, area)
+    for offer in await session.exec(select(OfferRow).where(OfferRow.status == "open")):
+        if offer.window_end >= today:
+            key = (offer.window_start.strftime("%Y-%m"), offer.region, offer.care_area)
             keys.add(key)
-            cells[(*key, "open_capacity")] += remaining
+            cells[(*key, "open_capacity")] += offer.remaining
     requested = await session.exec(select(RequestRow.request_id, RequestRow.created_at))
     month_of_request = {rid: _aware(created).strftime("%Y-%m") for rid, created in requested}
     patients = await session.exec(select(CaseRow.request_id, CaseRow.region, CaseRow.care_area))
@@ -290,8 +285,8 @@ async def public_table(session: AsyncSession, today: date) -> dict[str, Any]:
     for month, region, area in sorted(keys | {(m, "all", a) for (m, a, _) in by_total}):
         row: dict[str, Any] = {"month": month, "region": region, "care_area": area}
         for measure in PUBLIC_COUNTS:
-            key = (month, region, area, measure)
-            row[measure] = None if key in hidden else table[key]
+            cell = (month, region, area, measure)
+            row[measure] = None if cell in hidden else table[cell]
         matched_key = (month, region, area, "matches")
         if region == "all":
             waits = [t for (m, _r, a), v in times.items() if m == month and a == area for t in v]

@@ -20,7 +20,7 @@ def today_of(st: State) -> date:
     runtime = st.runtime
     clock = getattr(getattr(runtime, "context", None), "clock", None)
     now = clock() if callable(clock) else datetime.now(UTC)
-    return now.astimezone(SWEDISH_TIME).date()  # type: ignore[no-any-return]
+    return now.astimezone(SWEDISH_TIME).date()
 
 
 @router.get("/public")

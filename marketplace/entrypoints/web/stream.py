@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import redis.asyncio as aioredis
@@ -107,17 +108,27 @@ class Visibility:
         return visible
 
 
-def matches_filters(event: dict[str, Any], *, types: set[str], region: str | None, care_area: str | None,
-                    case_ref: str | None, correlation_id: str | None) -> bool:
-    if types and event["type"] not in types:
-        return False
-    if region and region not in event["regions"] and region not in (event["producer"], event["channel"]):
-        return False
-    if care_area and event["care_area"] != care_area:
-        return False
-    if case_ref and event["case_ref"] != case_ref:
-        return False
-    return not (correlation_id and event["correlation_id"] != correlation_id)
+@dataclass(frozen=True)
+class Filters:
+    """What the caller asked to see, on top of what it may see."""
+
+    types: frozenset[str] = frozenset()
+    region: str | None = None
+    care_area: str | None = None
+    case_ref: str | None = None
+    correlation_id: str | None = None
+
+    def admits(self, event: dict[str, Any]) -> bool:
+        if self.types and event["type"] not in self.types:
+            return False
+        if self.region and self.region not in event["regions"] and \
+                self.region not in (event["producer"], event["channel"]):
+            return False
+        if self.care_area and event["care_area"] != self.care_area:
+            return False
+        if self.case_ref and event["case_ref"] != self.case_ref:
+            return False
+        return not (self.correlation_id and event["correlation_id"] != self.correlation_id)
 
 
 def _sse(event: dict[str, Any]) -> bytes:
@@ -132,14 +143,14 @@ async def stream(request: Request, st: State, who: Who, type: Annotated[list[str
     streams = Streams(st.settings.stream_prefix)
     names = streams.all_streams(sorted(care_areas()), ingress_parties())
     visibility = Visibility(st, who)
-    wanted = {"types": {t for t in (type or []) if t}, "region": region or None, "care_area": care_area or None,
-              "case_ref": case or None, "correlation_id": correlation_id or None}
+    wanted = Filters(frozenset(t for t in (type or []) if t), region or None, care_area or None, case or None,
+                     correlation_id or None)
 
     async def shown(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [e for e in events if matches_filters(e, **wanted) and await visibility.admits(e)]
+        return [e for e in events if wanted.admits(e) and await visibility.admits(e)]
 
     async def body() -> AsyncIterator[bytes]:
-        client = aioredis.from_url(st.extras["redis_url"])
+        client: Any = aioredis.from_url(st.extras["redis_url"])
         try:
             positions: dict[str, Any] = {}
             recent: list[tuple[bytes, dict[str, Any]]] = []
