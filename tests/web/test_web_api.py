@@ -39,6 +39,9 @@ async def test_login_sets_a_strict_httponly_cookie_and_the_api_accepts_it(server
     wrong = await server.http.post("/login", data={"client_id": client_id, "client_secret": "nope"})
     assert wrong.status_code == 303 and wrong.headers["location"] == "/login?error=credentials"
     assert "set-cookie" not in wrong.headers
+    elsewhere = await server.http.post("/login", data={"client_id": client_id, "client_secret": secret},
+                                       headers={"Origin": "https://evil.example"})
+    assert elsewhere.status_code == 403 and "set-cookie" not in elsewhere.headers
 
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
         r = await http.post("/login", data={"client_id": client_id, "client_secret": secret})
@@ -59,11 +62,17 @@ async def test_login_sets_a_strict_httponly_cookie_and_the_api_accepts_it(server
                                    headers={"Idempotency-Key": str(uuid.uuid4()), "X-NVF-Page": "1"})
         assert accepted.status_code in (201, 202), accepted.text
 
+        # The page keeps its session alive with fresh tokens, asked with its own header only.
+        assert (await http.post("/session/refresh")).status_code == 403
+        fresh = await http.post("/session/refresh", headers={"X-NVF-Page": "1"})
+        assert fresh.status_code == 204 and fresh.headers["set-cookie"].startswith(f"{COOKIE}=")
+
         # A revoked client's session ends at once.
         async with server.db.session() as session:
             await api_clients.revoke(session, client_id)
         assert (await http.get("/")).headers.get("location") == "/login"
         assert (await http.get("/v1/whoami")).status_code == 401
+        assert (await http.post("/session/refresh", headers={"X-NVF-Page": "1"})).status_code == 401
 
         out = await http.post("/logout")
         assert out.status_code == 303 and "Max-Age=0" in out.headers["set-cookie"]

@@ -14,6 +14,7 @@ import structlog
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
+from marketplace.adapters.api_orm import ApiClientRow
 from marketplace.entrypoints.api.deps import State
 from marketplace.entrypoints.api.tokens import Caller, ClaimsRefused, TokenRefused
 from marketplace.entrypoints.web.session import (
@@ -61,6 +62,13 @@ async def session_caller(request: Request, st: State) -> Caller | None:
     return who
 
 
+def same_origin(request: Request) -> bool:
+    """A browser names the page a form was sent from; a form from another site is refused (login
+    CSRF: being signed in as someone else)."""
+    origin = request.headers.get("origin")
+    return origin is None or origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
+
+
 @router.get("/")
 async def home(request: Request, st: State) -> Response:
     who = await session_caller(request, st)
@@ -78,6 +86,8 @@ async def login_page() -> Response:
 async def login(request: Request, st: State, client_id: Annotated[str, Form(max_length=64)],
                 client_secret: Annotated[str, Form(max_length=256)]) -> Response:
     """A member signs in with the credentials `nvf clients create` printed for them."""
+    if not same_origin(request):
+        return Response("cross-site login refused", status_code=403, media_type="text/plain")
     if st.issuer is None:
         # With an external OpenID Connect issuer, people sign in there; this form has no part.
         return RedirectResponse("/login?error=external", status_code=303)
@@ -95,8 +105,29 @@ async def login(request: Request, st: State, client_id: Annotated[str, Form(max_
         "Set-Cookie": set_cookie_header(token, st.issuer.ttl_s, secure=secure), "Cache-Control": "no-store"})
 
 
+@router.post("/session/refresh")
+async def refresh(request: Request, st: State) -> Response:
+    """A fresh token for a session still valid (the page asks before its token expires), so a
+    person at work is not logged out; a revoked client or an expired token gets none."""
+    if request.headers.get("x-nvf-page") != "1" or not same_origin(request):
+        return Response(status_code=403)
+    who = await session_caller(request, st)
+    if who is None or st.issuer is None:
+        return Response(status_code=401)
+    async with st.db.session() as session:
+        client = await session.get(ApiClientRow, who.client_id)
+    if client is None or client.revoked_at is not None:
+        return Response(status_code=401)
+    token = st.issuer.issue(client)
+    return Response(status_code=204, headers={
+        "Set-Cookie": set_cookie_header(token, st.issuer.ttl_s, secure=request.url.scheme == "https"),
+        "Cache-Control": "no-store", "X-Session-Expires-In": str(st.issuer.ttl_s)})
+
+
 @router.post("/logout")
 async def logout(request: Request) -> Response:
+    if not same_origin(request):
+        return Response("cross-site logout refused", status_code=403, media_type="text/plain")
     return RedirectResponse("/login", status_code=303, headers={
         "Set-Cookie": clear_cookie_header(secure=request.url.scheme == "https")})
 

@@ -25,6 +25,7 @@ from marketplace.entrypoints.api.routes.common import visible_case
 from marketplace.entrypoints.api.tokens import Caller
 from marketplace.entrypoints.tail import describe
 from marketplace.parties import ingress_parties
+from marketplace.services import api_clients
 from matchers.reference import care_areas
 
 router = APIRouter(prefix="/v1", tags=["stream"])
@@ -32,6 +33,7 @@ REGION_KEYS = ("region", "requesting_region", "providing_region", "purchaser", "
 BACKLOG = 50
 _BLOCK_MS = 1000
 _KEEPALIVE_S = 15.0
+_RECHECK_S = 30.0
 Text = Annotated[str | None, Query(max_length=128)]
 
 
@@ -131,6 +133,11 @@ class Filters:
         return not (self.correlation_id and event["correlation_id"] != self.correlation_id)
 
 
+async def _active(st: ApiState, client_id: str) -> bool:
+    async with st.db.session() as session:
+        return await api_clients.is_active(session, client_id)
+
+
 def _sse(event: dict[str, Any]) -> bytes:
     return f"event: bus\ndata: {json.dumps(event, ensure_ascii=False, default=str)}\n\n".encode()
 
@@ -165,7 +172,13 @@ async def stream(request: Request, st: State, who: Who, type: Annotated[list[str
                 yield _sse(event)
             yield b": live\n\n"
             quiet = 0.0
+            checked = asyncio.get_running_loop().time()
             while not await request.is_disconnected():
+                if asyncio.get_running_loop().time() - checked > _RECHECK_S:
+                    # A stream outlives its token: a client revoked meanwhile loses it too.
+                    checked = asyncio.get_running_loop().time()
+                    if who.embedded and not await _active(st, who.client_id):
+                        break
                 replies: Any = await client.xread(positions, block=_BLOCK_MS, count=500)
                 batch: list[dict[str, Any]] = []
                 for stream_name, entries in replies or []:

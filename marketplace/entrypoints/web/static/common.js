@@ -149,9 +149,20 @@ const NVF = (() => {
     return source;
   }
 
+  // Keep a person's session alive while the page is open: a fresh token at half its lifetime.
+  async function keepSession() {
+    let next = 60;
+    try {
+      const res = await fetch("/session/refresh", { method: "POST", credentials: "same-origin", headers: { "X-NVF-Page": "1" } });
+      if (res.status === 401) { window.location.assign("/login?error=expired"); return; }
+      next = Math.max(10, Number(res.headers.get("X-Session-Expires-In") || 120) / 2);
+    } catch (e) { console.error(e); }
+    setTimeout(keepSession, next * 1000);
+  }
+
   function logoutButton() {
     return el("form", { method: "post", action: "/logout", class: "logout" }, el("button", { type: "submit" }, "Log out"));
   }
 
-  return { el, uuid, call, get, caseCommand, status, table, replace, every, chart, errorText, live, logoutButton, fmt };
+  return { keepSession, el, uuid, call, get, caseCommand, status, table, replace, every, chart, errorText, live, logoutButton, fmt };
 })();

@@ -177,6 +177,7 @@
     const me = await get("/v1/whoami");
     $("who").textContent = `operator · ${me.client_id}`;
     $("logout").append(NVF.logoutButton());
+    NVF.keepSession();
     renderAttention();
     connect();
     every(3000, loadGroups);

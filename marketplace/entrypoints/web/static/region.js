@@ -76,6 +76,7 @@
     $("title").textContent = `NVF · region ${me.region}`;
     $("who").textContent = `region ${me.region} · ${me.client_id}`;
     $("logout").append(NVF.logoutButton());
+    NVF.keepSession();
     live({}, addEvent, (s) => status($("stream-state"), s, s === "live" ? "ok" : "warn"));
     every(4000, load);
   }
