@@ -14,10 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 import uvicorn
 
 from marketplace.adapters.database import Database
 from marketplace.entrypoints.api.app import create_app
+from marketplace.log_config import configure_logging
 from marketplace.services import api_clients
 from marketplace.settings import Settings
 from workers.app import ROLES
@@ -111,8 +113,13 @@ def web_settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 async def server(web_settings: Settings, database: Database, redis_client: Any) -> AsyncIterator[Server]:
+    # Warnings and errors only, one JSON line each: a console traceback per retry of a worker
+    # whose Redis connection dropped costs more than the retry, on a busy machine.
+    configure_logging("json", "WARNING")
     app = create_app(web_settings, web_settings.redis_url or "", roles=ROLES, sweeper=False)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on")
+    # Open live streams (server-sent events) are cut at shutdown rather than waited for.
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=5)
     uv = uvicorn.Server(config)
     task = asyncio.create_task(uv.serve())
     deadline = asyncio.get_running_loop().time() + 60
@@ -125,7 +132,10 @@ async def server(web_settings: Settings, database: Database, redis_client: Any) 
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         yield Server(base, web_settings, database, app, http)
     uv.should_exit = True
-    await asyncio.wait_for(task, 60)
+    try:
+        await asyncio.wait_for(task, 120)
+    finally:
+        structlog.reset_defaults()
 
 
 @pytest.fixture
