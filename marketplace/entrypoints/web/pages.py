@@ -33,7 +33,8 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
                                "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Same-origin requests keep their Origin (checked on the login); other sites learn nothing.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
@@ -65,6 +66,8 @@ async def session_caller(request: Request, st: State) -> Caller | None:
 def same_origin(request: Request) -> bool:
     """A browser names the page a form was sent from; a form from another site is refused (login
     CSRF: being signed in as someone else)."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
     origin = request.headers.get("origin")
     return origin is None or origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
 
