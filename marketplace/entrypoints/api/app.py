@@ -20,6 +20,7 @@ from events.parties import SCHEDULER
 from marketplace.adapters.database import Database
 from marketplace.adapters.party_clients import PartyClients
 from marketplace.adapters.redis_users import prepare_access
+from marketplace.entrypoints import web
 from marketplace.entrypoints.api import problems
 from marketplace.entrypoints.api.channel import Channel
 from marketplace.entrypoints.api.deps import ApiState
@@ -120,6 +121,7 @@ def create_app(settings: Settings, redis_url: str, *, roles: Sequence[str] = ROL
     app.include_router(router)
     for module in (auth, offers, requests, cases, matches, clearing, health, docs):
         app.include_router(module.router)
+    web.install(app, redis_url)
     return app
 
 

@@ -1,0 +1,177 @@
+"""The pages' server side over HTTP against a real server: the session cookie, the operator's
+routes, the dead-letter resend, a region's live stream filtered by its identity, the worklist."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from events import OfferPublished, Streams, new_envelope
+from marketplace.adapters.dead_letters import DATA_FIELD, dead_letter, list_dead_letters
+from marketplace.entrypoints.web.session import COOKIE
+from marketplace.services import api_clients
+from tests.web.conftest import TODAY, Server
+
+pytestmark = [pytest.mark.integration]
+
+
+def tag() -> str:
+    return uuid.uuid4().hex[:6]
+
+
+async def _login(server: Server, who: str) -> httpx.AsyncClient:
+    client_id, secret = await server.client(who)
+    http = httpx.AsyncClient(base_url=server.base_url, timeout=30)
+    r = await http.post("/login", data={"client_id": client_id, "client_secret": secret})
+    assert r.status_code == 303 and r.headers["location"] == "/", r.text
+    return http
+
+
+async def test_login_sets_a_strict_httponly_cookie_and_the_api_accepts_it(server: Server) -> None:
+    anonymous = await server.http.get("/")
+    assert anonymous.status_code == 303 and anonymous.headers["location"] == "/login"
+
+    client_id, secret = await server.client("01")
+    wrong = await server.http.post("/login", data={"client_id": client_id, "client_secret": "nope"})
+    assert wrong.status_code == 303 and wrong.headers["location"] == "/login?error=credentials"
+    assert "set-cookie" not in wrong.headers
+    elsewhere = await server.http.post("/login", data={"client_id": client_id, "client_secret": secret},
+                                       headers={"Origin": "https://evil.example"})
+    assert elsewhere.status_code == 403 and "set-cookie" not in elsewhere.headers
+
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
+        r = await http.post("/login", data={"client_id": client_id, "client_secret": secret})
+        cookie = r.headers["set-cookie"]
+        assert cookie.startswith(f"{COOKIE}=") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        page = await http.get("/")
+        assert page.status_code == 200 and "region.js" in page.text
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        me = (await http.get("/v1/whoami")).json()
+        assert me["role"] == "region" and me["region"] == "01" and me["client_id"] == client_id
+
+        # A change through the cookie needs the pages' own header (a cross-site form cannot send it).
+        body = {"offer_id": f"off-{tag()}", "unit_hsa_id": "SE2321000016-A1", "care_area": "cataract",
+                "capacity": 2, "window_start": TODAY.isoformat(), "window_end": TODAY.isoformat(), "price_sek": 100}
+        refused = await http.post("/v1/offers", json=body, headers={"Idempotency-Key": str(uuid.uuid4())})
+        assert refused.status_code == 403 and "X-NVF-Page" in refused.json()["detail"]
+        accepted = await http.post("/v1/offers", json=body,
+                                   headers={"Idempotency-Key": str(uuid.uuid4()), "X-NVF-Page": "1"})
+        assert accepted.status_code in (201, 202), accepted.text
+
+        # The page keeps its session alive with fresh tokens, asked with its own header only.
+        assert (await http.post("/session/refresh")).status_code == 403
+        fresh = await http.post("/session/refresh", headers={"X-NVF-Page": "1"})
+        assert fresh.status_code == 204 and fresh.headers["set-cookie"].startswith(f"{COOKIE}=")
+
+        # A revoked client's session ends at once.
+        async with server.db.session() as session:
+            await api_clients.revoke(session, client_id)
+        assert (await http.get("/")).headers.get("location") == "/login"
+        assert (await http.get("/v1/whoami")).status_code == 401
+        assert (await http.post("/session/refresh", headers={"X-NVF-Page": "1"})).status_code == 401
+
+        out = await http.post("/logout")
+        assert out.status_code == 303 and "Max-Age=0" in out.headers["set-cookie"]
+
+
+async def test_operator_routes_refuse_a_region(server: Server) -> None:
+    token = await server.token("01")
+    for path in ("/v1/ops/groups", "/v1/ops/dead-letters", "/v1/ops/book", "/v1/ops/market-health"):
+        r = await server.http.get(path, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 403, path
+    r = await server.http.post("/v1/ops/dead-letters/resend", json={"all": True},
+                               headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 403
+    operator = await server.token("operator")
+    assert (await server.http.get("/v1/worklist", headers={"Authorization": f"Bearer {operator}"})).status_code == 403
+
+
+async def test_dead_letter_resend_previews_then_moves_each_entry_back_to_its_stream(server: Server,
+                                                                                    redis_client: Any) -> None:
+    streams = Streams(server.settings.stream_prefix)
+    bodies = []
+    for i in range(3):
+        offer = OfferPublished(offer_id=f"off-{tag()}-{i}", region="01", unit_hsa_id="SE2321000016-A1",
+                               care_area="cataract", capacity=1, window_start=TODAY, window_end=TODAY, price_sek=1)
+        bodies.append(new_envelope(offer, producer="01").to_json())
+        await dead_letter(redis_client, streams.dead_letter, stream=streams.ingress("01"), group="intake",
+                          entry_id=f"{i + 1}-0", body=bodies[-1], reason="boom", deliveries=5, consumer="test")
+    letters = await list_dead_letters(redis_client, streams.dead_letter)
+    listed = await server.get("operator", "/v1/ops/dead-letters")
+    assert [d["id"] for d in listed["items"]] == [d.id for d in letters]
+    assert listed["items"][0]["reason"] == "boom" and listed["items"][0]["type"] == "offer.published"
+
+    before = await redis_client.xlen(streams.ingress("01"))
+    preview = (await server.post("operator", "/v1/ops/dead-letters/resend", {"all": True, "dry_run": True})).json()
+    assert [d["id"] for d in preview["would_resend"]] == [d.id for d in letters]
+    assert len(await list_dead_letters(redis_client, streams.dead_letter)) == 3
+    assert await redis_client.xlen(streams.ingress("01")) == before
+
+    one = await server.post("operator", "/v1/ops/dead-letters/resend", {"ids": [letters[0].id, "9-9"]})
+    assert one.status_code == 200
+    assert [d["id"] for d in one.json()["resent"]] == [letters[0].id] and one.json()["missing"] == ["9-9"]
+    rest = (await server.post("operator", "/v1/ops/dead-letters/resend", {"all": True})).json()
+    assert len(rest["resent"]) == 2
+    assert await list_dead_letters(redis_client, streams.dead_letter) == []
+    tail = await redis_client.xrange(streams.ingress("01"), count=1000)
+    resent = [f[DATA_FIELD.encode()].decode() for _, f in tail]
+    assert all(b in resent for b in bodies)
+
+    both = await server.post("operator", "/v1/ops/dead-letters/resend", {"ids": ["1-0"], "all": True})
+    assert both.status_code == 422
+
+
+async def _stream(http: httpx.AsyncClient, token: str, **params: Any) -> list[dict[str, Any]]:
+    """The backlog the live stream sends first, up to its ': live' marker."""
+    events: list[dict[str, Any]] = []
+    async with http.stream("GET", "/v1/stream", params={"backlog": 500, **params},
+                           headers={"Authorization": f"Bearer {token}"}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        async for line in r.aiter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+            elif line == ": live":
+                break
+    return events
+
+
+async def test_a_regions_stream_and_worklist_hold_only_what_concerns_it(server: Server) -> None:
+    t = tag()
+    mine, others = [f"m{t}-{i}" for i in range(2)], [f"x{t}-{i}" for i in range(2)]
+    await server.offer("03", f"off-{t}", 10)
+    await server.request("01", f"req-{t}-1", mine)
+    await server.request("05", f"req-{t}-5", others)
+    for ref in mine + others:
+        await server.wait_for("matches", lambda ref=ref: _state(server, ref, "match_proposed"))
+
+    seen_01 = await _stream(server.http, await server.token("01"))
+    cases_01 = {e["case_ref"] for e in seen_01 if e["case_ref"]}
+    assert set(mine) <= cases_01 and not set(others) & cases_01
+    assert all(e["channel"] in (None, "01") or e["case_ref"] in mine for e in seen_01)
+    assert not any(f"req-{t}-5" in e["summary"] for e in seen_01)
+    # The provider sees the cases it holds slots for; the operator sees everything.
+    cases_03 = {e["case_ref"] for e in await _stream(server.http, await server.token("03")) if e["case_ref"]}
+    assert set(mine) | set(others) <= cases_03
+    everything = await _stream(server.http, await server.token("operator"))
+    assert set(mine) | set(others) <= {e["case_ref"] for e in everything}
+    # Filters narrow what the caller may see, never widen it.
+    only = await _stream(server.http, await server.token("01"), case=others[0])
+    assert only == []
+    one = await _stream(server.http, await server.token("operator"), case=mine[0], type="match.proposed")
+    assert [(e["case_ref"], e["type"]) for e in one] == [(mine[0], "match.proposed")]
+
+    work_03 = await server.get("03", "/v1/worklist")
+    assert {c["case_ref"] for c in work_03["to_answer"]} == set(mine) | set(others)
+    assert all(c["awaiting"] == "provider" and c["hold_due_at"] for c in work_03["to_answer"])
+    work_01 = await server.get("01", "/v1/worklist")
+    assert work_01["to_answer"] == []
+    assert {c["case_ref"] for c in work_01["waiting_for_provider"]} == set(mine)
+    assert {c["case_ref"] for c in work_01["near_guarantee"]} == set(mine)
+
+
+async def _state(server: Server, case_ref: str, state: str) -> bool:
+    return await server.case_state(case_ref) == state
