@@ -16,6 +16,7 @@ import pytest
 from playwright.async_api import expect
 
 from events import OfferPublished, Streams, new_envelope
+from events.identifiers import safe_token
 from marketplace.adapters.dead_letters import dead_letter, list_dead_letters
 from tests.web.conftest import ARTIFACTS, TODAY, Server, login
 
@@ -24,7 +25,7 @@ WAIT_MS = 60_000
 
 
 def tag() -> str:
-    return uuid.uuid4().hex[:6]
+    return safe_token(uuid.uuid4().bytes, 6)  # ids of the bus's pattern
 
 
 async def test_operator_console_live_tail_charts_and_dead_letter_resend(server: Server, browser: Any,
@@ -35,14 +36,14 @@ async def test_operator_console_live_tail_charts_and_dead_letter_resend(server: 
 
     # A scenario flows while the console is open: two providers, two requesting regions.
     t = tag()
-    await server.offer("03", f"off-{t}-a", 6)
-    await server.offer("05", f"off-{t}-b", 4)
-    await server.request("01", f"req-{t}-a", [f"c{t}-{i}" for i in range(4)])
-    await server.request("05", f"req-{t}-b", [f"c{t}-b{i}" for i in range(3)], waited_days=80)
+    await server.offer("03", f"off-{t}-1", 6)
+    await server.offer("05", f"off-{t}-2", 4)
+    await server.request("01", f"req-{t}-1", [f"case-{t}-{i}" for i in range(4)])
+    await server.request("05", f"req-{t}-2", [f"case-{t}-b{i}" for i in range(3)], waited_days=80)
 
     # New events appear live in the tail, newest first.
     rows = page.locator("#tail-rows tr.event")
-    await expect(rows.filter(has_text=f"off-{t}-a").first).to_be_visible(timeout=WAIT_MS)
+    await expect(rows.filter(has_text=f"off-{t}-1").first).to_be_visible(timeout=WAIT_MS)
     await expect(page.locator("#tail-rows tr.event[data-type='match.proposed']").first).to_be_visible(timeout=WAIT_MS)
     first_id = await rows.first.inner_text()
     assert "match.proposed" in first_id or "case.state_changed" in first_id or "clearing" in first_id or \
@@ -60,11 +61,11 @@ async def test_operator_console_live_tail_charts_and_dead_letter_resend(server: 
 
     # Pause holds new events back; resume shows them.
     await page.get_by_role("button", name="Pause").click()
-    await server.offer("01", f"off-{t}-paused", 2)
+    await server.offer("01", f"off-{t}-psd", 2)
     await expect(page.locator("#tail-buffered")).to_contain_text("new while paused", timeout=WAIT_MS)
-    await expect(rows.filter(has_text=f"off-{t}-paused")).to_have_count(0)
+    await expect(rows.filter(has_text=f"off-{t}-psd")).to_have_count(0)
     await page.get_by_role("button", name="Resume").click()
-    await expect(rows.filter(has_text=f"off-{t}-paused").first).to_be_visible()
+    await expect(rows.filter(has_text=f"off-{t}-psd").first).to_be_visible()
 
     # Consumer groups with their counts; the book; the worklist of cases past the guarantee.
     await expect(page.locator("#groups-body table tbody tr").first).to_be_visible(timeout=WAIT_MS)
@@ -129,8 +130,8 @@ async def _visible_cases(server: Server, who: str) -> set[str]:
 
 async def test_care_navigator_accepts_patient_answer_and_sees_only_its_region(server: Server, browser: Any) -> None:
     t = tag()
-    mine = [f"n{t}-{i}" for i in range(3)]
-    others = [f"o{t}-{i}" for i in range(3)]
+    mine = [f"case-{t}-n{i}" for i in range(3)]
+    others = [f"case-{t}-p{i}" for i in range(3)]
     page = await login(browser, server, "01")
     await expect(page.get_by_role("heading", name="NVF · region 01")).to_be_visible()
     await expect(page.locator("#stream-state")).to_have_text("live", timeout=WAIT_MS)
@@ -188,10 +189,10 @@ async def test_public_page_from_small_regions_shows_no_cell_under_five(server: S
     await server.offer("01", f"off-{t}-1", 12)
     await server.offer("03", f"off-{t}-3", 3)
     await server.offer("05", f"off-{t}-5", 6)
-    await server.request("01", f"req-{t}-1", [f"p{t}-a{i}" for i in range(7)])
-    await server.request("03", f"req-{t}-3", [f"p{t}-b{i}" for i in range(2)])
-    await server.request("05", f"req-{t}-5", [f"p{t}-c{i}"for i in range(1)])
-    refs = [f"p{t}-a{i}" for i in range(7)] + [f"p{t}-b{i}" for i in range(2)] + [f"p{t}-c0"]
+    await server.request("01", f"req-{t}-1", [f"case-{t}-k{i}" for i in range(7)])
+    await server.request("03", f"req-{t}-3", [f"case-{t}-b{i}" for i in range(2)])
+    await server.request("05", f"req-{t}-5", [f"case-{t}-c{i}"for i in range(1)])
+    refs = [f"case-{t}-k{i}" for i in range(7)] + [f"case-{t}-b{i}" for i in range(2)] + [f"p{t}-c0"]
     for ref in refs:
         await server.wait_for("every patient cleared", lambda ref=ref: _state_in(server, ref, {"match_proposed"}))
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from events import OfferPublished, Streams, new_envelope
+from events.identifiers import safe_token
 from marketplace.adapters.dead_letters import DATA_FIELD, dead_letter, list_dead_letters
 from marketplace.entrypoints.web.session import COOKIE
 from marketplace.services import api_clients
@@ -20,7 +21,7 @@ pytestmark = [pytest.mark.integration]
 
 
 def tag() -> str:
-    return uuid.uuid4().hex[:6]
+    return safe_token(uuid.uuid4().bytes, 6)  # ids of the bus's pattern
 
 
 async def _login(server: Server, who: str) -> httpx.AsyncClient:
@@ -141,7 +142,7 @@ async def _stream(http: httpx.AsyncClient, token: str, **params: Any) -> list[di
 
 async def test_a_regions_stream_and_worklist_hold_only_what_concerns_it(server: Server) -> None:
     t = tag()
-    mine, others = [f"m{t}-{i}" for i in range(2)], [f"x{t}-{i}" for i in range(2)]
+    mine, others = [f"case-{t}-m{i}" for i in range(2)], [f"case-{t}-x{i}" for i in range(2)]
     await server.offer("03", f"off-{t}", 10)
     await server.request("01", f"req-{t}-1", mine)
     await server.request("05", f"req-{t}-5", others)
