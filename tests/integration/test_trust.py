@@ -111,10 +111,10 @@ async def _matched(runtime: Runtime, parties: PartyClients, database: Any) -> Ca
     for envelope in region_events(_scenario(), run_id="t"):
         await _send(parties, runtime, envelope.producer, envelope)
     await settle(runtime)
-    round_ = new_envelope(ClearingRoundRequested(round_id="r1", care_area="cataract", as_of=AS_OF),
+    round_ = new_envelope(ClearingRoundRequested(round_id="rnd-1", care_area="cataract", as_of=AS_OF),
                           producer="operator")
     await _send(parties, runtime, "operator", round_)
-    await settle(runtime, ["r1"])
+    await settle(runtime, ["rnd-1"])
     case = await _case(database)
     assert case.state == "match_proposed"
     return case
@@ -124,7 +124,7 @@ async def test_a_region_can_append_only_to_its_own_streams(market: Any) -> None:
     runtime, parties = market
     st = runtime.streams
     me = parties.client("01")
-    body = {DATA_FIELD: _offer("off-x", "01", "01").to_json()}
+    body = {DATA_FIELD: _offer("off-x1", "01", "01").to_json()}
     others = [st.ingress("03"), st.ingress("operator"), st.ingress("scheduler"), st.book("cataract"), st.matches,
               st.cases, st.messages, st.rejections, st.dead_letter, st.secure_submissions("03"),
               st.secure_receipts("03"), st.inbox(regions()["03"].org_number), st.outgoing("03")]
@@ -136,14 +136,14 @@ async def test_a_region_can_append_only_to_its_own_streams(market: Any) -> None:
     await me.xadd(st.ingress("01"), body)
     await settle(runtime)
     async with runtime.db.session() as session:
-        assert (await session.get(OfferRow, "off-x")) is not None
+        assert (await session.get(OfferRow, "off-x1")) is not None
 
 
 async def test_a_regions_credentials_cannot_read_another_regions_stream_or_inbox(market: Any) -> None:
     runtime, parties = market
     st = runtime.streams
     # Something to read everywhere: region 02 publishes an offer and gets a refusal back.
-    await _send(parties, runtime, "03", _offer("off-03", "03", "03"), _offer("off-bad", "03", "04"))
+    await _send(parties, runtime, "03", _offer("off-03", "03", "03"), _offer("off-bd", "03", "04"))
     await settle(runtime)
     assert await runtime.redis.xlen(st.outgoing("03")) == 1
     await runtime.redis.xadd(st.inbox(regions()["03"].org_number), {DATA_FIELD: "{}"})
@@ -163,13 +163,13 @@ async def test_a_regions_credentials_cannot_read_another_regions_stream_or_inbox
 
 async def test_a_region_publishing_as_another_is_refused_by_name_and_told(market: Any, database: Any) -> None:
     runtime, parties = market
-    forged = _offer("off-forged", "03", "03")  # region 01 writes region 03's name on its own stream
-    good = _offer("off-good", "01", "01")
+    forged = _offer("off-frgd", "03", "03")  # region 01 writes region 03's name on its own stream
+    good = _offer("off-gd", "01", "01")
     await _send(parties, runtime, "01", forged, good)
     await settle(runtime)
     async with database.session() as session:
         offers = set((await session.exec(select(OfferRow.offer_id))).all())
-    assert offers == {"off-good"}  # the valid offer behind it went on
+    assert offers == {"off-gd"}  # the valid offer behind it went on
     (refusal,) = await _refusals(database, forged.event_id)
     assert (refusal.field, refusal.rule, refusal.producer) == ("producer", RULE_PRODUCER_IS_CHANNEL, "01")
     assert refusal.stream == runtime.streams.ingress("01")
@@ -185,19 +185,19 @@ async def test_a_region_cannot_act_on_another_regions_case_nor_request_a_round(m
         await _send(parties, runtime, envelope.producer, envelope)
     await settle(runtime)
     # A region asking for a clearing round, as itself: refused; nothing cleared.
-    asked = new_envelope(ClearingRoundRequested(round_id="r-13", care_area="cataract", as_of=AS_OF), producer="13")
+    asked = new_envelope(ClearingRoundRequested(round_id="rnd-13", care_area="cataract", as_of=AS_OF), producer="13")
     await _send(parties, runtime, "13", asked)
     await settle(runtime)
     (refusal,) = await _refusals(database, asked.event_id)
     assert refusal.rule == "clearing_requested_by_operator"
     async with database.session() as session:
-        assert (await session.get(ClearingRoundRow, "r-13")) is None
+        assert (await session.get(ClearingRoundRow, "rnd-13")) is None
     assert (await _case(database)).state == "on_book"
 
-    round_ = new_envelope(ClearingRoundRequested(round_id="r1", care_area="cataract", as_of=AS_OF),
+    round_ = new_envelope(ClearingRoundRequested(round_id="rnd-1", care_area="cataract", as_of=AS_OF),
                           producer="operator")
     await _send(parties, runtime, "operator", round_)
-    await settle(runtime, ["r1"])
+    await settle(runtime, ["rnd-1"])
     before = await _case(database)
     assert before.state == "match_proposed"
     match_id = before.current_match_id
@@ -229,7 +229,7 @@ async def test_a_region_posing_as_operator_or_scheduler_is_refused(market: Any, 
     before = await _matched(runtime, parties, database)
     st = runtime.streams
     home = parties.client("25")
-    cancel = _command("cancel", "operator", reason="registered in error")
+    cancel = _command("cancel", "operator", reason="entered_in_error")
     expire = _command("expire_hold", "scheduler", match_id=before.current_match_id, due_at="2026-03-04T08:00:00Z")
     # Not on the operator's or the scheduler's stream: the server says no.
     for stream in (st.ingress("operator"), st.ingress("scheduler")):
@@ -246,7 +246,7 @@ async def test_a_region_posing_as_operator_or_scheduler_is_refused(market: Any, 
     after = await _case(database)
     assert (after.state, after.version) == (before.state, before.version)
     # The operator, on its own stream, may.
-    await _send(parties, runtime, "operator", _command("cancel", "operator", reason="registered in error"))
+    await _send(parties, runtime, "operator", _command("cancel", "operator", reason="entered_in_error"))
     await settle(runtime)
     assert (await _case(database)).state == "cancelled"
 
@@ -261,9 +261,9 @@ async def test_forged_entries_downstream_are_refused_recorded_and_never_applied(
     forged = {
         # A clearing round straight onto a book partition, in the operator's name.
         st.book("cataract"): new_envelope(
-            ClearingRoundRequested(round_id="r-forged", care_area="cataract", as_of=AS_OF), producer="operator"),
+            ClearingRoundRequested(round_id="rnd-frgd", care_area="cataract", as_of=AS_OF), producer="operator"),
         # A patient "not placed" for a case that is placed: would land on its timeline.
-        st.matches: new_envelope(PatientNotPlaced(round_id="r-forged", case_ref=REF, request_id="req-25",
+        st.matches: new_envelope(PatientNotPlaced(round_id="rnd-frgd", case_ref=REF, request_id="req-25",
                                                   care_area="cataract", requesting_region="25",
                                                   reason="no_feasible_offer"), producer="01"),
         # A hold released with a notice to the provider: the notifier would sign and send it.
@@ -273,7 +273,7 @@ async def test_forged_entries_downstream_are_refused_recorded_and_never_applied(
             details={"notify_provider": True, "match_id": case.current_match_id, "offer_id": "off-01",
                      "unit_hsa_id": "SE2321000016-KATA1", "providing_region": "01"}), producer="01"),
         # A message "sent": would land on the timeline.
-        st.messages: new_envelope(MessageSent(message_id="msg-forged", case_ref=REF, message_type="match.notice",
+        st.messages: new_envelope(MessageSent(message_id="msg-frgd", case_ref=REF, message_type="match.notice",
                                               sender="202100-9994", recipient=regions()["25"].org_number),
                                   producer="25"),
         # A sealed submission on region 25's stream, in region 01's name.
@@ -302,7 +302,7 @@ async def test_forged_entries_downstream_are_refused_recorded_and_never_applied(
     assert logged == expected
     # Never applied, never signed, never on a timeline; the chain is whole.
     async with database.session() as session:
-        assert (await session.get(ClearingRoundRow, "r-forged")) is None
+        assert (await session.get(ClearingRoundRow, "rnd-frgd")) is None
         timeline = (await session.exec(select(TimelineRow).where(TimelineRow.case_ref == REF))).all()
         assert len(timeline) == timeline_before
         assert len((await session.exec(select(SecureMessageRow))).all()) == messages_before

@@ -50,7 +50,7 @@ async def test_operator_console_live_tail_charts_and_dead_letter_resend(server: 
         "message" in first_id, first_id
 
     # Filters are applied by the server: one case only.
-    case = f"c{t}-0"
+    case = f"case-{t}-0"
     await page.locator("#tail-filters input[name=case]").fill(case)
     await page.get_by_role("button", name="Apply").click()
     await expect(rows.first).to_be_visible(timeout=WAIT_MS)
@@ -192,7 +192,7 @@ async def test_public_page_from_small_regions_shows_no_cell_under_five(server: S
     await server.request("01", f"req-{t}-1", [f"case-{t}-k{i}" for i in range(7)])
     await server.request("03", f"req-{t}-3", [f"case-{t}-b{i}" for i in range(2)])
     await server.request("05", f"req-{t}-5", [f"case-{t}-c{i}"for i in range(1)])
-    refs = [f"case-{t}-k{i}" for i in range(7)] + [f"case-{t}-b{i}" for i in range(2)] + [f"p{t}-c0"]
+    refs = [f"case-{t}-k{i}" for i in range(7)] + [f"case-{t}-b{i}" for i in range(2)] + [f"case-{t}-c0"]
     for ref in refs:
         await server.wait_for("every patient cleared", lambda ref=ref: _state_in(server, ref, {"match_proposed"}))
 
