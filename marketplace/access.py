@@ -11,7 +11,7 @@ Each party (a region, the operator, a service role) gets the keys of its own lan
 | matcher | `matches`, `cases`, `rejections`, `dead-letter` | | `book:*` | partition locks, live matchers |
 | notifier | `messages`, `cases`, `sdk:inbox:*`, `rejections`, `to:*`, `dead-letter` | | `cases`,
   `sdk:submitted:*`, `sdk:receipts:*` | |
-| timeline | `rejections`, `dead-letter` | | `cases`, `matches`, `messages` | |
+| timeline | `rejections`, `dead-letter` | | `cases`, `matches`, `messages`, `book:*` (the capacity feed) | |
 
 Redis 7 can say this exactly: `%W~` keys take XADD only, `%R~` keys the read commands only, and
 a selector `(~consumed +xreadgroup +xack ...)` allows the consumer-group commands on the consumed
@@ -92,7 +92,9 @@ def grant(streams: Streams, party: str) -> Grant:
                                      dead_letter),
                      consumes=(st.cases, st.secure_submissions("*"), st.secure_receipts("*")))
     if party == TIMELINE:
-        return Grant(party, appends=(rejections, dead_letter), consumes=(st.cases, st.matches, st.messages))
+        # Beside the timelines the role projects the free-capacity feed, from the books too.
+        return Grant(party, appends=(rejections, dead_letter),
+                     consumes=(st.cases, st.matches, st.messages, st.book("*")))
     raise ValueError(f"unknown party {party!r}")
 
 
