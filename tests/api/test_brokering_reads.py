@@ -73,6 +73,10 @@ async def test_search_finds_cataract_in_plain_words_and_filters_by_the_callers_a
     assert [i["with_my_region"] for i in other.json()["items"]] == [False, False]
     assert (await market.get("03", "/v1/providers", params={"q": "katarakt", "has_agreement": "true",
                                                              "as_of": AS_OF})).json()["items"] == []
+    # The operator searches as no region: every unit, none "with my region".
+    operator = (await market.get("operator", "/v1/providers", params={"q": "katarakt", "as_of": AS_OF})).json()
+    assert operator["region"] is None and [(i["provider"], i["with_my_region"]) for i in operator["items"]] == \
+        [("01", False), ("18", False)]
     # Narrowed by providing region and by unit; before the agreements' validity nothing is in force.
     narrowed = await market.get("25", "/v1/providers", params={"q": "grå starr", "provider_region": "18",
                                                                  "as_of": AS_OF})
