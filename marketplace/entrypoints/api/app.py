@@ -25,7 +25,17 @@ from marketplace.entrypoints.api import problems
 from marketplace.entrypoints.api.channel import Channel
 from marketplace.entrypoints.api.deps import ApiState
 from marketplace.entrypoints.api.ratelimit import ClientRate
-from marketplace.entrypoints.api.routes import auth, cases, clearing, docs, health, matches, offers, requests
+from marketplace.entrypoints.api.routes import (
+    auth,
+    brokering,
+    cases,
+    clearing,
+    docs,
+    health,
+    matches,
+    offers,
+    requests,
+)
 from marketplace.entrypoints.api.tokens import EmbeddedIssuer, ExternalIssuer, Verifier
 from marketplace.services import idempotency
 from marketplace.settings import Settings
@@ -119,7 +129,7 @@ def create_app(settings: Settings, redis_url: str, *, roles: Sequence[str] = ROL
     problems.install(app)
     app.middleware("http")(_request_log)
     app.include_router(router)
-    for module in (auth, offers, requests, cases, matches, clearing, health, docs):
+    for module in (auth, offers, requests, cases, matches, clearing, brokering, health, docs):
         app.include_router(module.router)
     web.install(app, redis_url)
     return app
