@@ -92,7 +92,9 @@ def grant(streams: Streams, party: str) -> Grant:
                                      dead_letter),
                      consumes=(st.cases, st.secure_submissions("*"), st.secure_receipts("*")))
     if party == TIMELINE:
-        return Grant(party, appends=(rejections, dead_letter), consumes=(st.cases, st.matches, st.messages))
+        # Beside the timelines it hosts the free-capacity feed, which follows the books too.
+        return Grant(party, appends=(rejections, dead_letter),
+                     consumes=(st.cases, st.matches, st.messages, st.book("*")))
     raise ValueError(f"unknown party {party!r}")
 
 
