@@ -180,7 +180,7 @@ async def _referral(runtime: Any, case_ref: str) -> None:
     # the patient's identity); it is not an API or bus command. Both drivers record it alike.
     async with runtime.db.session() as session:
         await CaseLedger(session, runtime.context).apply(SendReferral(case_ref, referral_id="ref-1"),
-                                                         correlation_id="t", producer="notifier")
+                                                         correlation_id="corr-t", producer="notifier")
         await session.commit()
     await settle(runtime)
 
