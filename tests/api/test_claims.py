@@ -31,7 +31,7 @@ def test_claims_that_do_not_hold_together_are_refused(change):
 
 
 def test_a_fingerprint_is_the_request_as_the_model_reads_it():
-    body = {"offer_id": "o", "unit_hsa_id": "SE2321000016-A", "care_area": "cataract", "capacity": 1,
+    body = {"offer_id": "off-1", "unit_hsa_id": "SE2321000016-A", "care_area": "cataract", "capacity": 1,
             "window_start": "2026-03-02", "window_end": "2026-03-09", "price_sek": 10}
     reordered = dict(reversed(list(body.items())))
     assert fingerprint("POST", "/v1/offers", OfferIn.model_validate(body)) == \

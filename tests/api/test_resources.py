@@ -28,42 +28,42 @@ def problem(response, status: int) -> dict:
 
 
 async def test_offers_and_requests_publish_read_list_withdraw(api: Api):
-    created = await api.post("01", "/v1/offers", offer("off-a", capacity=3))
+    created = await api.post("01", "/v1/offers", offer("off-1", capacity=3))
     assert created.status_code == 201, created.text
-    assert created.headers["location"] == "/v1/offers/off-a"
+    assert created.headers["location"] == "/v1/offers/off-1"
     assert created.json()["remaining"] == 3 and created.json()["region"] == "01"
 
-    read = await api.get("01", "/v1/offers/off-a")
-    assert read.status_code == 200 and read.json()["offer_id"] == "off-a"
+    read = await api.get("01", "/v1/offers/off-1")
+    assert read.status_code == 200 and read.json()["offer_id"] == "off-1"
     etag = read.headers["etag"]
     assert etag.startswith('W/"')
-    assert (await api.get("01", "/v1/offers/off-a", headers={"If-None-Match": etag})).status_code == 304
+    assert (await api.get("01", "/v1/offers/off-1", headers={"If-None-Match": etag})).status_code == 304
     # Another region's offer is as if it did not exist; the operator reads it.
-    problem(await api.get("03", "/v1/offers/off-a"), 404)
-    assert (await api.get("operator", "/v1/offers/off-a")).status_code == 200
-    assert [o["offer_id"] for o in (await api.get("01", "/v1/offers")).json()["items"]] == ["off-a"]
+    problem(await api.get("03", "/v1/offers/off-1"), 404)
+    assert (await api.get("operator", "/v1/offers/off-1")).status_code == 200
+    assert [o["offer_id"] for o in (await api.get("01", "/v1/offers")).json()["items"]] == ["off-1"]
     assert (await api.get("03", "/v1/offers")).json()["items"] == []
 
     # The same offer id again: intake refuses it, the API says it is a conflict, naming field and rule.
-    dup = problem(await api.post("01", "/v1/offers", offer("off-a")), 409)
+    dup = problem(await api.post("01", "/v1/offers", offer("off-1")), 409)
     assert dup["invalid_params"][0] == {"name": "offer_id", "rule": "unique_id", "reason": dup["invalid_params"][0]
                                         ["reason"]}
 
-    problem(await api.post("03", "/v1/offers/off-a/withdrawal", {"reason": "x"}), 404)
-    withdrawn = await api.post("01", "/v1/offers/off-a/withdrawal", {"reason": "ward closed"})
+    problem(await api.post("03", "/v1/offers/off-1/withdrawal", {"reason_code": "other"}), 404)
+    withdrawn = await api.post("01", "/v1/offers/off-1/withdrawal", {"reason_code": "unit_unavailable"})
     assert withdrawn.status_code == 200, withdrawn.text
     assert withdrawn.json()["status"] == "withdrawn"
 
-    made = await api.post("25", "/v1/requests", request("req-25", ["c-25-1", "c-25-2"]))
+    made = await api.post("25", "/v1/requests", request("req-25", ["case-25-1", "case-25-2"]))
     assert made.status_code == 201, made.text
     assert (await api.get("25", "/v1/requests/req-25")).json()["status"] == "open"
     problem(await api.get("01", "/v1/requests/req-25"), 404)
-    assert [c["case_ref"] for c in (await api.get("25", "/v1/cases")).json()["items"]] == ["c-25-1", "c-25-2"]
+    assert [c["case_ref"] for c in (await api.get("25", "/v1/cases")).json()["items"]] == ["case-25-1", "case-25-2"]
     assert (await api.get("01", "/v1/cases")).json()["items"] == []
-    part = await api.post("25", "/v1/requests/req-25/withdrawal", {"case_refs": ["c-25-2"],
-                                                                    "reason": "found a slot at home"})
+    part = await api.post("25", "/v1/requests/req-25/withdrawal", {"case_refs": ["case-25-2"],
+                                                                    "reason_code": "found_slot_in_home_region"})
     assert part.status_code == 200, part.text
-    assert (await api.get("25", "/v1/cases/c-25-2")).json()["state"] == "withdrawn"
+    assert (await api.get("25", "/v1/cases/case-25-2")).json()["state"] == "withdrawn"
 
     # Every write is audited: who, what, which client, how it ended.
     async with api.db.session() as session:
@@ -93,11 +93,11 @@ async def test_bad_input_is_a_422_naming_the_field_and_the_rule(api: Api):
 
 
 async def test_idempotency_keys(api: Api):
-    problem(await api.post("01", "/v1/offers", offer("off-i"), key=None), 400)
+    problem(await api.post("01", "/v1/offers", offer("off-2"), key=None), 400)
     key = str(uuid.uuid4())
-    first = await api.post("01", "/v1/offers", offer("off-i"), key=key)
+    first = await api.post("01", "/v1/offers", offer("off-2"), key=key)
     assert first.status_code == 201
-    again = await api.post("01", "/v1/offers", offer("off-i"), key=key)
+    again = await api.post("01", "/v1/offers", offer("off-2"), key=key)
     assert again.status_code == 201 and again.json() == first.json()
     assert again.headers["idempotent-replayed"] == "true"
     assert again.headers["location"] == first.headers["location"]
@@ -121,88 +121,88 @@ async def test_idempotency_keys(api: Api):
 
 async def test_a_case_between_its_parties(api: Api):
     assert (await api.post("01", "/v1/offers", offer("off-c", capacity=2))).status_code == 201
-    assert (await api.post("25", "/v1/requests", request("req-c", ["c-1", "c-2"]))).status_code == 201
-    await clear(api, "round-c")
-    case = await api.get("25", "/v1/cases/c-1")
+    assert (await api.post("25", "/v1/requests", request("req-c", ["case-1", "case-2"]))).status_code == 201
+    await clear(api, "rnd-c")
+    case = await api.get("25", "/v1/cases/case-1")
     assert case.status_code == 200 and case.json()["state"] == "match_proposed"
     etag = case.headers["etag"]
     assert etag == f'W/"{case.json()["version"]}"'
 
     # The provider sees the case it is asked to take; a third region sees nothing of it anywhere.
-    assert (await api.get("01", "/v1/cases/c-1")).status_code == 200
-    assert {m["case_ref"] for m in (await api.get("01", "/v1/matches")).json()["items"]} == {"c-1", "c-2"}
+    assert (await api.get("01", "/v1/cases/case-1")).status_code == 200
+    assert {m["case_ref"] for m in (await api.get("01", "/v1/matches")).json()["items"]} == {"case-1", "case-2"}
     match_id = case.json()["current_match_id"]
     assert (await api.get("25", f"/v1/matches/{match_id}")).status_code == 200
-    for path in ("/v1/cases/c-1", "/v1/cases/c-1/timeline", "/v1/cases/c-1/allowed-actions",
+    for path in ("/v1/cases/case-1", "/v1/cases/case-1/timeline", "/v1/cases/case-1/allowed-actions",
                  f"/v1/matches/{match_id}"):
         missing = problem(await api.get("03", path), 404)
-        absent = problem(await api.get("03", path.replace("c-1", "c-none").replace(match_id, "m-none")), 404)
+        absent = problem(await api.get("03", path.replace("case-1", "case-nn").replace(match_id, "mtch-nn")), 404)
         assert missing["detail"].split()[1] == absent["detail"].split()[1]  # the same answer, "no case ..."
     assert (await api.get("03", "/v1/cases")).json()["items"] == []
     assert (await api.get("03", "/v1/matches")).json()["items"] == []
-    problem(await api.post("03", "/v1/cases/c-1/accept", {}, headers={"If-Match": etag}), 404)
-    problem(await api.post("03", "/v1/cases/c-1/cancellation", {"reason": "x"}, headers={"If-Match": etag}), 404)
+    problem(await api.post("03", "/v1/cases/case-1/accept", {}, headers={"If-Match": etag}), 404)
+    problem(await api.post("03", "/v1/cases/case-1/cancellation", {"reason": "other"}, headers={"If-Match": etag}), 404)
 
     # Allowed actions: the lifecycle's rules for this caller, never cached.
-    allowed = await api.get("01", "/v1/cases/c-1/allowed-actions")
+    allowed = await api.get("01", "/v1/cases/case-1/allowed-actions")
     assert allowed.headers["cache-control"] == "no-store"
     assert [a["action"] for a in allowed.json()["actions"]] == ["accept", "decline"]
-    home = [a["action"] for a in (await api.get("25", "/v1/cases/c-1/allowed-actions")).json()["actions"]]
+    home = [a["action"] for a in (await api.get("25", "/v1/cases/case-1/allowed-actions")).json()["actions"]]
     assert home == ["withdrawal", "cancellation"]
-    assert [a["action"] for a in (await api.get("operator", "/v1/cases/c-1/allowed-actions")).json()["actions"]] \
+    assert [a["action"] for a in (await api.get("operator", "/v1/cases/case-1/allowed-actions")).json()["actions"]] \
         == ["cancellation"]
 
     # Not the home region's to say; the operator may only cancel or close.
-    problem(await api.post("25", "/v1/cases/c-1/accept", {}, headers={"If-Match": etag}), 403)
-    problem(await api.post("operator", "/v1/cases/c-1/accept", {}, headers={"If-Match": etag}), 403)
-    problem(await api.post("operator", "/v1/offers", offer("off-op")), 403)
-    problem(await api.post("25", "/v1/clearing-rounds", {"round_id": "r", "care_area": "cataract",
+    problem(await api.post("25", "/v1/cases/case-1/accept", {}, headers={"If-Match": etag}), 403)
+    problem(await api.post("operator", "/v1/cases/case-1/accept", {}, headers={"If-Match": etag}), 403)
+    problem(await api.post("operator", "/v1/offers", offer("off-9")), 403)
+    problem(await api.post("25", "/v1/clearing-rounds", {"round_id": "rnd-x", "care_area": "cataract",
                                                           "as_of": "2026-03-02"}), 403)
     # Concurrency: If-Match is required, and a stale one is refused with the current ETag.
-    problem(await api.post("01", "/v1/cases/c-1/accept", {}), 428)
-    stale = await api.post("01", "/v1/cases/c-1/accept", {}, headers={"If-Match": 'W/"1"'})
+    problem(await api.post("01", "/v1/cases/case-1/accept", {}), 428)
+    stale = await api.post("01", "/v1/cases/case-1/accept", {}, headers={"If-Match": 'W/"1"'})
     problem(stale, 412)
     assert stale.headers["etag"] == etag
 
-    accepted = await api.post("01", "/v1/cases/c-1/accept", {}, headers={"If-Match": etag})
+    accepted = await api.post("01", "/v1/cases/case-1/accept", {}, headers={"If-Match": etag})
     assert accepted.status_code == 200, accepted.text
     assert accepted.json()["state"] == "provider_accepted"
     assert accepted.headers["etag"] == f'W/"{accepted.json()["version"]}"'
     # The old ETag is stale now; accepting again is not possible in this state (409).
-    problem(await api.post("01", "/v1/cases/c-1/accept", {}, headers={"If-Match": etag}), 412)
-    conflict = problem(await api.post("01", "/v1/cases/c-1/accept", {},
+    problem(await api.post("01", "/v1/cases/case-1/accept", {}, headers={"If-Match": etag}), 412)
+    conflict = problem(await api.post("01", "/v1/cases/case-1/accept", {},
                                       headers={"If-Match": accepted.headers["etag"]}), 409)
     assert conflict["state"] == "provider_accepted"
 
     # The home region carries on; a decline of the other match releases it.
     now = accepted.headers["etag"]
-    offered = await api.post("25", "/v1/cases/c-1/offer-to-patient", None, headers={"If-Match": now})
+    offered = await api.post("25", "/v1/cases/case-1/offer-to-patient", None, headers={"If-Match": now})
     assert offered.status_code == 200 and offered.json()["state"] == "offered_to_patient"
-    bad = problem(await api.post("25", "/v1/cases/c-1/patient-answer", {"accepted": "maybe"},
+    bad = problem(await api.post("25", "/v1/cases/case-1/patient-answer", {"accepted": "maybe"},
                                  headers={"If-Match": offered.headers["etag"]}), 422)
     assert bad["invalid_params"][0]["name"] == "accepted"
-    answered = await api.post("25", "/v1/cases/c-1/patient-answer", {"accepted": True},
+    answered = await api.post("25", "/v1/cases/case-1/patient-answer", {"accepted": True},
                               headers={"If-Match": offered.headers["etag"]})
     assert answered.json()["state"] == "patient_accepted"
 
-    c2 = (await api.get("01", "/v1/cases/c-2")).headers["etag"]
-    declined = await api.post("01", "/v1/cases/c-2/decline", {"reason_code": "no_capacity"},
+    c2 = (await api.get("01", "/v1/cases/case-2")).headers["etag"]
+    declined = await api.post("01", "/v1/cases/case-2/decline", {"reason_code": "no_capacity"},
                               headers={"If-Match": c2})
     assert declined.status_code == 200, declined.text
     # The decline ended the provider's part: the case is back on the book and out of its sight.
-    problem(await api.get("01", "/v1/cases/c-2"), 404)
-    assert (await api.get("25", "/v1/cases/c-2")).json()["state"] == "on_book"
+    problem(await api.get("01", "/v1/cases/case-2"), 404)
+    assert (await api.get("25", "/v1/cases/case-2")).json()["state"] == "on_book"
 
-    timeline = (await api.get("25", "/v1/cases/c-1/timeline")).json()
+    timeline = (await api.get("25", "/v1/cases/case-1/timeline")).json()
     assert timeline["verified"] is True
     types = [e["event_type"] for e in timeline["entries"]]
     assert types[:2] == ["case.need_identified", "case.placed_on_book"]
     assert "case.provider_accepted_match" in types and "case.patient_accepted_offer" in types
 
     # The operator reads everything and cancels.
-    assert {c["case_ref"] for c in (await api.get("operator", "/v1/cases")).json()["items"]} == {"c-1", "c-2"}
-    c2_now = (await api.get("operator", "/v1/cases/c-2")).headers["etag"]
-    cancelled = await api.post("operator", "/v1/cases/c-2/cancellation", {"reason": "registered in error"},
+    assert {c["case_ref"] for c in (await api.get("operator", "/v1/cases")).json()["items"]} == {"case-1", "case-2"}
+    c2_now = (await api.get("operator", "/v1/cases/case-2")).headers["etag"]
+    cancelled = await api.post("operator", "/v1/cases/case-2/cancellation", {"reason": "entered_in_error"},
                                headers={"If-Match": c2_now})
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
     assert (await api.get("25", "/v1/messages")).status_code == 200

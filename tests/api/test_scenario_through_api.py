@@ -44,8 +44,8 @@ OFFERS = [
     {"offer_id": "off-03", "region": "03", "unit_hsa_id": _hsa("03", "OGB"), "capacity": 1, "price_sek": 9500},
 ]
 REQUESTS = [
-    {"request_id": "req-25", "region": "25", "patients": [("p-25-1", "2025-10-01"), ("p-25-2", "2025-11-15")]},
-    {"request_id": "req-14", "region": "14", "patients": [("p-14-1", "2025-12-01"), ("p-14-2", "2026-02-01")]},
+    {"request_id": "req-25", "region": "25", "patients": [("case-25-1", "2025-10-01"), ("case-25-2", "2025-11-15")]},
+    {"request_id": "req-14", "region": "14", "patients": [("case-14-1", "2025-12-01"), ("case-14-2", "2026-02-01")]},
 ]
 
 
@@ -87,7 +87,7 @@ async def provider_of(db: Database, row: CaseRow) -> MatchRow:
 async def play(driver: Driver) -> None:
     """The same story for both drivers; who does what depends only on what the market decided."""
     await driver.publish_market()
-    await driver.clear("r1")
+    await driver.clear("rnd-1")
     proposed = [r for r in (await cases(driver.db)).values() if r.state == "match_proposed"]
     assert len(proposed) == 3
     for i, row in enumerate(proposed):
@@ -97,7 +97,7 @@ async def play(driver: Driver) -> None:
         else:
             await driver.command(match.providing_region, row.case_ref, "accept_match", {})
     await driver.settle()
-    await driver.clear("r2")
+    await driver.clear("rnd-2")
     for row in (await cases(driver.db)).values():
         if row.state == "match_proposed":
             await driver.command((await provider_of(driver.db, row)).providing_region, row.case_ref,
@@ -124,7 +124,7 @@ async def play(driver: Driver) -> None:
         await driver.command(row.region, row.case_ref, "withdraw", {"reason": "found_slot_in_home_region"})
     for row in (await cases(driver.db)).values():
         if row.state == "on_book":
-            await driver.command("operator", row.case_ref, "cancel", {"reason": "registered in error"})
+            await driver.command("operator", row.case_ref, "cancel", {"reason": "entered_in_error"})
     await driver.settle()
 
 
@@ -180,7 +180,7 @@ async def _referral(runtime: Any, case_ref: str) -> None:
     # the patient's identity); it is not an API or bus command. Both drivers record it alike.
     async with runtime.db.session() as session:
         await CaseLedger(session, runtime.context).apply(SendReferral(case_ref, referral_id="ref-1"),
-                                                         correlation_id="t", producer="notifier")
+                                                         correlation_id="corr-t", producer="notifier")
         await session.commit()
     await settle(runtime)
 
