@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -290,12 +289,10 @@ def test_load_scenario_refuses_invalid_json(tmp_path: Path) -> None:
         load_scenario(tmp_path / "absent.json")
 
 
-def test_large_scenario_parses_fast() -> None:
+def test_large_scenario_parses_whole() -> None:
+    # How fast is measured by `./dev bench matching`, never asserted here (a shared machine is noisy).
     path = scenario_path("large")
-    data = json.loads(path.read_bytes())
-    started = time.perf_counter()
-    scenario = parse_scenario(data)
-    assert time.perf_counter() - started < 1.0
+    scenario = parse_scenario(json.loads(path.read_bytes()))
     assert scenario.patient_count == 50000
 
 
