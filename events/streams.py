@@ -16,6 +16,10 @@ GROUP_NOTIFIER = "notifier"
 GROUP_TIMELINE = "timeline"
 # The free-capacity feed's projection of the offers (hosted by the timeline role).
 GROUP_CAPACITY = "capacity"
+# The worker role that runs each group: what the group stages goes out through that role's relay, in
+# its name (the free-capacity feed runs beside the timelines).
+GROUP_ROLE: dict[str, str] = {GROUP_INTAKE: "intake", GROUP_MATCHER: "matcher", GROUP_NOTIFIER: "notifier",
+                              GROUP_TIMELINE: "timeline", GROUP_CAPACITY: "timeline"}
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import structlog
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from events.parties import RULE_PRODUCER_IS_CHANNEL, allowed_producers, channel_party
+from events.streams import GROUP_ROLE
 from marketplace.adapters.inbox import already_processed, record_processed
 from marketplace.services.context import ServiceContext
 from marketplace.services.rejections import reject
@@ -77,5 +78,6 @@ async def screen(session: AsyncSession, items: Sequence[Any], ctx: ServiceContex
                    if party is not None else f"only {who} may write this stream")
         reject(session, ctx.streams, field="producer", rule=RULE_PRODUCER_IS_CHANNEL, message=message,
                event_id=event_id, event_type=kind if kind and len(kind) <= 64 else None,
-               producer=party, worker=group, recipient=party, stream=stream)
+               producer=party, worker=group, recipient=party, stream=stream,
+               role=GROUP_ROLE.get(group, group))
     return admitted

@@ -17,7 +17,7 @@ log = structlog.get_logger(__name__)
 def reject(session: AsyncSession, streams: Streams, *, field: str, rule: str, message: str,
            event_id: str | None, event_type: str | None, producer: str | None,
            correlation_id: str | None = None, worker: str = "intake", distinct: str | None = None,
-           recipient: str | None = None, stream: str | None = None) -> None:
+           recipient: str | None = None, stream: str | None = None, role: str | None = None) -> None:
     """Record the refusal (a row, a log line, the operators' `rejections` stream) and, when the real
     sender is known from its channel (`recipient`), tell it on its own outgoing stream.
 
@@ -34,10 +34,13 @@ def reject(session: AsyncSession, streams: Streams, *, field: str, rule: str, me
     rid = stable_event_id(*key, *([distinct] if distinct else [])) if event_id else new_event_id()
     payload = EventRejected(rejected_event_id=event_id, rejected_type=event_type, producer=producer,
                             field=field, rule=rule, message=message[:2000])
-    envelope = new_envelope(payload, producer=worker, event_id=rid, correlation_id=correlation_id or event_id)
+    # `worker` names the refusing consumer (a group); `role` the worker role it runs in, whose relay
+    # publishes what it stages.
+    role = role or worker
+    envelope = new_envelope(payload, producer=role, event_id=rid, correlation_id=correlation_id or event_id)
     stage(session, envelope, streams.rejections)
     if recipient is not None:
-        told = new_envelope(payload, producer=worker, event_id=stable_event_id("rejected-to", recipient, rid),
+        told = new_envelope(payload, producer=role, event_id=stable_event_id("rejected-to", recipient, rid),
                             correlation_id=correlation_id or event_id)
         stage(session, told, streams.outgoing(recipient))
     log.warning("event.rejected", rejected_event_id=event_id, event_type=event_type, producer=producer,

@@ -211,9 +211,10 @@ async def test_a_region_cannot_act_on_another_regions_case_nor_request_a_round(m
     await settle(runtime)
     rules = {(await _refusals(database, e.event_id))[0].rule
              for e in (as_itself, as_provider, withdraw_theirs, withdraw_as_home)}
-    assert rules == {"party_to_case", RULE_PRODUCER_IS_CHANNEL, "producer_is_region"}
+    # A case that is not its own is refused exactly like one that does not exist (`known_case`).
+    assert rules == {"known_case", RULE_PRODUCER_IS_CHANNEL, "producer_is_region"}
     assert sorted(t.rule for t in await _told(runtime, "13")) == sorted([
-        "clearing_requested_by_operator", "party_to_case", RULE_PRODUCER_IS_CHANNEL, "producer_is_region",
+        "clearing_requested_by_operator", "known_case", RULE_PRODUCER_IS_CHANNEL, "producer_is_region",
         RULE_PRODUCER_IS_CHANNEL])
     after = await _case(database)
     assert (after.state, after.version) == (before.state, before.version)
@@ -290,7 +291,9 @@ async def test_forged_entries_downstream_are_refused_recorded_and_never_applied(
         await settle(runtime)
     # Each refused by every group that reads its stream, with a row and a log line.
     expected = {(st.book("cataract"), "matcher"), (st.matches, "timeline"), (st.cases, "notifier"),
-                (st.cases, "timeline"), (st.messages, "timeline"), (st.secure_submissions("25"), "notifier")}
+                (st.cases, "timeline"), (st.messages, "timeline"), (st.secure_submissions("25"), "notifier"),
+                # The free-capacity feed reads the books, matches and cases too, and screens them alike.
+                (st.book("cataract"), "capacity"), (st.matches, "capacity"), (st.cases, "capacity")}
     rows = set()
     for stream, envelope in forged.items():
         for row in await _refusals(database, envelope.event_id):
