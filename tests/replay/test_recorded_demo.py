@@ -15,6 +15,7 @@ import pytest
 from marketplace.replay.engine import Replay
 from marketplace.replay.policies import POLICIES
 from marketplace.replay.stream import RecordedRound, load_stream
+from marketplace.scenario_events import bus_id
 
 pytestmark = pytest.mark.integration
 NVF = [sys.executable, "-m", "marketplace.entrypoints.cli"]
@@ -46,7 +47,9 @@ def test_a_recorded_demo_replays_to_the_demo_outcome_and_differs_under_another_p
     stream = load_stream(tmp_path / "log.json")
     rounds = [e for e in stream.events if isinstance(e, RecordedRound)]
     assert rounds and {r.policy for r in rounds} == {"optimal"}
-    outcome = {r["case_ref"]: r["offer_id"] for r in map(json.loads, (tmp_path / "A.jsonl").read_text().splitlines())}
+    # The allocation file speaks the scenario's ids; the recorded log the bus's (scenario_events.bus_id).
+    outcome = {bus_id("case", r["case_ref"]): (bus_id("off", r["offer_id"]) if r["offer_id"] else None)
+               for r in map(json.loads, (tmp_path / "A.jsonl").read_text().splitlines())}
 
     faithful = Replay(stream, POLICIES["recorded"]).run()
     replayed = {c: (r.proposed[0] if r.proposed else None) for c, r in faithful.cases.items()}
