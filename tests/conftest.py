@@ -27,6 +27,16 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def plain_logs() -> None:
+    """JSON lines with plain tracebacks, as `nvf` configures them. structlog's unconfigured default
+    renders tracebacks with rich (syntax-highlighted, with locals): seconds of CPU per error on this
+    machine, during which the event loop stalls, reads time out and log more errors."""
+    from marketplace.log_config import configure_logging
+
+    configure_logging("json", "WARNING")
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("REDIS_URL")
