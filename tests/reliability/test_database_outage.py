@@ -7,8 +7,8 @@ import os
 import pytest
 from sqlmodel import select
 
-from benchmarks.pipeline import market_events
 from marketplace.adapters.orm import OfferRow
+from tests.factories import market_events
 from tests.integration.harness import marketplace, publish_events
 from tests.reliability.checks import eventually
 

@@ -10,10 +10,10 @@ import pytest
 from faststream.redis import TestRedisBroker
 from sqlmodel import select
 
-from benchmarks.pipeline import market_events
 from marketplace.adapters.orm import OfferRow
 from marketplace.services import intake
 from marketplace.services.context import ServiceContext
+from tests.factories import market_events
 from tests.reliability.checks import eventually
 from workers.consumer import StreamConsumer
 from workers.groups import ensure_group

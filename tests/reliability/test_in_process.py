@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from benchmarks.pipeline import market_events
 from marketplace.adapters.dead_letters import list_dead_letters
 from marketplace.adapters.locks import FencedLock, FencedOut, check_fence, fence
 from marketplace.adapters.orm import OfferRow, PartitionLeaseRow
 from marketplace.services import intake
 from marketplace.services.context import ServiceContext
+from tests.factories import market_events
 from tests.integration.harness import marketplace, publish_raw
 from tests.reliability.checks import eventually
 from tests.reliability.conftest import REPO, worker_env

@@ -12,10 +12,10 @@ import signal
 import pytest
 from sqlmodel import select
 
-from benchmarks.pipeline import market_events
 from events import Streams
 from marketplace.adapters.orm import MatchRow, PartitionLeaseRow
 from marketplace.adapters.redis_users import prepare_access
+from tests.factories import market_events
 from tests.integration.harness import publish_events
 from tests.reliability.checks import assert_exactly_once, describe, eventually, expected_cases, settled
 from tests.reliability.conftest import worker_env
