@@ -41,8 +41,42 @@ ROLES = ("intake", "matcher", "notifier", "timeline")
 # and their handlers, which take the partition's fence and run it before their first write.
 PARTITIONED_GROUPS: dict[str, FencedHandler] = {GROUP_MATCHER: clearing.handle_batch}
 
-__all__ = ["ROLES", "TRANSACTION_ATTEMPTS", "Handler", "prepare", "register_workers", "running",
-           "stream_groups", "subscriptions"]
+__all__ = ["ROLES", "TRANSACTION_ATTEMPTS", "Handler", "Running", "Workers", "prepare", "register_workers",
+           "running", "stream_groups", "subscriptions"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Workers:
+    """The consumers and the matcher's book partitions of one runtime's roles."""
+
+    consumers: tuple[StreamConsumer, ...] = ()
+    partitions: PartitionManager | None = None
+
+    def start(self) -> None:
+        for consumer in self.consumers:
+            consumer.start()
+        if self.partitions is not None:
+            self.partitions.start()
+
+    async def stop(self) -> None:
+        if self.partitions is not None:
+            await self.partitions.stop()
+        await asyncio.gather(*(c.stop() for c in self.consumers))
+
+
+@dataclasses.dataclass(frozen=True)
+class Running:
+    """What `running` started, role by role (one `Workers` per role's runtime, or one for all)."""
+
+    runtime: Runtime
+    workers: tuple[Workers, ...]
+
+    @property
+    def consumers(self) -> list[StreamConsumer]:
+        return [c for w in self.workers for c in w.consumers]
+
+    def partitions_held(self) -> list[str]:
+        return [p for w in self.workers if w.partitions is not None for p in w.partitions.owned()]
 
 
 def screened(handler: Any, streams: Streams, stream: str, group: str) -> Any:
@@ -104,22 +138,22 @@ def _care_area_of(runtime: Runtime, stream: str) -> str:
     return stream.removeprefix(runtime.streams.book(""))
 
 
-def register_workers(runtime: Runtime, roles: Iterable[str] = ROLES) -> list[tuple[str, str]]:
-    """Create the consumers of `roles` on the runtime (started by `running`); returns their pairs."""
+def register_workers(runtime: Runtime, roles: Iterable[str] = ROLES) -> Workers:
+    """The consumers of `roles` on the runtime's broker, not yet started (`running` starts them)."""
     # Handlers of one process that write the same rows (timelines) take turns; other processes
     # are kept apart by the database's unique keys and the transaction retry.
     group_locks: dict[str, asyncio.Lock] = {}
     partitions: list[Partition] = []
+    consumers: list[StreamConsumer] = []
     for stream, group, handler in subscriptions(runtime, roles):
         lock = group_locks.setdefault(group, asyncio.Lock())
         if group in PARTITIONED_GROUPS:
             # `screened` passes the partition's fence on to the handler.
             partitions.append(Partition(_care_area_of(runtime, stream), stream, group, cast(FencedHandler, handler)))
         else:
-            runtime.consumers.append(StreamConsumer(runtime, stream, group, handler, lock=lock))
-    if partitions:
-        runtime.partitions = PartitionManager(runtime, partitions, lock=group_locks[GROUP_MATCHER])
-    return stream_groups(runtime, roles)
+            consumers.append(StreamConsumer(runtime, stream, group, handler, lock=lock))
+    manager = PartitionManager(runtime, partitions, lock=group_locks[GROUP_MATCHER]) if partitions else None
+    return Workers(tuple(consumers), manager)
 
 
 async def prepare(runtime: Runtime, pairs: Iterable[tuple[str, str]]) -> None:
@@ -138,24 +172,24 @@ async def prepare(runtime: Runtime, pairs: Iterable[tuple[str, str]]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running(runtime: Runtime, roles: Iterable[str] = ROLES) -> AsyncIterator[Runtime]:
+async def running(runtime: Runtime, roles: Iterable[str] = ROLES) -> AsyncIterator[Running]:
     """Run the given roles until the block exits; the outbox relay and the trimmer run beside them.
 
     With the parties' credentials (`runtime.credentials`) each role runs in its own runtime,
     connected as its own Redis user (`runtime.roles[role]`); `runtime` keeps its own connection
     for the caller."""
     if runtime.credentials is None:
-        async with _running(runtime, roles):
-            yield runtime
+        async with _running(runtime, roles) as workers:
+            yield Running(runtime, (workers,))
         return
     # This connection publishes nothing of the roles' (each role's relay does, as its user).
     runtime.relay.producers = frozenset()
     await runtime.connect()
     try:
         async with contextlib.AsyncExitStack() as stack:
-            for role in roles:
-                await stack.enter_async_context(_running(runtime.for_party(role), (role,)))
-            yield runtime
+            started = [await stack.enter_async_context(_running(runtime.for_party(role), (role,)))
+                       for role in roles]
+            yield Running(runtime, tuple(started))
     finally:
         for role in roles:
             runtime.roles.pop(role, None)
@@ -163,15 +197,13 @@ async def running(runtime: Runtime, roles: Iterable[str] = ROLES) -> AsyncIterat
 
 
 @contextlib.asynccontextmanager
-async def _running(runtime: Runtime, roles: Iterable[str]) -> AsyncIterator[Runtime]:
+async def _running(runtime: Runtime, roles: Iterable[str]) -> AsyncIterator[Workers]:
     roles = tuple(roles)
-    pairs = register_workers(runtime, roles)
+    workers = register_workers(runtime, roles)
+    pairs = stream_groups(runtime, roles)
     await prepare(runtime, pairs)
     await runtime.broker.start()
-    for consumer in runtime.consumers:
-        consumer.start()
-    if runtime.partitions is not None:
-        runtime.partitions.start()
+    workers.start()
     background: list[asyncio.Task[Any]] = [asyncio.create_task(runtime.relay.run(), name="outbox-relay")]
     if runtime.settings.trim_interval_s > 0:
         # The streams this process consumes, trimmed against every group of every role on them
@@ -181,12 +213,8 @@ async def _running(runtime: Runtime, roles: Iterable[str]) -> AsyncIterator[Runt
         background.append(asyncio.create_task(
             trim_forever(runtime.redis, everything, runtime.settings.trim_interval_s), name="trimmer"))
     try:
-        yield runtime
+        yield workers
     finally:
         await cancel_and_wait(*background)
-        if runtime.partitions is not None:
-            await runtime.partitions.stop()
-        await asyncio.gather(*(c.stop() for c in runtime.consumers))
-        runtime.consumers.clear()
-        runtime.partitions = None
+        await workers.stop()
         await runtime.broker.stop()

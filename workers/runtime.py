@@ -1,11 +1,14 @@
-"""What the workers of one process share: settings, stream names, the database, the broker, the relay."""
+"""What the workers of one process share: settings, stream names, the database, the broker, the relay.
+
+A leaf: it knows nothing of the consumers and partitions that run on it (workers/app.py's `running`
+hands those back as `Workers`)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from faststream.redis import RedisBroker
@@ -18,11 +21,6 @@ from marketplace.adapters.redis_users import Credential
 from marketplace.services.context import ServiceContext
 from marketplace.settings import Settings
 
-if TYPE_CHECKING:
-    from workers.consumer import StreamConsumer
-    from workers.partitions import PartitionManager
-
-
 MAX_CONNECTIONS = 512
 
 
@@ -34,9 +32,6 @@ class Runtime:
     broker: RedisBroker
     relay: OutboxRelay
     context: ServiceContext
-    # The consumers of the roles this process runs, and the matcher's partitions (set by `running`).
-    consumers: list[StreamConsumer] = field(default_factory=list)
-    partitions: PartitionManager | None = None
     # With the parties' credentials, each role runs in a runtime of its own, connected as its own
     # Redis user (`for_party`); this one then only holds them (and its own connection for callers).
     redis_url: str = ""

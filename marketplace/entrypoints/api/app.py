@@ -107,7 +107,7 @@ def create_app(settings: Settings, redis_url: str, *, roles: Sequence[str] = ROL
             stack.push_async_callback(parties.aclose)
             if roles:
                 runtime = Runtime.create(settings, redis_url, db=db, credentials=credentials)
-                await stack.enter_async_context(running(runtime, roles))
+                st.workers = await stack.enter_async_context(running(runtime, roles))
                 st.runtime = runtime
                 if sweeper:
                     await stack.enter_async_context(_sweeping(runtime, sweep_interval))
@@ -117,7 +117,7 @@ def create_app(settings: Settings, redis_url: str, *, roles: Sequence[str] = ROL
                 yield
             finally:
                 await cancel_and_wait(*background)
-                st.runtime = None
+                st.runtime = st.workers = None
         log.info("api.stopped")
 
     router = RedisRouter(redis_url, schema_url=None, include_in_schema=False, lifespan=lifespan,

@@ -31,8 +31,10 @@ class ApiState:
     issuer: EmbeddedIssuer | None
     rate: ClientRate
     channel: Channel | None = None
-    # Health: the workers this process runs and the admin connection to Redis (the router's broker).
+    # Health: the workers this process runs (`workers.app.Running`) and the admin connection to
+    # Redis (the router's broker).
     runtime: Any = None
+    workers: Any = None
     broker: Any = None
     roles: tuple[str, ...] = ()
     extras: dict[str, Any] = field(default_factory=dict)

@@ -33,13 +33,12 @@ async def _database(st: State) -> dict[str, Any]:
 
 
 def _workers(st: State) -> dict[str, Any]:
-    runtime = st.runtime
-    if runtime is None:
+    workers = st.workers
+    if workers is None:
         return {"status": "not_hosted", "roles": []}
-    runtimes = list(runtime.roles.values()) or [runtime]
-    consumers = [c for r in runtimes for c in r.consumers]
+    consumers = workers.consumers
     running = sum(1 for c in consumers if c.running)
-    partitions = [p for r in runtimes if r.partitions is not None for p in r.partitions.owned()]
+    partitions = workers.partitions_held()
     healthy = running == len(consumers)
     return {"status": "up" if healthy else "degraded", "roles": list(st.roles), "consumers": len(consumers),
             "consumers_running": running, "book_partitions_held": len(partitions)}
