@@ -10,28 +10,23 @@ like the partition's consumer, so only the partition's writer clears it.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlmodel import col, func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from events import ClearingRoundRequested, new_envelope
-from events.identifiers import safe_token
 from marketplace.adapters.locks import FencedOut
-from marketplace.adapters.orm import CaseRow
 from marketplace.lifecycle.swedish_time import swedish_date
 from marketplace.services import clearing
 from workers.consumer import Guard
 from workers.tasks import cancel_and_wait
+from workers.transactions import in_transaction
 
 if TYPE_CHECKING:
     from workers.runtime import Runtime
 
 log = structlog.get_logger(__name__)
-ATTEMPTS = 5
 
 
 class AutoClearer:
@@ -78,26 +73,13 @@ class AutoClearer:
     async def clear_once(self) -> str | None:
         """One round of the partition if it has cases on the book; returns its round id."""
         rt = self.runtime
-        today = swedish_date(rt.context.clock())
-        for attempt in range(1, ATTEMPTS + 1):
-            round_id = f"rnd-{safe_token(uuid.uuid4().bytes, 16)}"
-            cmd = ClearingRoundRequested(round_id=round_id, care_area=self.care_area, as_of=today,
-                                         policy=self.policy)
-            envelope = new_envelope(cmd, producer=clearing.CONSUMER)
-            try:
-                async with self.lock, rt.db.session() as session:
-                    await self.guard(session)
-                    waiting = (await session.exec(select(func.count()).select_from(CaseRow).where(
-                        col(CaseRow.care_area) == self.care_area, col(CaseRow.state) == "on_book"))).one()
-                    if not waiting:
-                        await session.commit()
-                        return None
-                    await clearing.run_round(session, envelope, cmd, rt.context, continuous=True)
-                    await session.commit()
-                break
-            except (IntegrityError, OperationalError):
-                if attempt == ATTEMPTS:
-                    raise
-                await asyncio.sleep(0.02 * attempt)
-        await rt.relay.flush()
+
+        async def clear_round(session: AsyncSession) -> str | None:
+            await self.guard(session)
+            return await clearing.run_continuous_round(session, rt.context, self.care_area,
+                                                       swedish_date(rt.context.clock()), self.policy)
+
+        round_id = await in_transaction(rt.db, clear_round, lock=self.lock)
+        if round_id is not None:
+            await rt.relay.flush()
         return round_id

@@ -62,7 +62,7 @@ from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from events import EventParseError
@@ -71,6 +71,7 @@ from marketplace.adapters.dead_letters import DATA_FIELD, dead_letter
 from marketplace.adapters.locks import FencedOut
 from marketplace.services.context import ServiceContext
 from workers.groups import ensure_group
+from workers.transactions import in_transaction
 
 if TYPE_CHECKING:
     from faststream.redis.subscriber.usecases.basic import LogicSubscriber
@@ -83,9 +84,6 @@ Handler = Callable[[AsyncSession, Sequence[Any], ServiceContext], Awaitable[Any]
 # Runs first in every transaction of the consumer (the matcher's fencing check).
 Guard = Callable[[AsyncSession], Awaitable[None]]
 
-# A transaction that lost a race (another writer took a case's next timeline version, SQLite was
-# busy) is run again from the start; it left nothing behind.
-TRANSACTION_ATTEMPTS = 5
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 2.0
 # How often the supervisor looks whether its subscribers still run (no I/O: a flag).
@@ -439,19 +437,13 @@ class StreamConsumer:
 
     async def _transaction(self, entries: list[Entry]) -> None:
         rt = self.runtime
-        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
-            try:
-                async with self.lock, rt.db.session() as session:
-                    if self.guard is not None:
-                        await self.guard(session)
-                    await self.handler(session, [e.body for e in entries], rt.context)
-                    await session.commit()
-                break
-            except (IntegrityError, OperationalError) as exc:
-                if attempt == TRANSACTION_ATTEMPTS:
-                    raise
-                self._log.info("worker.transaction_retry", attempt=attempt, error=type(exc).__name__)
-                await asyncio.sleep(0.02 * attempt)
+
+        async def handle(session: AsyncSession) -> None:
+            if self.guard is not None:
+                await self.guard(session)
+            await self.handler(session, [e.body for e in entries], rt.context)
+
+        await in_transaction(rt.db, handle, lock=self.lock)
         if self.on_committed is not None:
             self.on_committed(entries)
 

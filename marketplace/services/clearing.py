@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -18,7 +19,7 @@ from typing import Any
 import structlog
 from sqlalchemy import select as core_select
 from sqlalchemy import update
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from events import (
@@ -31,7 +32,7 @@ from events import (
 )
 from events.bounds import MAX_CAPACITY, MAX_PRICE_SEK, MAX_TRAVEL_KM, date_window
 from events.envelope import stable_event_id
-from events.identifiers import is_identifier
+from events.identifiers import is_identifier, safe_token
 from marketplace.adapters.appends import append
 from marketplace.adapters.orm import (
     CaseRow,
@@ -43,6 +44,7 @@ from marketplace.adapters.orm import (
 )
 from marketplace.adapters.outbox import stage
 from marketplace.lifecycle import Command, ProposeMatch
+from marketplace.lifecycle.states import CaseStatus
 from marketplace.services.agreements import in_force
 from marketplace.services.context import ServiceContext
 from marketplace.services.inbound import trusted_events, unprocessed
@@ -209,6 +211,19 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
                 await run_round(session, envelope, payload, ctx)
             finally:
                 structlog.contextvars.unbind_contextvars("event_id", "correlation_id", "round_id")
+
+
+async def run_continuous_round(session: AsyncSession, ctx: ServiceContext, care_area: str, as_of: date,
+                               policy: str) -> str | None:
+    """The auto-clearer's round of `care_area` if any case waits on its book; its round id, or None."""
+    waiting = (await session.exec(select(func.count()).select_from(CaseRow).where(
+        col(CaseRow.care_area) == care_area, col(CaseRow.state) == CaseStatus.ON_BOOK.value))).one()
+    if not waiting:
+        return None
+    round_id = f"rnd-{safe_token(uuid.uuid4().bytes, 16)}"
+    cmd = ClearingRoundRequested(round_id=round_id, care_area=care_area, as_of=as_of, policy=policy)
+    await run_round(session, new_envelope(cmd, producer=CONSUMER), cmd, ctx, continuous=True)
+    return round_id
 
 
 async def run_round(session: AsyncSession, envelope: Envelope, cmd: ClearingRoundRequested,
