@@ -27,7 +27,8 @@ from marketplace.parties import ingress_parties
 from marketplace.services import capacity, clearing, intake, notification, provenance, timeline
 from marketplace.services.context import ServiceContext
 from matchers.reference import care_areas as all_care_areas
-from workers.consumer import Handler, StreamConsumer, is_transient
+from workers.consumer import Handler, StreamConsumer
+from workers.failures import is_transient
 from workers.groups import ensure_group
 from workers.partitions import FencedHandler, Partition, PartitionManager
 from workers.runtime import Runtime

@@ -26,7 +26,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from marketplace.adapters.locks import FencedLock, FencedOut, check_fence, fence, highest_token
 from marketplace.services.context import ServiceContext
 from workers.autoclear import AutoClearer
-from workers.consumer import Guard, StreamConsumer, is_transient
+from workers.consumer import Guard, StreamConsumer
+from workers.failures import is_transient
 from workers.groups import ensure_group
 from workers.tasks import cancel_and_wait
 
