@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from functools import cache
 
 from matchers.reference import Tariff, default_tariff, regions
@@ -44,6 +45,13 @@ def travel_cost_for_distance(distance: float, tariff: Tariff) -> float:
         cost += tariff.nights_when_over_threshold * tariff.night_sek
     # Money is kept to the öre; this also strips float noise such as 740.4000000000001.
     return round(cost, 2)
+
+
+def ancillary_split(ancillary_cost_sek: float, distance: float, tariff: Tariff) -> tuple[Decimal, Decimal]:
+    """(travel, accommodation) of an ancillary cost, as the home region pays them: the nights' stay
+    beyond the overnight threshold, the rest travel."""
+    nights = tariff.nights_when_over_threshold * tariff.night_sek if distance > tariff.overnight_threshold_km else 0
+    return Decimal(str(round(ancillary_cost_sek - nights, 2))), Decimal(nights)
 
 
 def travel_cost_sek(a: str, b: str, tariff: Tariff | None = None) -> float:

@@ -69,6 +69,7 @@ from marketplace.replay.stream import (
     day_start,
 )
 from matchers.allocation import Placement
+from matchers.geo import ancillary_split
 from matchers.incremental import OpenBook
 from matchers.model import Offer, Patient, Request
 from matchers.objective import CONTRACT, Objective
@@ -376,16 +377,12 @@ class Replay:
         assert p.offer_id is not None
         offer = self.offers[p.offer_id]
         record.proposed.append(offer.offer_id)
-        # The tariff's split of the ancillary cost, as the matcher worker locks it: a night's stay
-        # beyond the overnight threshold, the rest travel.
-        far = p.distance_km > self._tariff.overnight_threshold_km
-        nights = self._tariff.nights_when_over_threshold * self._tariff.night_sek if far else 0
+        travel, stay = ancillary_split(p.ancillary_cost_sek, p.distance_km, self._tariff)
         match_id = f"m{next(self._matches):07d}"
         cmd = ProposeMatch(record.state.case_ref, match_id=match_id, offer_id=offer.offer_id,
                            providing_region=offer.region, unit_hsa_id=offer.unit_hsa_id,
-                           price_sek=Decimal(str(offer.price_sek)),
-                           travel_sek=Decimal(str(round(p.ancillary_cost_sek - nights, 2))),
-                           accommodation_sek=Decimal(nights), distance_km=p.distance_km)
+                           price_sek=Decimal(str(offer.price_sek)), travel_sek=travel, accommodation_sek=stay,
+                           distance_km=p.distance_km)
         if not self._decide(record, cmd, now):
             # The lifecycle refused the match (cannot happen for a case on the book): give the
             # slot back rather than lose it.

@@ -51,6 +51,7 @@ from marketplace.services.inbound import trusted_events, unprocessed
 from marketplace.services.lifecycle import CaseLedger
 from matchers.allocation import Allocation
 from matchers.clearing import clear
+from matchers.geo import ancillary_split
 from matchers.model import Offer, Patient, Request, Scenario
 from matchers.reference import default_tariff, regions
 
@@ -300,13 +301,11 @@ async def _record(session: AsyncSession, envelope: Envelope, cmd: ClearingRoundR
         append(session, MATCHES, {**match.model_dump(), "status": "proposed", "created_at": ctx.clock()})
         case.last_reason = None
         session.add(case)
-        # The ancillary cost is travel plus, beyond the threshold, a night's stay (the tariff's split).
-        far = p.distance_km > tariff.overnight_threshold_km
-        nights = tariff.nights_when_over_threshold * tariff.night_sek if far else 0
+        travel, stay = ancillary_split(p.ancillary_cost_sek, p.distance_km, tariff)
         proposals.append(ProposeMatch(
             p.case_ref, match_id=match_id, offer_id=offer.offer_id, providing_region=offer.region,
             unit_hsa_id=offer.unit_hsa_id, price_sek=Decimal(str(offer.price_sek)),
-            travel_sek=Decimal(str(round(p.ancillary_cost_sek - nights, 2))), accommodation_sek=Decimal(nights),
+            travel_sek=travel, accommodation_sek=stay,
             distance_km=p.distance_km, command_id=stable_event_id(cmd.round_id, "propose", p.case_ref),
         ))
         matches.append(match)

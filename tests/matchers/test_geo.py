@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import csv
 import math
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from matchers.geo import distance_km, travel_cost_for_distance, travel_cost_sek
+from matchers.geo import ancillary_split, distance_km, travel_cost_for_distance, travel_cost_sek
 from matchers.reference import Tariff, care_areas, default_tariff, regions
 
 
@@ -76,3 +77,15 @@ def test_travel_cost_follows_a_custom_tariff() -> None:
     )
     assert travel_cost_sek("01", "03", tariff) == 2 * 2 * 63.6 * 2.5
     assert travel_cost_sek("01", "25", tariff) == 2 * 2 * 726.2 * 2.5 + 2 * 900
+
+
+def test_the_ancillary_cost_splits_into_travel_and_the_nights_beyond_the_threshold() -> None:
+    tariff = default_tariff()
+    far, near = ("01", "25"), ("01", "03")  # Stockholm-Luleå is past the threshold, Stockholm-Uppsala is not
+    far_km, near_km = distance_km(*far), distance_km(*near)
+    assert far_km > tariff.overnight_threshold_km > near_km
+    travel, stay = ancillary_split(travel_cost_sek(*far), far_km, tariff)
+    assert stay == Decimal(tariff.nights_when_over_threshold * tariff.night_sek) > 0
+    assert travel + stay == Decimal(str(travel_cost_sek(*far)))
+    travel, stay = ancillary_split(travel_cost_sek(*near), near_km, tariff)
+    assert (travel, stay) == (Decimal(str(travel_cost_sek(*near))), Decimal(0))
