@@ -1,8 +1,6 @@
 """Parties' commands on a case, as they arrive on the bus (`case.command`).
 
-Each party may only say what is theirs to say: the providing region answers for its offer and
-reports the care, the home region speaks for its patient and pays, the sweeper (`scheduler`)
-expires holds and raises warnings, operators may cancel or close.
+Each party may only say what is theirs to say (marketplace/lifecycle/parties.py).
 """
 
 from __future__ import annotations
@@ -15,17 +13,9 @@ from pydantic import TypeAdapter, ValidationError
 from events import CaseCommandIssued, Envelope
 from events.parties import INTAKE
 from marketplace.lifecycle import COMMAND_TYPES, CaseState, Command, DomainError
+from marketplace.lifecycle.parties import parties_to, who_may
 from marketplace.services.lifecycle import CaseLedger
 from marketplace.services.refusal import Refused
-
-SCHEDULER = "scheduler"
-OPERATOR = "operator"
-
-PROVIDER_COMMANDS = {"accept_match", "decline_match", "acknowledge_referral", "schedule", "record_performed",
-                     "record_follow_up", "invoice"}
-HOME_COMMANDS = {"offer_to_patient", "record_patient_answer", "withdraw", "record_payment"}
-SCHEDULER_COMMANDS = {"expire_hold", "expire_case", "escalate_referral", "warn_guarantee"}
-OPERATOR_COMMANDS = {"cancel", "close"}
 
 COMMANDS_BY_NAME: dict[str, type[Command]] = {cls.NAME: cls for cls in COMMAND_TYPES}
 _adapters: dict[str, TypeAdapter[Any]] = {}
@@ -54,23 +44,11 @@ def _unknown_case() -> Refused:
 def authorise(producer: str, command: str, state: CaseState | None) -> None:
     if state is None:
         raise _unknown_case()
-    parties = {state.home_region, SCHEDULER, OPERATOR}
-    if state.match is not None:
-        parties.add(state.match.providing_region)
-    if producer not in parties:
+    if producer not in parties_to(state):
         # Refused exactly like a case that does not exist: a region learns nothing of a case that
         # is not its own, not even that it exists.
         raise _unknown_case()
-    if command in SCHEDULER_COMMANDS:
-        allowed = {SCHEDULER}
-    elif command in OPERATOR_COMMANDS:
-        allowed = {OPERATOR, state.home_region}
-    elif command in HOME_COMMANDS:
-        allowed = {state.home_region}
-    elif state.match is not None:
-        allowed = {state.match.providing_region}
-    else:
-        allowed = set()
+    allowed = who_may(command, state)
     if producer not in allowed:
         raise Refused("producer", "party_to_case",
                       f"this party may not {command} the case (may: {', '.join(sorted(allowed)) or 'nobody now'})")

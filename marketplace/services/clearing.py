@@ -148,7 +148,7 @@ async def load_book(session: AsyncSession, care_area: str, as_of: date) -> OpenB
         else:
             usable_offers.append(offer)
     offers = usable_offers
-    on_book = select(CaseRow).where(CaseRow.care_area == care_area, CaseRow.state == "on_book")
+    on_book = select(CaseRow).where(CaseRow.care_area == care_area, CaseRow.state == CaseStatus.ON_BOOK.value)
     cases = []
     for case in (await session.exec(on_book.order_by(col(CaseRow.case_ref)))).all():
         if (rule := _unusable_case(case)) is not None:

@@ -22,7 +22,7 @@ from events import CaseCommandIssued, new_envelope
 from marketplace.adapters.orm import CaseRow, OutboxRow
 from marketplace.adapters.outbox import stage
 from marketplace.lifecycle import Command, due_deadlines
-from marketplace.services.case_commands import SCHEDULER
+from marketplace.lifecycle.parties import SCHEDULER
 from marketplace.services.context import ServiceContext
 from marketplace.services.lifecycle import CaseLedger
 

@@ -36,7 +36,7 @@ from marketplace.adapters.appends import append
 from marketplace.adapters.inbox import processed_digests, record_processed
 from marketplace.adapters.orm import CaseRow, OfferRow, OutboxRow, RequestRow
 from marketplace.adapters.outbox import stage
-from marketplace.lifecycle import Command, IdentifyNeed, PlaceOnBook, Withdraw
+from marketplace.lifecycle import Command, IdentifyNeed, PlaceOnBook, Withdraw, allowed_commands
 from marketplace.lifecycle.reasons import WithdrawalReason
 from marketplace.services import agreements, case_commands
 from marketplace.services.context import ServiceContext
@@ -52,9 +52,6 @@ OFFERS = OfferRow.__table__  # type: ignore[attr-defined]
 REQUESTS = RequestRow.__table__  # type: ignore[attr-defined]
 log = structlog.get_logger(__name__)
 
-# Case states from which the home region may still withdraw.
-_WITHDRAWABLE = {"need_identified", "on_book", "match_proposed", "provider_accepted", "offered_to_patient",
-                 "patient_accepted", "referred", "referral_acknowledged", "scheduled"}
 
 
 @dataclass
@@ -295,7 +292,7 @@ async def _withdraw_request(session: AsyncSession, ledger: CaseLedger, envelope:
     await ledger.load(wanted)
     for ref in wanted:
         state = ledger.states[ref]
-        if state is None or state.status.value not in _WITHDRAWABLE:
+        if state is None or "withdraw" not in allowed_commands(state.status):
             continue  # already closed, performed or withdrawn: nothing left to withdraw
         await ledger.apply(Withdraw(ref, reason=WithdrawalReason(cmd.reason_code),
                                     command_id=stable_event_id(envelope.event_id, ref, "withdraw")),

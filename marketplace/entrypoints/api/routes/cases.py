@@ -56,7 +56,8 @@ from marketplace.entrypoints.api.schemas import (
 from marketplace.entrypoints.api.tokens import Caller
 from marketplace.entrypoints.api.writes import Outcome, idempotent, queued, refused
 from marketplace.lifecycle import CaseState, allowed_commands, verify
-from marketplace.services.case_commands import OPERATOR_COMMANDS, authorise
+from marketplace.lifecycle.parties import OPERATOR_COMMANDS
+from marketplace.services.case_commands import authorise
 from marketplace.services.refusal import Refused
 from marketplace.services.timeline import to_entry
 
