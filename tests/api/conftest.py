@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from marketplace.adapters.database import Database
-from marketplace.entrypoints.api.app import create_app
+from marketplace.entrypoints.server import create_app
 from marketplace.services import api_clients
 from marketplace.settings import Settings
 from workers.app import ROLES

@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
-from marketplace.entrypoints.api.app import create_app
+from marketplace.entrypoints.server import create_app
 from marketplace.services import api_clients
 from marketplace.settings import Settings
 from tests.api.conftest import Api

@@ -16,8 +16,8 @@ from events import CaseCommandIssued, ClearingRoundRequested, new_envelope
 from marketplace.adapters.database import Database
 from marketplace.adapters.orm import CaseRow, MatchRow
 from marketplace.adapters.redis_users import remove
-from marketplace.entrypoints.api.app import create_app
 from marketplace.entrypoints.api.routes.cases import ACTIONS_BY_COMMAND
+from marketplace.entrypoints.server import create_app
 from marketplace.lifecycle import SendReferral
 from marketplace.parties import all_parties
 from marketplace.scenario_events import region_events

@@ -18,7 +18,7 @@ import uvicorn
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error
 
-from marketplace.entrypoints.api.app import create_app
+from marketplace.entrypoints.server import create_app
 from marketplace.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -18,7 +18,7 @@ import structlog
 import uvicorn
 
 from marketplace.adapters.database import Database
-from marketplace.entrypoints.api.app import create_app
+from marketplace.entrypoints.server import create_app
 from marketplace.log_config import configure_logging
 from marketplace.services import api_clients
 from marketplace.settings import Settings

@@ -20,7 +20,6 @@ from events.parties import SCHEDULER
 from marketplace.adapters.database import Database
 from marketplace.adapters.party_clients import PartyClients
 from marketplace.adapters.redis_users import prepare_access
-from marketplace.entrypoints import web
 from marketplace.entrypoints.api import problems
 from marketplace.entrypoints.api.channel import Channel
 from marketplace.entrypoints.api.deps import ApiState
@@ -85,9 +84,10 @@ async def _purge_forever(db: Database) -> None:
             log.exception("api.idempotency_purge_failed")
 
 
-def create_app(settings: Settings, redis_url: str, *, roles: Sequence[str] = ROLES, sweeper: bool = True,
+def create_api(settings: Settings, redis_url: str, *, roles: Sequence[str] = ROLES, sweeper: bool = True,
                sweep_interval: float = 5.0) -> FastAPI:
-    """The app; `roles` are the workers it hosts (none: the API alone, beside workers run elsewhere)."""
+    """The region API's app (the pages are added beside it by `entrypoints/server.py`); `roles` are
+    the workers it hosts (none: the API alone, beside workers run elsewhere)."""
     verifier, issuer = _verifier(settings)
     db = Database(settings.effective_database_url, schema=settings.db_schema)
     st = ApiState(settings=settings, db=db, verifier=verifier, issuer=issuer, rate=ClientRate(settings.api_rate),
@@ -131,7 +131,6 @@ def create_app(settings: Settings, redis_url: str, *, roles: Sequence[str] = ROL
     app.include_router(router)
     for module in (auth, offers, requests, cases, matches, clearing, brokering, health, docs):
         app.include_router(module.router)
-    web.install(app, redis_url)
     return app
 
 

@@ -36,8 +36,8 @@ def serve(
     """Serve the region API (/v1, OpenAPI at /docs, AsyncAPI at /asyncapi) with the workers, until interrupted."""
     import uvicorn
 
-    from marketplace.entrypoints.api.app import create_app
     from marketplace.entrypoints.bootstrap import redis_server
+    from marketplace.entrypoints.server import create_app
     from marketplace.log_config import configure_logging
     from workers.app import ROLES
 
