@@ -10,14 +10,6 @@ time is always passed in.
 
 from marketplace.lifecycle.bus import change_reason, state_changes
 from marketplace.lifecycle.case import CaseState, apply, decide, evolve, replay
-from marketplace.lifecycle.clocks import (
-    case_expiry_deadline,
-    due_deadlines,
-    hold_deadline,
-    next_deadline,
-    referral_escalation_deadline,
-    upcoming_deadlines,
-)
 from marketplace.lifecycle.commands import (
     COMMAND_TYPES,
     AcceptMatch,
@@ -43,7 +35,19 @@ from marketplace.lifecycle.commands import (
     WarnGuarantee,
     Withdraw,
 )
-from marketplace.lifecycle.deadlines import DeadlineKind, DueDeadline, deadline_id
+from marketplace.lifecycle.deadlines import (
+    DeadlineKind,
+    DueDeadline,
+    case_expiry_deadline,
+    deadline_id,
+    due_deadlines,
+    guarantee_warnings_due,
+    hold_deadline,
+    next_deadline,
+    next_guarantee_warning,
+    referral_escalation_deadline,
+    upcoming_deadlines,
+)
 from marketplace.lifecycle.errors import (
     DomainError,
     IllegalTransition,
@@ -81,13 +85,7 @@ from marketplace.lifecycle.events import (
     event_from_payload,
     event_payload,
 )
-from marketplace.lifecycle.guarantee import (
-    BREACH,
-    GUARANTEE_DAYS,
-    GuaranteePolicy,
-    guarantee_warnings_due,
-    next_guarantee_warning,
-)
+from marketplace.lifecycle.guarantee import BREACH, GUARANTEE_DAYS, GuaranteePolicy
 from marketplace.lifecycle.holds import HoldPolicy, LockedMatch, RegionHoldOverride
 from marketplace.lifecycle.money import money
 from marketplace.lifecycle.policy import DEFAULT_POLICY, LifecyclePolicy

@@ -18,25 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Protocol
-
-from marketplace.lifecycle.commands import WarnGuarantee
-from marketplace.lifecycle.deadlines import DeadlineKind, DueDeadline, deadline_id
-from marketplace.lifecycle.states import GUARANTEE_RUNNING, CaseStatus
-from marketplace.lifecycle.swedish_time import start_of_swedish_day
-
-
-class GuaranteedCase(Protocol):
-    """What the guarantee rules read of a case (a `CaseState`), so the rules need not know the aggregate."""
-
-    @property
-    def case_ref(self) -> str: ...
-    @property
-    def status(self) -> CaseStatus: ...
-    @property
-    def guarantee_date(self) -> date: ...
-    @property
-    def guarantee_warned_days_left(self) -> int | None: ...
 
 GUARANTEE_DAYS = 90
 BREACH = -1
@@ -73,36 +54,3 @@ def days_left(guarantee_date: date, today: date) -> int:
 
 def is_breached(guarantee_date: date, today: date) -> bool:
     return today > guarantee_date
-
-
-def _pending_levels(case: GuaranteedCase, policy: GuaranteePolicy) -> list[int]:
-    if case.status not in GUARANTEE_RUNNING:
-        return []
-    warned = case.guarantee_warned_days_left
-    return [lvl for lvl in policy.levels() if warned is None or lvl < warned]
-
-
-def _deadline(case: GuaranteedCase, level: int) -> DueDeadline:
-    due_on = warning_due_on(case.guarantee_date, level)
-    due_at = start_of_swedish_day(due_on)
-    kind = DeadlineKind.GUARANTEE_BREACH if level == BREACH else DeadlineKind.GUARANTEE_WARNING
-    did = deadline_id(case.case_ref, kind, due_at)
-    return DueDeadline(case.case_ref, kind, due_at, did,
-                       WarnGuarantee(case.case_ref, level, due_on, command_id=did))
-
-
-def guarantee_warnings_due(case: GuaranteedCase, today: date,
-                           policy: GuaranteePolicy | None = None) -> list[DueDeadline]:
-    """The warning to raise for `case` on `today` (a Swedish calendar date): at most one, the
-    most severe level that is due and not yet raised."""
-    policy = policy or GuaranteePolicy()
-    due = [lvl for lvl in _pending_levels(case, policy)
-           if warning_due_on(case.guarantee_date, lvl) <= today]
-    return [_deadline(case, min(due))] if due else []
-
-
-def next_guarantee_warning(case: GuaranteedCase, policy: GuaranteePolicy | None = None) -> DueDeadline | None:
-    """The next warning that will fall due, whether or not it is due yet (for a scheduler that
-    keeps each case's next wake-up time)."""
-    pending = _pending_levels(case, policy or GuaranteePolicy())
-    return _deadline(case, max(pending)) if pending else None
