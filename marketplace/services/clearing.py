@@ -18,7 +18,6 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select as core_select
-from sqlalchemy import update
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -33,11 +32,11 @@ from events import (
 from events.bounds import MAX_CAPACITY, MAX_PRICE_SEK, MAX_TRAVEL_KM, date_window
 from events.envelope import stable_event_id
 from events.identifiers import is_identifier, safe_token
+from marketplace.adapters import slots
 from marketplace.adapters.appends import append
 from marketplace.adapters.orm import (
     CaseRow,
     ClearingRoundRow,
-    MatchRow,
     OfferRow,
     PlacementRow,
     RequestRow,
@@ -58,7 +57,6 @@ from matchers.reference import default_tariff, regions
 CONSUMER = "matcher"
 OFFERS = OfferRow.__table__  # type: ignore[attr-defined]
 PLACEMENTS = PlacementRow.__table__  # type: ignore[attr-defined]
-MATCHES = MatchRow.__table__  # type: ignore[attr-defined]
 log = structlog.get_logger(__name__)
 
 
@@ -298,7 +296,7 @@ async def _record(session: AsyncSession, envelope: Envelope, cmd: ClearingRoundR
             providing_region=offer.region, unit_hsa_id=offer.unit_hsa_id, price_sek=offer.price_sek,
             ancillary_cost_sek=p.ancillary_cost_sek, distance_km=p.distance_km, wait_days=p.wait_days,
         )
-        append(session, MATCHES, {**match.model_dump(), "status": "proposed", "created_at": ctx.clock()})
+        slots.propose(session, match, ctx.clock())
         case.last_reason = None
         session.add(case)
         travel, stay = ancillary_split(p.ancillary_cost_sek, p.distance_km, tariff)
@@ -313,12 +311,7 @@ async def _record(session: AsyncSession, envelope: Envelope, cmd: ClearingRoundR
     for match in matches:
         emit(match, streams.matches, "match", match.case_ref)
 
-    for offer_id, count in taken.items():
-        # In the database itself, so that the capacity check and the decrement are one step.
-        taking = (update(OfferRow).where(col(OfferRow.offer_id) == offer_id, col(OfferRow.remaining) >= count)
-                  .values(remaining=col(OfferRow.remaining) - count).execution_options(synchronize_session=False))
-        if (await session.exec(taking)).rowcount != 1:
-            raise RuntimeError(f"offer {offer_id}: fewer than {count} slots left; the round is not recorded")
+    await slots.take(session, taken)
 
     emit(ClearingRoundCompleted(round_id=cmd.round_id, care_area=cmd.care_area, as_of=cmd.as_of,
                                 patients=allocation.patients, placed=allocation.placed,

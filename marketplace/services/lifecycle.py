@@ -16,8 +16,9 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from events import CaseStateChanged, new_envelope
+from marketplace.adapters import slots
 from marketplace.adapters.appends import append_when_written
-from marketplace.adapters.orm import CaseRow, MatchRow, OfferRow
+from marketplace.adapters.orm import CaseRow
 from marketplace.adapters.outbox import stage
 from marketplace.lifecycle import (
     EVENT_TYPES,
@@ -120,19 +121,9 @@ class CaseLedger:
 
     async def _book_consequences(self, event: CaseEvent) -> None:
         if isinstance(event, HoldReleased):
-            match = await self.session.get(MatchRow, event.match_id)
-            if match is not None and match.status in ("proposed", "accepted"):
-                match.status = "released"
-                self.session.add(match)
-            offer = await self.session.get(OfferRow, event.offer_id)
-            if offer is not None:
-                offer.remaining += 1
-                self.session.add(offer)
+            await slots.give_back(self.session, event.offer_id, event.match_id)
         elif type(event) in _MATCH_STATUS:
-            match = await self.session.get(MatchRow, event.match_id)  # type: ignore[attr-defined]
-            if match is not None and match.status in ("proposed", "accepted"):
-                match.status = _MATCH_STATUS[type(event)]
-                self.session.add(match)
+            await slots.end_hold(self.session, event.match_id, _MATCH_STATUS[type(event)])  # type: ignore[attr-defined]
 
     async def _snapshot(self, state: CaseState) -> None:
         row = self.rows.get(state.case_ref)  # every case applied to was loaded, its row with it
