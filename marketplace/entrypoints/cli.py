@@ -37,6 +37,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "stream": "replay",
     "serve": "api",
     "clients": "api",
+    "db": "db",
 }
 
 
