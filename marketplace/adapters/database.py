@@ -58,6 +58,12 @@ class Database:
 
         await schema.ensure_schema(self, auto_migrate=auto_migrate)
 
+    async def upgrade(self) -> None:
+        """The schema to the migrations' head (`nvf db upgrade`), once however many processes ask."""
+        from marketplace.adapters import schema
+
+        await schema.upgrade(self)
+
     async def create_all(self) -> None:
         """Today's tables in one go, recorded as the migrations' head: for tests and benchmarks, where
         it is quicker than running the revisions (tests/migrations proves both make the same schema).
