@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -77,7 +78,7 @@ async def test_a_schema_from_a_newer_version_is_refused_even_with_auto_migration
     await schema.upgrade(empty_db)
     async with empty_db.engine.begin() as conn:
         await conn.execute(text("UPDATE alembic_version SET version_num = 'f00d'"))
-    with pytest.raises(schema.SchemaNotCurrent, match="f00d.*does not know"):
+    with pytest.raises(schema.SchemaNotCurrent, match=r"f00d.*does not know"):
         await empty_db.ensure_schema(auto_migrate=True)
 
 
@@ -100,3 +101,15 @@ def test_nvf_db_upgrade_twice_is_a_no_op(settings: Settings, tmp_path: Path, emp
     assert "matching the models" in check.stdout
     current = run_nvf(["db", "current"], env)
     assert current.stdout.strip() == f"{schema.head()} (at head)"
+
+
+async def test_upgrades_at_the_same_moment_migrate_once(settings: Settings, empty_db: Database) -> None:
+    """Eight connections asking at once (the processes' race, without their start-up times to spread them)."""
+    others = [Database(settings.effective_database_url, schema=settings.db_schema) for _ in range(8)]
+    try:
+        results = await asyncio.gather(*(schema.upgrade(db) for db in others))
+    finally:
+        await asyncio.gather(*(db.dispose() for db in others))
+    assert sum(r.applied for r in results) == 1
+    assert {r.after for r in results} == {schema.head()}
+    assert await schema.differences(empty_db) == []

@@ -7,9 +7,10 @@ from __future__ import annotations
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from marketplace.adapters import schema
 from marketplace.adapters.database import Database
@@ -88,8 +89,8 @@ async def test_without_auto_migration_the_api_refuses_a_schema_behind_in_one_lin
     _refusal(run_nvf(["serve", "--no-workers"], env, timeout=120))
 
 
-def _compose() -> dict[str, dict[str, object]]:
-    services: dict[str, dict[str, object]] = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+def _compose() -> dict[str, Any]:
+    services: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
     return services
 
 
@@ -98,13 +99,13 @@ def test_compose_runs_the_migration_once_before_the_workers_and_the_api() -> Non
     migrate = services["migrate"]
     assert migrate["command"] == ["nvf", "db", "upgrade"]
     assert migrate["restart"] == "no"
-    assert "migrate" not in migrate["depends_on"]  # type: ignore[operator]
+    assert "migrate" not in migrate["depends_on"]
     for name in [*ROLES, "api"]:
         service = services[name]
-        assert service["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}, name  # type: ignore[index]
+        assert service["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}, name
         # They do not migrate themselves: a schema behind stops them.
-        assert service["environment"]["NVF_DB_AUTO_MIGRATE"] == "false", name  # type: ignore[index]
-    assert {name for name, s in services.items() if s.get("command", [None])[:2] == ["nvf", "run"]} == set(ROLES)  # type: ignore[index]
+        assert service["environment"]["NVF_DB_AUTO_MIGRATE"] == "false", name
+    assert {name for name, s in services.items() if s.get("command", [None])[:2] == ["nvf", "run"]} == set(ROLES)
 
 
 async def test_the_compose_commands_as_processes_migrate_once_then_start_the_workers(
@@ -112,9 +113,9 @@ async def test_the_compose_commands_as_processes_migrate_once_then_start_the_wor
     """What `docker compose up` runs, in its order, minus Docker: `migrate`, then every role with the
     compose file's environment (automatic migration off)."""
     services = _compose()
-    migrate = run_nvf([*services["migrate"]["command"]][1:], worker_env(settings))  # type: ignore[call-overload]
+    migrate = run_nvf(services["migrate"]["command"][1:], worker_env(settings))  # run_nvf adds `nvf`
     assert migrate.returncode == 0, migrate.stderr
-    off = str(services["intake"]["environment"]["NVF_DB_AUTO_MIGRATE"])  # type: ignore[index]
+    off = str(services["intake"]["environment"]["NVF_DB_AUTO_MIGRATE"])
     procs = _start_all_at_once(processes, worker_env(settings, NVF_DB_AUTO_MIGRATE=off))
 
     assert {role: p.poll() for role, p in procs.items()} == dict.fromkeys(ROLES)  # all running
