@@ -183,8 +183,8 @@ async def ensure_schema(db: Database, *, auto_migrate: bool) -> None:
     if found is not None and not _known(found):
         raise SchemaNotCurrent(_unknown(found))
     if not auto_migrate:
-        where = "empty" if found is None else f"at revision {found}"
-        raise SchemaNotCurrent(f"the database schema is {where}, behind this version's {wanted}: "
+        where = "has no revision yet" if found is None else f"is at revision {found}"
+        raise SchemaNotCurrent(f"the database schema {where}, behind this version's {wanted}: "
                                "run `nvf db upgrade` (automatic migration is off: NVF_DB_AUTO_MIGRATE)")
     await upgrade(db)
 

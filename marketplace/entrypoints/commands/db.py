@@ -83,7 +83,7 @@ def current() -> None:
     found = _run(schema.current)
     wanted = schema.head()
     state = "at head" if found == wanted else f"behind: run `nvf db upgrade` for {wanted}"
-    console.print(f"{found or 'empty'} ({state})")
+    console.print(f"{found or 'no revision'} ({state})")
 
 
 @db_app.command("check")
@@ -96,7 +96,7 @@ def check() -> None:
     found, diffs = _run(both)
     wanted = schema.head()
     if found != wanted:
-        err_console.print(f"schema at {found or 'empty'}, not at head {wanted}: run `nvf db upgrade`")
+        err_console.print(f"schema at {found or 'no revision'}, not at head {wanted}: run `nvf db upgrade`")
         raise typer.Exit(1)
     if diffs:
         err_console.print(f"schema at head {wanted} but it differs from the models in {len(diffs)} way(s):")
