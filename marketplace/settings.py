@@ -34,6 +34,11 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("NVF_DB_SCHEMA", "db_schema"),
         description="PostgreSQL schema to keep the tables in (created if missing)",
     )
+    db_auto_migrate: bool = Field(
+        default=True, validation_alias=AliasChoices("NVF_DB_AUTO_MIGRATE", "db_auto_migrate"),
+        description="at start, bring the database schema up to this version's (one process migrates, under a "
+        "lock); false: refuse to start on a schema that is behind and leave it to `nvf db upgrade`",
+    )
     state_dir: Path = Field(default=Path(".nvf"), validation_alias=AliasChoices("NVF_STATE_DIR", "state_dir"))
     stream_prefix: str = Field(
         default="nvf", validation_alias=AliasChoices("NVF_STREAM_PREFIX", "stream_prefix"),

@@ -159,9 +159,10 @@ def register_workers(runtime: Runtime, roles: Iterable[str] = ROLES) -> Workers:
 
 
 async def prepare(runtime: Runtime, pairs: Iterable[tuple[str, str]]) -> None:
-    """Connect, create the tables and the consumer groups (at the start of each stream)."""
+    """Connect, bring the schema to head (or refuse: `SchemaNotCurrent`) and create the consumer
+    groups (at the start of each stream)."""
     await runtime.connect()
-    await runtime.db.create_all()
+    await runtime.db.ensure_schema(auto_migrate=runtime.settings.db_auto_migrate)
     for stream, group in pairs:
         try:
             await ensure_group(runtime.redis, stream, group)

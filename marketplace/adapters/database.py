@@ -50,11 +50,31 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.url.get_backend_name() == "sqlite"
 
+    async def ensure_schema(self, *, auto_migrate: bool = True) -> None:
+        """At a process's start: the schema at the migrations' head, or upgraded to it (under a lock,
+        once however many processes start together), or refused with `schema.SchemaNotCurrent`
+        when `auto_migrate` is off."""
+        from marketplace.adapters import schema  # alembic: only for processes that use the database
+
+        await schema.ensure_schema(self, auto_migrate=auto_migrate)
+
+    async def upgrade(self) -> None:
+        """The schema to the migrations' head (`nvf db upgrade`), once however many processes ask."""
+        from marketplace.adapters import schema
+
+        await schema.upgrade(self)
+
     async def create_all(self) -> None:
+        """Today's tables in one go, recorded as the migrations' head: for tests and benchmarks, where
+        it is quicker than running the revisions (tests/migrations proves both make the same schema).
+        Processes start with `ensure_schema`."""
+        from marketplace.adapters import schema
+
         async with self.engine.begin() as conn:
             if self.schema and not self.is_sqlite:
                 await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
             await conn.run_sync(SQLModel.metadata.create_all)
+            await conn.run_sync(schema.stamp_head)
 
     async def drop_schema(self) -> None:
         """Drop this database's own schema (PostgreSQL) or its tables (SQLite); for tests."""
@@ -63,6 +83,8 @@ class Database:
                 await conn.execute(text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
             else:
                 await conn.run_sync(SQLModel.metadata.drop_all)
+                # The migrations' record goes with the tables, or the next start would find them at head.
+                await conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

@@ -37,6 +37,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "stream": "replay",
     "serve": "api",
     "clients": "api",
+    "db": "db",
 }
 
 
@@ -142,6 +143,7 @@ def run(
     from events.parties import SCHEDULER
     from marketplace.adapters.redis_users import prepare_access
     from marketplace.entrypoints.bootstrap import redis_server
+    from marketplace.entrypoints.commands.db import refusing_stale_schema
     from workers.app import ROLES, running
     from workers.runtime import Runtime
     from workers.sweeper import DeadlineSweeper
@@ -179,7 +181,7 @@ def run(
         await runtime.db.dispose()
         log.info("workers.stopped")
 
-    with redis_server(settings) as redis_url:
+    with redis_server(settings) as redis_url, refusing_stale_schema():
         asyncio.run(serve(redis_url))
 
 

@@ -60,8 +60,10 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
     started = time.perf_counter()
     db = Database(settings.effective_database_url, schema=settings.db_schema)
     if reset:
-        # The demo owns its store: start from an empty book each time.
+        # The demo owns its store: start from an empty book each time, on a schema at head (whatever
+        # NVF_DB_AUTO_MIGRATE says: the store is the demo's own).
         await db.drop_schema()
+        await db.upgrade()
     # Each role, region and the operator connects as its own Redis user (marketplace/access.py).
     credentials = await prepare_access(settings, redis_url)
     runtime = Runtime.create(settings, redis_url, db=db, credentials=credentials)

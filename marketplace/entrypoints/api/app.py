@@ -95,7 +95,8 @@ def create_api(settings: Settings, redis_url: str, *, roles: Sequence[str] = ROL
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
-        await db.create_all()
+        # `nvf serve` has brought the schema to head (or refused to start) before this runs.
+        await db.ensure_schema(auto_migrate=settings.db_auto_migrate)
         # Each party (and each worker role) connects as its own Redis user; the API speaks for a
         # caller through that caller's own connection.
         credentials = await prepare_access(settings, redis_url)

@@ -42,6 +42,7 @@ from marketplace.adapters.search_index import SearchQueryError, SearchUnavailabl
 from marketplace.agreements.csv_import import ImportFileError, plan_import
 from marketplace.agreements.rules import check_terms
 from marketplace.entrypoints.bootstrap import redis_server
+from marketplace.entrypoints.commands.db import ready
 from marketplace.log_config import configure_logging
 from marketplace.services.agreements import to_domain
 from marketplace.services.provider_search import ProviderHit, SearchQuery, preview, search_providers
@@ -123,7 +124,7 @@ async def _send_one(settings: Settings, payload: Payload, producer: str, wait: f
         return 0
     db = Database(settings.effective_database_url, schema=settings.db_schema)
     try:
-        await db.create_all()
+        await ready(db, settings)
         processed, refused, changed = await _verdicts(db, [eid], wait)
     finally:
         await db.dispose()
@@ -241,7 +242,7 @@ def import_cmd(
         async def go() -> tuple[set[str], dict[str, RejectionRow], set[str]]:
             db = Database(settings.effective_database_url, schema=settings.db_schema)
             try:
-                await db.create_all()
+                await ready(db, settings)
                 # Rows imported before (the same content, so the same event id) are unchanged now.
                 before, _, _ = await _verdicts(db, ids, 0)
                 await _publish(settings, [r.envelope for r in plan.rows])
@@ -337,7 +338,7 @@ def search(
     async def go() -> Any:
         db = Database(settings.effective_database_url, schema=settings.db_schema)
         try:
-            await db.create_all()
+            await ready(db, settings)
             async with db.session() as session:
                 return await search_providers(session, query)
         finally:
@@ -385,7 +386,7 @@ def preview_cmd(
     async def go() -> Any:
         db = Database(settings.effective_database_url, schema=settings.db_schema)
         try:
-            await db.create_all()
+            await ready(db, settings)
             async with db.session() as session:
                 return await preview(session, agreement_id, day)
         finally:
@@ -421,7 +422,7 @@ def list_cmd(
     async def go() -> list[AgreementRow]:
         db = Database(settings.effective_database_url, schema=settings.db_schema)
         try:
-            await db.create_all()
+            await ready(db, settings)
             async with db.session() as session:
                 query = select(AgreementRow).order_by(col(AgreementRow.agreement_id))
                 if region:
@@ -455,7 +456,7 @@ def show(agreement_id: Annotated[str, typer.Argument(help="the agreement's id")]
     async def go() -> tuple[AgreementRow | None, list[AgreementVersionRow]]:
         db = Database(settings.effective_database_url, schema=settings.db_schema)
         try:
-            await db.create_all()
+            await ready(db, settings)
             async with db.session() as session:
                 row = await session.get(AgreementRow, agreement_id)
                 versions = (await session.exec(select(AgreementVersionRow).where(

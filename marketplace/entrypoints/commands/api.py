@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from marketplace.adapters.api_orm import ApiClientRow
 from marketplace.adapters.database import Database
+from marketplace.entrypoints.commands.db import ready
 from marketplace.settings import Settings
 
 T = TypeVar("T")
@@ -48,6 +49,8 @@ def serve(
     if unknown:
         err_console.print(f"[red]unknown role(s) {sorted(unknown)}; choose from {list(ROLES)}[/red]")
         raise typer.Exit(2)
+    # The schema first, before the app's lifespan, where a refusal would be uvicorn's traceback.
+    asyncio.run(_schema_ready(settings))
     with redis_server(settings) as redis_url:
         try:
             app = create_app(settings, redis_url, roles=roles, sweeper=sweeper and bool(roles))
@@ -68,10 +71,18 @@ def serve(
             raise typer.Exit(1)
 
 
+async def _schema_ready(settings: Settings) -> None:
+    db = Database(settings.effective_database_url, schema=settings.db_schema)
+    try:
+        await ready(db, settings)
+    finally:
+        await db.dispose()
+
+
 async def _with_db(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     db = Database(settings.effective_database_url, schema=settings.db_schema)
     try:
-        await db.create_all()
+        await ready(db, settings)
         async with db.session() as session:
             return await work(session)
     finally:

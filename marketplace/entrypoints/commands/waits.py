@@ -15,6 +15,7 @@ from rich.table import Table
 
 from marketplace.adapters.database import Database
 from marketplace.adapters.waits_orm import UnitCapacityRow
+from marketplace.entrypoints.commands.db import ready
 from marketplace.log_config import configure_logging
 from marketplace.services.capacity import feed
 from marketplace.services.waiting_times import (
@@ -80,7 +81,7 @@ def _settings() -> Settings:
 async def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
     db = Database(settings.effective_database_url, schema=settings.db_schema)
     try:
-        await db.create_all()
+        await ready(db, settings)
         return await work(db)
     finally:
         await db.dispose()
