@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 from alembic import command
@@ -32,13 +32,22 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import event, inspect, text
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlmodel import SQLModel
 
-if TYPE_CHECKING:
-    from marketplace.adapters.database import Database
+
+class Database(Protocol):
+    """What migrating needs of `adapters.database.Database` (which calls into this module)."""
+
+    engine: AsyncEngine
+    url: URL
+    schema: str | None
+
+    @property
+    def is_sqlite(self) -> bool: ...
+
 
 log = structlog.get_logger(__name__)
 
