@@ -1,8 +1,10 @@
 """The address book: every organisation's functional addresses and public keys.
 
 It is the public half of the federation's directory. It holds public keys only (raw 32-byte
-Ed25519/X25519 keys whose ids are their fingerprints); private keys live in each organisation's
-own key store (`notifiers.keystore`). Retired keys stay listed so older messages still verify.
+Ed25519/X25519 keys whose ids are their fingerprints), each published as an RFC 8037 OKP JWK
+(`PublicKey.jwk`, `AddressBook.jwks`) for any JOSE library; private keys live in each
+organisation's own key store (`notifiers.keystore`). Retired keys stay listed so older messages
+still verify.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import os
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+from joserfc.jwk import OKPKey
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -51,7 +54,7 @@ class PublicKey(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> PublicKey:
-        expected = crypto.SIGNATURE_ALGORITHM if self.use == "signing" else crypto.KEY_AGREEMENT_ALGORITHM
+        expected = crypto.CURVES[self.use]
         if self.algorithm != expected:
             raise ValueError(f"{self.use} keys are {expected}")
         crypto.check_public_key(self.use, self.public_key)
@@ -63,6 +66,14 @@ class PublicKey(BaseModel):
     @property
     def retired(self) -> bool:
         return self.retired_at is not None
+
+    @property
+    def jwk(self) -> dict[str, Any]:
+        """The key as published for other systems: an RFC 8037 OKP JWK with kid, use and alg."""
+        return crypto.public_jwk(self.use, self.public_key, self.key_id)
+
+    def okp_key(self) -> OKPKey:
+        return crypto.public_okp_key(self.use, self.public_key)
 
     def valid_for_signature_at(self, moment: datetime) -> bool:
         """A retired signing key still verifies what was written before it was retired."""
@@ -132,6 +143,10 @@ class AddressBook(BaseModel):
     def resolve(self, org: str) -> OrganisationEntry | None:
         """An organisation by org number, region code or functional address."""
         return self.get(org) or self.by_code(org) or self.by_address(org)
+
+    def jwks(self, org_number: str) -> dict[str, Any]:
+        """An organisation's public keys, current and retired, as an RFC 7517 JWK Set."""
+        return {"keys": [k.jwk for k in self._entry(org_number).keys]}
 
     def signing_key(self, org_number: str, key_id: str) -> PublicKey | None:
         entry = self.get(org_number)
