@@ -9,6 +9,7 @@ still verify.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from datetime import datetime
@@ -191,9 +192,24 @@ def load_address_book(path: Path) -> AddressBook:
     return AddressBook.model_validate_json(path.read_bytes())
 
 
+JWKS_DIRECTORY = "jwks"
+
+
+def jwks_path(address_book: Path, org_number: str) -> Path:
+    """Where an organisation's JWK Set is published, beside the address book."""
+    return address_book.parent / JWKS_DIRECTORY / f"{org_number}.json"
+
+
 def save_address_book(book: AddressBook, path: Path) -> None:
-    """Write atomically, so a reader never sees half an address book."""
+    """Write atomically, so a reader never sees half an address book; and publish each
+    organisation's keys as a JWK Set (`jwks/<org number>.json`) for other systems' JOSE libraries."""
+    _write_atomically(path, book.model_dump_json(indent=2) + "\n")
+    for org_number in book.organisations:
+        _write_atomically(jwks_path(path, org_number), json.dumps(book.jwks(org_number), indent=2) + "\n")
+
+
+def _write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(book.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
