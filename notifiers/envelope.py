@@ -24,7 +24,7 @@ JWE protected header:
     alg   "ECDH-ES+A256KW" (RFC 7518 §4.6; the key agreement over X25519, RFC 8037)
     enc   "A256GCM"
     kid   the recipient organisation's current encryption key id
-    epk   the ephemeral X25519 public key (the JOSE library adds it)
+    epk   the ephemeral X25519 public key, an OKP JWK (the JOSE library adds it)
     typ   "nvf-body+jwe"
     cty   "json"
     nvf   the routing header, an object with exactly these members:
@@ -134,9 +134,11 @@ class SealedMessage:
     @classmethod
     def from_bytes(cls, raw: bytes) -> SealedMessage:
         """Parse without verifying, e.g. to re-send from an outbox. Receivers use `open_message`."""
-        parts = _split(raw)
         try:
+            parts = _split(raw)
             return cls(header=MessageHeader.model_validate(parts.routing), token=raw.decode("ascii"))
+        except MessageRejected as exc:
+            raise ValueError(exc.reason) from None
         except ValidationError as exc:
             raise ValueError(_first_error(exc)) from None
 
@@ -257,6 +259,10 @@ def verify_message(raw: bytes, address_book: AddressBook) -> SealedMessage:
             raise reject(ReceiptDetail.STRUCTURE, f"{name} must be {wanted!r}")
     if "zip" in parts.jwe_header:
         raise reject(ReceiptDetail.STRUCTURE, "JWE zip is not allowed")
+    epk = parts.jwe_header.get("epk")
+    if not (isinstance(epk, dict) and epk.get("kty") == "OKP" and epk.get("crv") == crypto.CURVES["encryption"]
+            and isinstance(epk.get("x"), str)):
+        raise reject(ReceiptDetail.STRUCTURE, "JWE epk must be an OKP X25519 public key")
     if not signing_key.valid_for_signature_at(header.created_at):
         raise reject(ReceiptDetail.SECURITY,
                      f"signed with {sender_key_id}, which was retired before {header.created_at}")

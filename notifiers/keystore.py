@@ -156,7 +156,8 @@ class KeyStore:
             raise crypto.CryptoError("not a decryption key")
         try:
             return jwe.decrypt_compact(token, key, registry=crypto.JWE_REGISTRY).plaintext or b""
-        except crypto.JoseFailure as exc:
+        except (*crypto.JoseFailure, KeyError, TypeError) as exc:
+            # Everything in the token is the sender's: whatever it makes joserfc trip over is theirs.
             raise crypto.CryptoError("decryption failed") from exc
 
     def rotate(self, *, now: datetime | None = None) -> tuple[PublicKey, ...]:

@@ -84,7 +84,7 @@ def region_open(raw: bytes, federation: Federation, me: str, sender: str) -> tup
 
 def region_seal(federation: Federation, body: dict[str, Any], *, sender: str, recipient: str, address: str,
                 message_type: str, encrypt_to: str | None = None, conversation_id: str = CASE,
-                **routing: Any) -> bytes:
+                alg: str = "Ed25519", **routing: Any) -> bytes:
     """Make a message as the profile says, with jwcrypto."""
     signing = own_key(federation, sender, current_kid(federation, sender, "sig"))
     encryption = by_kid(published(federation, encrypt_to or recipient),
@@ -100,8 +100,8 @@ def region_seal(federation: Federation, body: dict[str, Any], *, sender: str, re
     inner = jwe.JWE(json.dumps(body).encode(), protected=json_encode(protected))
     inner.add_recipient(encryption)
     outer = jws.JWS(inner.serialize(compact=True).encode("ascii"))
-    outer.add_signature(signing, alg="Ed25519", protected=json_encode(
-        {"alg": "Ed25519", "kid": signing["kid"], "typ": "nvf-message+jws", "cty": "nvf-body+jwe"}))
+    outer.add_signature(signing, alg=alg, protected=json_encode(
+        {"alg": alg, "kid": signing["kid"], "typ": "nvf-message+jws", "cty": "nvf-body+jwe"}))
     return outer.serialize(compact=True).encode("ascii")
 
 
@@ -159,8 +159,9 @@ def _receive(federation: Federation, raw: bytes, recipient: str = PROVIDER_ORG) 
     return receive(raw, store(federation, recipient), federation.book, InMemorySeenMessages())
 
 
-def test_a_message_a_region_made_with_another_library_is_accepted(federation: Federation) -> None:
-    raw = region_seal(federation, NOTICE, sender=HOME_ORG, recipient=PROVIDER_ORG,
+@pytest.mark.parametrize("alg", ["Ed25519", "EdDSA"])  # RFC 9864's name, and RFC 8037's for libraries before it
+def test_a_message_a_region_made_with_another_library_is_accepted(federation: Federation, alg: str) -> None:
+    raw = region_seal(federation, NOTICE, sender=HOME_ORG, recipient=PROVIDER_ORG, alg=alg,
                       address=federation.book.organisations[PROVIDER_ORG].addresses[0], message_type="match.notice")
     sealed = verify_sealed(raw, federation.book)  # what the marketplace checks before routing
     assert sealed.header.sender_org == HOME_ORG

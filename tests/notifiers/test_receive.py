@@ -30,6 +30,7 @@ from tests.notifiers.conftest import (
     jwe_token,
     region_organisations,
     resign,
+    with_jwe_header,
     with_routing,
 )
 
@@ -242,3 +243,20 @@ def test_a_message_read_back_from_an_outbox_is_byte_identical(federation: Federa
     assert again == raw
     signed, _ = receive(again, federation.store(UPPSALA), federation.book, InMemorySeenMessages())
     assert signed.receipt.status is ReceiptStatus.ACCEPTED
+
+
+@pytest.mark.parametrize("changes", [
+    {"epk": {"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}}, {"epk": "x"}, {"zip": "DEF"},
+    {"enc": "A128GCM"}, {"alg": "dir"}, {"typ": "JWT"}, {"kid": "enc-" + "0" * 20},
+])
+def test_a_jwe_outside_the_profile_is_structure_even_when_signed(federation: Federation,
+                                                                 changes: dict[str, Any]) -> None:
+    raw = resign(with_jwe_header(federation.notice().to_bytes(), **changes), federation.store(STOCKHOLM))
+    assert _reject(federation, raw) == (ReceiptCode.SV, ReceiptDetail.STRUCTURE)
+
+
+def test_a_malformed_ephemeral_key_is_refused_not_a_crash(federation: Federation) -> None:
+    # The low-order (all-zero) X25519 point: no shared secret to derive.
+    epk = {"kty": "OKP", "crv": "X25519", "x": crypto.b64url(bytes(32))}
+    raw = resign(with_jwe_header(federation.notice().to_bytes(), epk=epk), federation.store(STOCKHOLM))
+    assert _reject(federation, raw) == (ReceiptCode.SIG, ReceiptDetail.SECURITY)
