@@ -27,16 +27,22 @@ JWE protected header:
     epk   the ephemeral X25519 public key, an OKP JWK (the JOSE library adds it)
     typ   "nvf-body+jwe"
     cty   "json"
-    nvf   the routing header, an object with exactly these members:
+    nvf   the routing header, an object with these members and no others:
           format "nvf-jose/1"; message_id (UUID); created_at (ISO 8601, UTC); conversation_id;
           in_reply_to (UUID or null); sender_org, recipient_org (org numbers NNNNNN-NNNN);
           recipient_address (HSA-id); message_type; label (no personal identity number);
           confidential (bool); sender_key_id (= the JWS kid); recipient_key_id (= the JWE kid).
+          in_reply_to and label may be left out (null and "").
 
 JWE plaintext: the body of `message_type` (see `notifiers.message_types`) as RFC 8785
-canonical JSON in UTF-8. No compression ("zip" is not allowed).
+canonical JSON in UTF-8. No compression ("zip" is not allowed). The whole message is at most
+30,000,000 bytes. Only the compact serialization is accepted.
 
-Keys are published in the address book as RFC 8037 OKP JWKs (`AddressBook.jwks`): signing keys
+Receipts answer every message; they are JWSs too (see `notifiers.receipts`).
+
+Keys are published as RFC 8037 OKP JWKs, one JWK Set per organisation in `jwks/<org number>.json`
+beside the address book (`AddressBook.jwks`; retired keys stay listed, so older messages still
+verify, a signing key only for what was created before it was retired): signing keys
 {"kty":"OKP","crv":"Ed25519","use":"sig","alg":"Ed25519"}, encryption keys
 {"kty":"OKP","crv":"X25519","use":"enc","alg":"ECDH-ES+A256KW"}, each with its "kid":
 "sig-"/"enc-" and the first 20 hex digits of SHA-256 of the raw 32-byte public key.
