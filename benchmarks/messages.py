@@ -105,7 +105,8 @@ async def marketplace(n: int, state_dir: Path, database_url: str,
     from marketplace.services.directory import key_directory
     from marketplace.services.notification import notifier
 
-    tag = uuid.uuid4().hex[:8]
+    # Consonants only: the tag goes into case refs, which must fit the bus's id pattern.
+    tag = "".join("bcdfghjklmnpqrstvwxz"[b % 20] for b in uuid.uuid4().bytes[:8])
     schema = f"nvf_bench_{tag}" if database_url.startswith("postgresql") else None
     db = Database(database_url, schema=schema)
     await db.create_all()
