@@ -1,18 +1,22 @@
 """The address book: every organisation's functional addresses and public keys.
 
 It is the public half of the federation's directory. It holds public keys only (raw 32-byte
-Ed25519/X25519 keys whose ids are their fingerprints); private keys live in each organisation's
-own key store (`notifiers.keystore`). Retired keys stay listed so older messages still verify.
+Ed25519/X25519 keys whose ids are their fingerprints), each published as an RFC 8037 OKP JWK
+(`PublicKey.jwk`, `AddressBook.jwks`) for any JOSE library; private keys live in each
+organisation's own key store (`notifiers.keystore`). Retired keys stay listed so older messages
+still verify.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+from joserfc.jwk import OKPKey
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -51,7 +55,7 @@ class PublicKey(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> PublicKey:
-        expected = crypto.SIGNATURE_ALGORITHM if self.use == "signing" else crypto.KEY_AGREEMENT_ALGORITHM
+        expected = crypto.CURVES[self.use]
         if self.algorithm != expected:
             raise ValueError(f"{self.use} keys are {expected}")
         crypto.check_public_key(self.use, self.public_key)
@@ -63,6 +67,14 @@ class PublicKey(BaseModel):
     @property
     def retired(self) -> bool:
         return self.retired_at is not None
+
+    @property
+    def jwk(self) -> dict[str, Any]:
+        """The key as published for other systems: an RFC 8037 OKP JWK with kid, use and alg."""
+        return crypto.public_jwk(self.use, self.public_key, self.key_id)
+
+    def okp_key(self) -> OKPKey:
+        return crypto.public_okp_key(self.use, self.public_key)
 
     def valid_for_signature_at(self, moment: datetime) -> bool:
         """A retired signing key still verifies what was written before it was retired."""
@@ -133,6 +145,10 @@ class AddressBook(BaseModel):
         """An organisation by org number, region code or functional address."""
         return self.get(org) or self.by_code(org) or self.by_address(org)
 
+    def jwks(self, org_number: str) -> dict[str, Any]:
+        """An organisation's public keys, current and retired, as an RFC 7517 JWK Set."""
+        return {"keys": [k.jwk for k in self._entry(org_number).keys]}
+
     def signing_key(self, org_number: str, key_id: str) -> PublicKey | None:
         entry = self.get(org_number)
         return entry.key(key_id, "signing") if entry else None
@@ -176,9 +192,24 @@ def load_address_book(path: Path) -> AddressBook:
     return AddressBook.model_validate_json(path.read_bytes())
 
 
+JWKS_DIRECTORY = "jwks"
+
+
+def jwks_path(address_book: Path, org_number: str) -> Path:
+    """Where an organisation's JWK Set is published, beside the address book."""
+    return address_book.parent / JWKS_DIRECTORY / f"{org_number}.json"
+
+
 def save_address_book(book: AddressBook, path: Path) -> None:
-    """Write atomically, so a reader never sees half an address book."""
+    """Write atomically, so a reader never sees half an address book; and publish each
+    organisation's keys as a JWK Set (`jwks/<org number>.json`) for other systems' JOSE libraries."""
+    _write_atomically(path, book.model_dump_json(indent=2) + "\n")
+    for org_number in book.organisations:
+        _write_atomically(jwks_path(path, org_number), json.dumps(book.jwks(org_number), indent=2) + "\n")
+
+
+def _write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(book.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)

@@ -1,67 +1,78 @@
-"""The primitives every secure message is made of, composed and nothing more.
+"""The JOSE suite every secure message and receipt uses, pinned, and the keys as JWKs.
 
-Suite (fixed, so nothing can be negotiated down):
+Nothing here is cryptography of our own: signing, key agreement and encryption are `joserfc`
+(which uses `cryptography`), canonical JSON is RFC 8785 (`rfc8785`). This module only chooses:
 
-- content: AES-256-GCM with a fresh random key per message; the readable header is the
-  associated data, so a header cannot be moved onto another body.
-- key transport: ECIES-style. A fresh ephemeral X25519 key per message, ECDH with the recipient
-  organisation's X25519 key, HKDF-SHA256 (info binds both public keys) gives a key-encryption key,
-  and the content key is wrapped with AES key wrap (RFC 3394). X25519 rather than RSA-OAEP 3072:
-  keys are 32 bytes, generating 21 organisations' keys takes milliseconds, and the ephemeral key
-  gives each message its own key-encryption key.
-- signature: Ed25519 over a domain-separated canonical JSON of everything but the signature.
+- signatures: JWS, alg `Ed25519` (RFC 9864's fully specified name for EdDSA over Ed25519;
+  `EdDSA` with an Ed25519 key, RFC 8037, is accepted too since it is the same algorithm).
+- encryption: JWE, alg `ECDH-ES+A256KW` with an X25519 key (RFC 8037), enc `A256GCM`.
+- keys: OKP JWKs (RFC 8037). A key id is derived from the raw public key,
+  ``"sig-" | "enc-"`` + the first 20 hex digits of SHA-256(raw 32-byte public key), so an id can
+  never name two different keys.
 
-All of it is `cryptography`; this module only chooses and composes.
+Only these algorithms are in the registries, so nothing can be negotiated down.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
-import json
-import os
-from dataclasses import dataclass
-from typing import Final, Literal
+import warnings
+from typing import Any, Final, Literal
 
-from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
+import rfc8785
+from joserfc.errors import JoseError
+from joserfc.jwe import JWERegistry
+from joserfc.jwk import OKPKey
+from joserfc.jws import JWSRegistry
+from joserfc.registry import HeaderParameter
+from joserfc.util import urlsafe_b64encode
 
 KeyUse = Literal["signing", "encryption"]
-PrivateKey = Ed25519PrivateKey | X25519PrivateKey
 
 SIGNATURE_ALGORITHM: Final = "Ed25519"
-KEY_AGREEMENT_ALGORITHM: Final = "X25519"
-KEY_WRAP_ALGORITHM: Final = "X25519-HKDF-SHA256-A256KW"
+ACCEPTED_SIGNATURE_ALGORITHMS: Final = ("Ed25519", "EdDSA")
+KEY_MANAGEMENT_ALGORITHM: Final = "ECDH-ES+A256KW"
 CONTENT_ALGORITHM: Final = "A256GCM"
-NONCE_BYTES: Final = 12
-_HKDF_INFO = b"nvf-sdk/1 key-wrap"
+CURVES: Final[dict[KeyUse, str]] = {"signing": "Ed25519", "encryption": "X25519"}
+JWK_USE: Final[dict[KeyUse, str]] = {"signing": "sig", "encryption": "enc"}
+JWK_ALG: Final[dict[KeyUse, str]] = {"signing": SIGNATURE_ALGORITHM, "encryption": KEY_MANAGEMENT_ALGORITHM}
+HEADER_PARAMETER: Final = "nvf"
+"""The private JWE header parameter that carries a message's readable routing header."""
+
+# joserfc flags `EdDSA` as deprecated by RFC 9864; we sign with `Ed25519` and only accept `EdDSA`
+# from others, so the warning would say nothing a reader can act on.
+warnings.filterwarnings("ignore", message="EdDSA is deprecated", module=r"joserfc\..*")
+
+
+def _object(value: object) -> None:
+    if not isinstance(value, dict):
+        raise ValueError("must be a JSON object")
+
+
+JWS_REGISTRY: Final = JWSRegistry(algorithms=list(ACCEPTED_SIGNATURE_ALGORITHMS))
+JWE_REGISTRY: Final = JWERegistry(
+    algorithms=[KEY_MANAGEMENT_ALGORITHM, CONTENT_ALGORITHM],
+    header_registry={HEADER_PARAMETER: HeaderParameter("NVF routing header", _object, required=True)},
+)
 
 
 class CryptoError(Exception):
-    """Decryption or key unwrapping failed. Deliberately says nothing about why."""
+    """Decryption failed. Deliberately says nothing about why."""
 
 
-@dataclass(frozen=True, slots=True)
-class WrappedKey:
-    """A content key wrapped for one recipient key."""
-
-    ephemeral_public_key: bytes
-    wrapped_key: bytes
+JoseFailure = (JoseError, ValueError)
+"""What joserfc raises on malformed or failing input (some checks raise plain ValueErrors)."""
 
 
-# --- canonical forms --------------------------------------------------------------------------
+# --- canonical forms -----------------------------------------------------------------------------
 
 
-def canonical_json(value: object) -> bytes:
-    """The one byte form of a JSON value that is signed: sorted keys, no spaces, UTF-8."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+def canonical_json(value: Any) -> bytes:
+    """The one byte form of a JSON value that is signed or hashed: RFC 8785 (JCS)."""
+    return rfc8785.dumps(value)
 
 
 def b64encode(data: bytes) -> str:
@@ -71,8 +82,9 @@ def b64encode(data: bytes) -> str:
 def b64decode_strict(text: str) -> bytes:
     """Decode standard base64, refusing any text that is not exactly what `b64encode` writes.
 
-    Plain decoding ignores the unused low bits of the last character, so two different texts give
-    the same bytes; refusing non-canonical text keeps "one flipped bit is always noticed" true.
+    Used for the transport encoding on the bus. Plain decoding ignores the unused low bits of the
+    last character, so two different texts give the same bytes; refusing non-canonical text keeps
+    "one flipped bit is always noticed" true.
     """
     try:
         data = base64.b64decode(text.encode("ascii"), validate=True)
@@ -83,19 +95,33 @@ def b64decode_strict(text: str) -> bytes:
     return data
 
 
+def b64url(data: bytes) -> str:
+    return urlsafe_b64encode(data).decode("ascii")
+
+
+def b64url_decode_strict(text: str) -> bytes:
+    """Decode unpadded base64url (RFC 7515 §2), refusing any text `b64url` would not write."""
+    try:
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("not valid base64url") from exc
+    if b64url(data) != text:
+        raise ValueError("not canonical base64url")
+    return data
+
+
 # --- keys ----------------------------------------------------------------------------------------
 
 
-def new_signing_key() -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.generate()
+def new_key(use: KeyUse) -> OKPKey:
+    return OKPKey.generate_key(CURVES[use])  # type: ignore[arg-type]
 
 
-def new_encryption_key() -> X25519PrivateKey:
-    return X25519PrivateKey.generate()
-
-
-def public_bytes(key: PrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+def public_bytes(key: OKPKey) -> bytes:
+    x = key.as_dict(private=False)["x"]
+    if not isinstance(x, str):
+        raise ValueError("an OKP key's x is a string")
+    return b64url_decode_strict(x)
 
 
 def key_id(use: KeyUse, public_key: bytes) -> str:
@@ -104,83 +130,37 @@ def key_id(use: KeyUse, public_key: bytes) -> str:
     return f"{prefix}-{hashlib.sha256(public_key).hexdigest()[:20]}"
 
 
+def public_jwk(use: KeyUse, public_key: bytes, kid: str) -> dict[str, Any]:
+    """The published form of a public key: an RFC 8037 OKP JWK with its kid, use and alg."""
+    return {"kty": "OKP", "crv": CURVES[use], "x": b64url(public_key), "kid": kid,
+            "use": JWK_USE[use], "alg": JWK_ALG[use]}
+
+
+@functools.lru_cache(maxsize=1024)
+def public_okp_key(use: KeyUse, public_key: bytes) -> OKPKey:
+    """The public key as a joserfc key (cached: verifying many messages from one sender)."""
+    jwk = public_jwk(use, public_key, key_id(use, public_key))
+    # `alg` is left out: a key listed for Ed25519 also verifies the `EdDSA` name of the algorithm.
+    return OKPKey.import_key({k: v for k, v in jwk.items() if k != "alg"})
+
+
 def check_public_key(use: KeyUse, public_key: bytes) -> None:
-    """Raise ValueError unless `public_key` is a raw public key of the algorithm of `use`."""
-    if use == "signing":
-        Ed25519PublicKey.from_public_bytes(public_key)
-    else:
-        X25519PublicKey.from_public_bytes(public_key)
+    """Raise ValueError unless `public_key` is a raw public key of the curve of `use`."""
+    if len(public_key) != 32:
+        raise ValueError(f"a {CURVES[use]} public key is 32 bytes")
+    try:
+        public_okp_key(use, public_key)
+    except JoseFailure as exc:
+        raise ValueError(f"not a {CURVES[use]} public key: {exc}") from exc
 
 
-def private_key_pem(key: PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+def private_key_pem(key: OKPKey) -> bytes:
+    return key.as_pem(private=True)
 
 
-def load_private_key_pem(data: bytes) -> PrivateKey:
-    key = serialization.load_pem_private_key(data, password=None)
-    if not isinstance(key, Ed25519PrivateKey | X25519PrivateKey):
-        raise ValueError(f"unexpected private key type {type(key).__name__}")
+def load_private_key_pem(data: bytes) -> OKPKey:
+    """A PKCS#8 PEM private key (the key store's format) as a joserfc OKP key."""
+    key = OKPKey.import_key(data)
+    if not key.is_private or key.curve_name not in CURVES.values():
+        raise ValueError("expected an Ed25519 or X25519 private key")
     return key
-
-
-# --- signatures ----------------------------------------------------------------------------------
-
-
-def sign(key: Ed25519PrivateKey, data: bytes) -> bytes:
-    return key.sign(data)
-
-
-def verify(public_key: bytes, signature: bytes, data: bytes) -> bool:
-    try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, data)
-    except (InvalidSignature, ValueError):
-        return False
-    return True
-
-
-# --- content encryption --------------------------------------------------------------------------
-
-
-def new_content_key() -> bytes:
-    return AESGCM.generate_key(bit_length=256)
-
-
-def encrypt(content_key: bytes, plaintext: bytes, associated_data: bytes) -> tuple[bytes, bytes]:
-    """Return (nonce, ciphertext with tag). A random nonce is safe: each key is used once."""
-    nonce = os.urandom(NONCE_BYTES)
-    return nonce, AESGCM(content_key).encrypt(nonce, plaintext, associated_data)
-
-
-def decrypt(content_key: bytes, nonce: bytes, ciphertext: bytes, associated_data: bytes) -> bytes:
-    try:
-        return AESGCM(content_key).decrypt(nonce, ciphertext, associated_data)
-    except (InvalidTag, ValueError) as exc:
-        raise CryptoError("decryption failed") from exc
-
-
-# --- key transport -------------------------------------------------------------------------------
-
-
-def _key_encryption_key(shared_secret: bytes, ephemeral_public: bytes, recipient_public: bytes) -> bytes:
-    # Both public keys go into the info so the derived key is bound to this exact pair.
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                info=_HKDF_INFO + ephemeral_public + recipient_public).derive(shared_secret)
-
-
-def wrap_content_key(recipient_public: bytes, content_key: bytes) -> WrappedKey:
-    ephemeral = X25519PrivateKey.generate()
-    ephemeral_public = public_bytes(ephemeral)
-    shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient_public))
-    kek = _key_encryption_key(shared, ephemeral_public, recipient_public)
-    return WrappedKey(ephemeral_public, aes_key_wrap(kek, content_key))
-
-
-def unwrap_content_key(key: X25519PrivateKey, wrapped: WrappedKey) -> bytes:
-    try:
-        shared = key.exchange(X25519PublicKey.from_public_bytes(wrapped.ephemeral_public_key))
-        kek = _key_encryption_key(shared, wrapped.ephemeral_public_key, public_bytes(key))
-        return aes_key_unwrap(kek, wrapped.wrapped_key)
-    except (InvalidUnwrap, ValueError) as exc:
-        # ValueError covers malformed or low-order ephemeral keys (all-zero shared secret).
-        raise CryptoError("the content key could not be unwrapped") from exc

@@ -1,48 +1,93 @@
-"""The secure message: a readable header, a body encrypted for the recipient organisation, and
-the sender's signature over both.
+"""The secure message: a readable routing header, a body encrypted for the recipient
+organisation, and the sender organisation's signature over both, as standard JOSE.
 
-Wire form: canonical JSON (sorted keys, no spaces, UTF-8) of
+A region's own system can produce and open these with any JOSE library that has Ed25519 and
+X25519 (RFC 8037); this docstring is the whole profile.
 
-    {"header": {...}, "key_wrap": {...}, "nonce": b64, "ciphertext": b64, "signature": b64}
+Profile "nvf-jose/1"
+--------------------
 
-The signature is Ed25519 over a context string and the canonical JSON of everything but the
-signature. The header's canonical JSON is also the AES-GCM associated data: besides the signature,
-this stops anyone who re-signs a message under their own name (changing `sender_org`) from
-getting the recipient to decrypt it, because the body then no longer decrypts.
+A message is a JWS (RFC 7515) in compact serialization whose payload is a JWE (RFC 7516) in
+compact serialization (ASCII)::
 
-A receiver accepts only the canonical form, so the bytes it checks are the bytes that were signed
-and one flipped bit can never yield the same message.
+    message = BASE64URL(JWS header) "." BASE64URL(JWE compact) "." BASE64URL(signature)
+
+JWS protected header (nothing unprotected exists in the compact form):
+
+    alg   "Ed25519" (RFC 9864; "EdDSA" with the same Ed25519 key is accepted too)
+    kid   the sender organisation's current signing key id
+    typ   "nvf-message+jws"
+    cty   "nvf-body+jwe"
+
+JWE protected header:
+
+    alg   "ECDH-ES+A256KW" (RFC 7518 §4.6; the key agreement over X25519, RFC 8037)
+    enc   "A256GCM"
+    kid   the recipient organisation's current encryption key id
+    epk   the ephemeral X25519 public key, an OKP JWK (the JOSE library adds it)
+    typ   "nvf-body+jwe"
+    cty   "json"
+    nvf   the routing header, an object with these members and no others:
+          format "nvf-jose/1"; message_id (UUID); created_at (ISO 8601, UTC); conversation_id;
+          in_reply_to (UUID or null); sender_org, recipient_org (org numbers NNNNNN-NNNN);
+          recipient_address (HSA-id); message_type; label (no personal identity number);
+          confidential (bool); sender_key_id (= the JWS kid); recipient_key_id (= the JWE kid).
+          in_reply_to and label may be left out (null and "").
+
+JWE plaintext: the body of `message_type` (see `notifiers.message_types`) as RFC 8785
+canonical JSON in UTF-8. No compression ("zip" is not allowed). The whole message is at most
+30,000,000 bytes. Only the compact serialization is accepted.
+
+Receipts answer every message; they are JWSs too (see `notifiers.receipts`).
+
+Keys are published as RFC 8037 OKP JWKs, one JWK Set per organisation in `jwks/<org number>.json`
+beside the address book (`AddressBook.jwks`; retired keys stay listed, so older messages still
+verify, a signing key only for what was created before it was retired): signing keys
+{"kty":"OKP","crv":"Ed25519","use":"sig","alg":"Ed25519"}, encryption keys
+{"kty":"OKP","crv":"X25519","use":"enc","alg":"ECDH-ES+A256KW"}, each with its "kid":
+"sig-"/"enc-" and the first 20 hex digits of SHA-256 of the raw 32-byte public key.
+
+Why it is built so:
+
+- The routing header is in the JWE protected header, which is the AES-GCM additional
+  authenticated data: a header cannot be moved onto another body, and whoever re-signs a message
+  under their own name (changing `sender_org`/`sender_key_id`) gets a body that no longer
+  decrypts. Anyone can read it without a key (base64url of the JWS payload, then of the JWE's
+  first part), which is what the marketplace routes by; it never decrypts.
+- A receiver looks up the signing key by the header's `sender_org` and the JWS kid, verifies the
+  signature over the bytes as received, and only then believes anything the header says. The
+  compact form has one encoding of the signed bytes; the signature part must be canonical
+  base64url too, so one flipped bit anywhere can never yield an accepted message.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final, Literal
 
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    ValidationError,
-    field_validator,
-)
+from joserfc import jwe, jws
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from notifiers import crypto
-from notifiers.address_book import AddressBook, Base64Bytes, OrganisationEntry
+from notifiers.address_book import AddressBook, OrganisationEntry, PublicKey
 from notifiers.identifiers import HsaId, KeyId, OrgNumber, contains_personal_identity_number
 from notifiers.keystore import DecryptionKeys, SigningKeys
 from notifiers.message_types import MESSAGE_TYPES, MessageBody
 from notifiers.receipts import MessageRejected, ReceiptDetail
 
-FORMAT: Final = "nvf-sdk/1"
+FORMAT: Final = "nvf-jose/1"
 MAX_MESSAGE_BYTES = 30_000_000
 """SDK's 30 MB limit on a whole message as sent (decimal megabytes, the stricter reading)."""
-MESSAGE_SIGNING_CONTEXT = b"nvf-sdk/1 message\n"
+JWS_TYPE: Final = "nvf-message+jws"
+JWE_TYPE: Final = "nvf-body+jwe"
+JWE_CONTENT_TYPE: Final = "json"
+
+_COMPACT_JWS = re.compile(rb"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_COMPACT_JWE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 
 class MessageTooLarge(ValueError):
@@ -52,7 +97,7 @@ class MessageTooLarge(ValueError):
 class MessageHeader(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Literal["nvf-sdk/1"] = FORMAT
+    format: Literal["nvf-jose/1"] = FORMAT
     message_id: uuid.UUID
     created_at: AwareDatetime
     conversation_id: str = Field(min_length=1, max_length=128)
@@ -82,35 +127,26 @@ class MessageHeader(BaseModel):
         return value
 
 
-class KeyWrap(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    algorithm: Literal["X25519-HKDF-SHA256-A256KW"] = crypto.KEY_WRAP_ALGORITHM
-    ephemeral_public_key: Annotated[Base64Bytes, Field(min_length=32, max_length=32)]
-    wrapped_key: Annotated[Base64Bytes, Field(min_length=40, max_length=40)]
-
-
-class SealedMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+@dataclass(frozen=True, slots=True)
+class SealedMessage:
+    """A message as sent: its wire form (a compact JWS) and the routing header it carries."""
 
     header: MessageHeader
-    key_wrap: KeyWrap
-    content_algorithm: Literal["A256GCM"] = crypto.CONTENT_ALGORITHM
-    nonce: Annotated[Base64Bytes, Field(min_length=crypto.NONCE_BYTES, max_length=crypto.NONCE_BYTES)]
-    ciphertext: Base64Bytes
-    signature: Annotated[Base64Bytes, Field(min_length=64, max_length=64)]
-    _wire: bytes | None = PrivateAttr(default=None)
+    token: str
 
     def to_bytes(self) -> bytes:
-        """The canonical wire form (computed once; a sealed message never changes)."""
-        if self._wire is None:
-            self._wire = crypto.canonical_json(self.model_dump(mode="json"))
-        return self._wire
+        return self.token.encode("ascii")
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> SealedMessage:
         """Parse without verifying, e.g. to re-send from an outbox. Receivers use `open_message`."""
-        return cls.model_validate_json(raw)
+        try:
+            parts = _split(raw)
+            return cls(header=MessageHeader.model_validate(parts.routing), token=raw.decode("ascii"))
+        except MessageRejected as exc:
+            raise ValueError(exc.reason) from None
+        except ValidationError as exc:
+            raise ValueError(_first_error(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,77 +203,88 @@ def compose(
         sender_key_id=sender.signing_key_id,
         recipient_key_id=encryption_key.key_id,
     )
-    header_json = header.model_dump(mode="json")
-    content_key = crypto.new_content_key()
-    nonce, ciphertext = crypto.encrypt(content_key, crypto.canonical_json(body.model_dump(mode="json")),
-                                       crypto.canonical_json(header_json))
-    wrapped = crypto.wrap_content_key(encryption_key.public_key, content_key)
-    key_wrap = KeyWrap(ephemeral_public_key=wrapped.ephemeral_public_key, wrapped_key=wrapped.wrapped_key)
-    unsigned: dict[str, Any] = {
-        "header": header_json,
-        "key_wrap": key_wrap.model_dump(mode="json"),
-        "content_algorithm": crypto.CONTENT_ALGORITHM,
-        "nonce": crypto.b64encode(nonce),
-        "ciphertext": crypto.b64encode(ciphertext),
-    }
-    signature = sender.sign(MESSAGE_SIGNING_CONTEXT + crypto.canonical_json(unsigned))
-    sealed = SealedMessage(header=header, key_wrap=key_wrap, nonce=nonce, ciphertext=ciphertext,
-                           signature=signature)
-    size = len(sealed.to_bytes())
-    if size > MAX_MESSAGE_BYTES:
-        raise MessageTooLarge(f"the sealed message is {size} bytes; the limit is {MAX_MESSAGE_BYTES}")
-    return sealed
+    jwe_header = {"alg": crypto.KEY_MANAGEMENT_ALGORITHM, "enc": crypto.CONTENT_ALGORITHM,
+                  "kid": encryption_key.key_id, "typ": JWE_TYPE, "cty": JWE_CONTENT_TYPE,
+                  crypto.HEADER_PARAMETER: header.model_dump(mode="json")}
+    sealed_body = jwe.encrypt_compact(jwe_header, crypto.canonical_json(body.model_dump(mode="json")),
+                                      encryption_key.okp_key(), registry=crypto.JWE_REGISTRY)
+    token = sender.sign_compact({"typ": JWS_TYPE, "cty": JWE_TYPE}, sealed_body.encode("ascii"))
+    if len(token) > MAX_MESSAGE_BYTES:
+        raise MessageTooLarge(f"the sealed message is {len(token)} bytes; the limit is {MAX_MESSAGE_BYTES}")
+    return SealedMessage(header=header, token=token)
 
 
-def open_message(raw: bytes, recipient: DecryptionKeys, address_book: AddressBook) -> OpenedMessage:
-    """Check, verify and decrypt a message for `recipient`; raise MessageRejected saying why not.
+def verify_message(raw: bytes, address_book: AddressBook) -> SealedMessage:
+    """Check a message's form and its sender's signature, without decrypting anything.
 
-    The order matters: size before parsing (never parse 30 MB of garbage), the signature before
-    anything the header says is believed (so a tampered header is SIG, never not-found or
-    not-supported), business rules before decryption.
+    What the marketplace does before routing, and the first half of `open_message`. The order
+    matters: size before parsing (never parse 30 MB of garbage), the signature before anything
+    the header says is believed (so a tampered header is SIG, never not-found or not-supported).
     """
     if len(raw) > MAX_MESSAGE_BYTES:
         raise MessageRejected(ReceiptDetail.TOO_LONG,
                               f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
-    data = _parse_canonical(raw)
-    header_raw = data.get("header")
-    if not isinstance(header_raw, dict):
-        raise MessageRejected(ReceiptDetail.STRUCTURE, "header: missing or not an object")
-    message_id = _claimed_uuid(header_raw.get("message_id"))
-    sender_org, sender_key_id = header_raw.get("sender_org"), header_raw.get("sender_key_id")
-    signature_text = data.get("signature")
+    parts = _split(raw)
+    routing = parts.routing
+    message_id = _claimed_uuid(routing.get("message_id"))
+    sender_org, sender_key_id = routing.get("sender_org"), parts.jws_header.get("kid")
 
     def reject(detail: ReceiptDetail, reason: str) -> MessageRejected:
         claimed_sender = sender_org if isinstance(sender_org, str) and address_book.get(sender_org) else None
         return MessageRejected(detail, reason, message_id=message_id, sender_org=claimed_sender)
 
     if not (isinstance(sender_org, str) and isinstance(sender_key_id, str)):
-        raise reject(ReceiptDetail.STRUCTURE, "header.sender_org and header.sender_key_id must be strings")
-    if not isinstance(signature_text, str):
-        raise reject(ReceiptDetail.STRUCTURE, "signature must be a string")
+        raise reject(ReceiptDetail.STRUCTURE, "the JWS kid and nvf.sender_org must be strings")
 
     # --- the signature, over the bytes as received ---
     signing_key = address_book.signing_key(sender_org, sender_key_id)
     if signing_key is None:
         raise reject(ReceiptDetail.SECURITY, f"no signing key {sender_key_id} for {sender_org}")
     try:
-        signature = crypto.b64decode_strict(signature_text)
+        crypto.b64url_decode_strict(parts.signature)
     except ValueError as exc:
         raise reject(ReceiptDetail.SECURITY, f"signature: {exc}") from None
-    unsigned = {k: v for k, v in data.items() if k != "signature"}
-    if not crypto.verify(signing_key.public_key, signature,
-                         MESSAGE_SIGNING_CONTEXT + crypto.canonical_json(unsigned)):
+    if not _signature_verifies(raw, signing_key):
         raise reject(ReceiptDetail.SECURITY, "the signature does not verify")
 
     # --- syntax of what the sender signed ---
     try:
-        sealed = SealedMessage.model_validate(data)
+        header = MessageHeader.model_validate(routing)
     except ValidationError as exc:
-        raise reject(ReceiptDetail.STRUCTURE, _first_error(exc)) from None
-    header = sealed.header
+        raise reject(ReceiptDetail.STRUCTURE, "nvf." + _first_error(exc)) from None
+    expected = {"JWS typ": (parts.jws_header.get("typ"), JWS_TYPE),
+                "JWS cty": (parts.jws_header.get("cty"), JWE_TYPE),
+                "JWE alg": (parts.jwe_header.get("alg"), crypto.KEY_MANAGEMENT_ALGORITHM),
+                "JWE enc": (parts.jwe_header.get("enc"), crypto.CONTENT_ALGORITHM),
+                "JWE typ": (parts.jwe_header.get("typ"), JWE_TYPE),
+                "JWE cty": (parts.jwe_header.get("cty"), JWE_CONTENT_TYPE),
+                "JWE kid": (parts.jwe_header.get("kid"), header.recipient_key_id),
+                "JWS kid": (sender_key_id, header.sender_key_id)}
+    for name, (value, wanted) in expected.items():
+        if value != wanted:
+            raise reject(ReceiptDetail.STRUCTURE, f"{name} must be {wanted!r}")
+    if "zip" in parts.jwe_header:
+        raise reject(ReceiptDetail.STRUCTURE, "JWE zip is not allowed")
+    epk = parts.jwe_header.get("epk")
+    if not (isinstance(epk, dict) and epk.get("kty") == "OKP" and epk.get("crv") == crypto.CURVES["encryption"]
+            and isinstance(epk.get("x"), str)):
+        raise reject(ReceiptDetail.STRUCTURE, "JWE epk must be an OKP X25519 public key")
     if not signing_key.valid_for_signature_at(header.created_at):
         raise reject(ReceiptDetail.SECURITY,
                      f"signed with {sender_key_id}, which was retired before {header.created_at}")
+    return SealedMessage(header=header, token=raw.decode("ascii"))
+
+
+def open_message(raw: bytes, recipient: DecryptionKeys, address_book: AddressBook) -> OpenedMessage:
+    """Check, verify and decrypt a message for `recipient`; raise MessageRejected saying why not.
+
+    `verify_message` first, then business rules on the (now believed) header, then decryption.
+    """
+    sealed = verify_message(raw, address_book)
+    header = sealed.header
+
+    def reject(detail: ReceiptDetail, reason: str) -> MessageRejected:
+        return MessageRejected(detail, reason, message_id=header.message_id, sender_org=header.sender_org)
 
     # --- business rules on the readable header ---
     own = address_book.get(header.recipient_org)
@@ -255,11 +302,7 @@ def open_message(raw: bytes, recipient: DecryptionKeys, address_book: AddressBoo
 
     # --- decryption ---
     try:
-        content_key = recipient.unwrap_content_key(
-            header.recipient_key_id,
-            crypto.WrappedKey(sealed.key_wrap.ephemeral_public_key, sealed.key_wrap.wrapped_key))
-        plaintext = crypto.decrypt(content_key, sealed.nonce, sealed.ciphertext,
-                                   crypto.canonical_json(header_raw))
+        plaintext = recipient.decrypt_compact(header.recipient_key_id, _split(raw).jwe_token)
     except crypto.CryptoError as exc:
         raise reject(ReceiptDetail.SECURITY, str(exc)) from None
     try:
@@ -269,22 +312,50 @@ def open_message(raw: bytes, recipient: DecryptionKeys, address_book: AddressBoo
     return OpenedMessage(header=header, body=body)
 
 
-def _parse_canonical(raw: bytes) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    jws_header: dict[str, Any]
+    jwe_token: str
+    jwe_header: dict[str, Any]
+    routing: dict[str, Any]
+    signature: str
+
+
+def _split(raw: bytes) -> _Parts:
+    """The parts of a message as claimed, not yet verified; STRUCTURE if it is no such thing."""
+    if not _COMPACT_JWS.fullmatch(raw):
+        raise MessageRejected(ReceiptDetail.STRUCTURE, "not a JWS in compact serialization")
+    header_part, payload_part, signature = raw.decode("ascii").split(".")
+    jws_header = _json_object(header_part, "JWS header")
     try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise MessageRejected(ReceiptDetail.STRUCTURE, f"not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise MessageRejected(ReceiptDetail.STRUCTURE, "a message is a JSON object")
+        jwe_token = crypto.b64url_decode_strict(payload_part).decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        raise MessageRejected(ReceiptDetail.STRUCTURE, "the JWS payload is not base64url of ASCII") from None
+    if not _COMPACT_JWE.fullmatch(jwe_token):
+        raise MessageRejected(ReceiptDetail.STRUCTURE, "the JWS payload is not a JWE in compact serialization")
+    jwe_header = _json_object(jwe_token.split(".", 1)[0], "JWE header")
+    routing = jwe_header.get(crypto.HEADER_PARAMETER)
+    if not isinstance(routing, dict):
+        raise MessageRejected(ReceiptDetail.STRUCTURE, "JWE header nvf: missing or not an object")
+    return _Parts(jws_header, jwe_token, jwe_header, routing, signature)
+
+
+def _json_object(part: str, what: str) -> dict[str, Any]:
     try:
-        canonical = crypto.canonical_json(data)
-    except (ValueError, RecursionError) as exc:
-        raise MessageRejected(ReceiptDetail.STRUCTURE, f"not representable canonically: {exc}") from None
-    if canonical != raw:
-        header = data.get("header")
-        claimed = _claimed_uuid(header.get("message_id")) if isinstance(header, dict) else None
-        raise MessageRejected(ReceiptDetail.STRUCTURE, "not in canonical JSON form", message_id=claimed)
-    return data
+        value = json.loads(crypto.b64url_decode_strict(part))
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise MessageRejected(ReceiptDetail.STRUCTURE, f"{what}: not base64url of JSON") from None
+    if not isinstance(value, dict):
+        raise MessageRejected(ReceiptDetail.STRUCTURE, f"{what}: not a JSON object")
+    return value
+
+
+def _signature_verifies(raw: bytes, key: PublicKey) -> bool:
+    try:
+        jws.deserialize_compact(raw, key.okp_key(), registry=crypto.JWS_REGISTRY)
+    except crypto.JoseFailure:
+        return False
+    return True
 
 
 def _claimed_uuid(value: object) -> uuid.UUID | None:

@@ -5,7 +5,8 @@ Layout of one store (a directory per organisation)::
     <store>/keys.json          index: the organisation and its keys' public parts and times (0600)
     <store>/<key id>.pem       one private key, PKCS#8 PEM (0600)
 
-The private keys never leave the store: callers get `sign` and `unwrap_content_key`, not keys.
+The private keys never leave the store: callers get `sign_compact` (a JWS) and `decrypt_compact`
+(a JWE's plaintext), not keys.
 On rotation the new pair becomes current; the old decryption key stays so older messages still
 decrypt, and the old signing key is deleted because nothing may be signed with it any more (its
 public half stays in the address book for verifying older messages).
@@ -19,15 +20,14 @@ import stat
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from joserfc import jwe, jws
+from joserfc.jwk import OKPKey
 from pydantic import TypeAdapter
 
 from notifiers import crypto
 from notifiers.address_book import PublicKey
-from notifiers.crypto import WrappedKey
 
 INDEX_FILE = "keys.json"
 _PUBLIC_KEYS = TypeAdapter(tuple[PublicKey, ...])
@@ -46,16 +46,22 @@ class SigningKeys(Protocol):
     @property
     def signing_key_id(self) -> str: ...
 
-    def sign(self, data: bytes) -> bytes: ...
+    def sign_compact(self, protected: dict[str, Any], payload: bytes) -> str:
+        """A JWS in compact serialization over `payload`, signed with the current signing key;
+        `protected` gets the algorithm and the key's kid."""
+        ...
 
 
 class DecryptionKeys(Protocol):
-    """What a recipient needs: its organisation and a way to unwrap content keys sent to it."""
+    """What a recipient needs: its organisation and a way to decrypt JWEs sent to it."""
 
     @property
     def organisation(self) -> str: ...
 
-    def unwrap_content_key(self, key_id: str, wrapped: WrappedKey) -> bytes: ...
+    def decrypt_compact(self, key_id: str, token: str) -> bytes:
+        """The plaintext of a compact JWE encrypted to this organisation's key `key_id`.
+        Raises CryptoError, saying nothing about why."""
+        ...
 
 
 class OrganisationKeys(SigningKeys, DecryptionKeys, Protocol):
@@ -99,7 +105,7 @@ class KeyStore:
         raw = json.loads(index.read_bytes())
         self._organisation: str = raw["organisation"]
         self._keys: tuple[PublicKey, ...] = _PUBLIC_KEYS.validate_python(raw["keys"])
-        self._loaded: dict[str, crypto.PrivateKey] = {}
+        self._loaded: dict[str, OKPKey] = {}
 
     @classmethod
     def create(cls, path: Path, organisation: str, *, now: datetime | None = None) -> KeyStore:
@@ -133,20 +139,26 @@ class KeyStore:
     def encryption_key_id(self) -> str:
         return self._current("encryption").key_id
 
-    def sign(self, data: bytes) -> bytes:
-        key = self._private(self.signing_key_id)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise KeyStoreError(f"{self.signing_key_id} is not an Ed25519 key")
-        return crypto.sign(key, data)
+    def sign_compact(self, protected: dict[str, Any], payload: bytes) -> str:
+        key_id = self.signing_key_id
+        key = self._private(key_id)
+        if key.curve_name != crypto.CURVES["signing"]:
+            raise KeyStoreError(f"{key_id} is not an Ed25519 key")
+        header = {**protected, "alg": crypto.SIGNATURE_ALGORITHM, "kid": key_id}
+        return jws.serialize_compact(header, payload, key, registry=crypto.JWS_REGISTRY)
 
-    def unwrap_content_key(self, key_id: str, wrapped: WrappedKey) -> bytes:
-        """Unwrap with the named encryption key, current or retired. Raises CryptoError."""
+    def decrypt_compact(self, key_id: str, token: str) -> bytes:
+        """Decrypt with the named encryption key, current or retired. Raises CryptoError."""
         if not any(k.key_id == key_id and k.use == "encryption" for k in self._keys):
             raise crypto.CryptoError("no such decryption key")
         key = self._private(key_id)
-        if not isinstance(key, X25519PrivateKey):
+        if key.curve_name != crypto.CURVES["encryption"]:
             raise crypto.CryptoError("not a decryption key")
-        return crypto.unwrap_content_key(key, wrapped)
+        try:
+            return jwe.decrypt_compact(token, key, registry=crypto.JWE_REGISTRY).plaintext or b""
+        except (*crypto.JoseFailure, KeyError, TypeError) as exc:
+            # Everything in the token is the sender's: whatever it makes joserfc trip over is theirs.
+            raise crypto.CryptoError("decryption failed") from exc
 
     def rotate(self, *, now: datetime | None = None) -> tuple[PublicKey, ...]:
         """Make a new current key pair; return every public key with the old ones marked retired."""
@@ -168,7 +180,7 @@ class KeyStore:
                 return k
         raise KeyStoreError(f"{self._organisation} has no current {use} key")
 
-    def _private(self, key_id: str) -> crypto.PrivateKey:
+    def _private(self, key_id: str) -> OKPKey:
         key = self._loaded.get(key_id)
         if key is None:
             pem = self._path / f"{key_id}.pem"
@@ -181,12 +193,12 @@ class KeyStore:
 
 
 def _new_key(path: Path, use: crypto.KeyUse, created: datetime) -> PublicKey:
-    private: crypto.PrivateKey = crypto.new_signing_key() if use == "signing" else crypto.new_encryption_key()
+    private = crypto.new_key(use)
     public = crypto.public_bytes(private)
     entry = PublicKey(
         key_id=crypto.key_id(use, public),
         use=use,
-        algorithm=crypto.SIGNATURE_ALGORITHM if use == "signing" else crypto.KEY_AGREEMENT_ALGORITHM,
+        algorithm=crypto.CURVES[use],
         public_key=public,
         created_at=created,
     )

@@ -5,27 +5,36 @@ one code (`DETAIL_CODES`). A receipt is signed by the organisation that issues i
 can tell a real rejection from a forged one. It is not encrypted: it carries ids and codes only,
 and must be sendable even for a message whose sender could not be established. Receipts are never
 answered with receipts.
+
+Wire form (profile "nvf-jose/1", as for messages, see `notifiers.envelope`): a JWS in compact
+serialization, protected header {"alg": "Ed25519", "kid": <the issuer's signing key id>,
+"typ": "nvf-receipt+jws", "cty": "json"}, payload the `Receipt` as RFC 8785 canonical JSON. The
+typ keeps a receipt's signature from ever passing for a message's, and back.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Final
 
+from joserfc import jws
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from events.payloads import ReceiptReceived
 from notifiers import crypto
-from notifiers.address_book import AddressBook, Base64Bytes
-from notifiers.identifiers import KeyId, OrgNumber
+from notifiers.address_book import AddressBook
+from notifiers.identifiers import OrgNumber
 from notifiers.keystore import SigningKeys
 
-# Domain separation: a receipt signature can never pass for a message signature, or back.
-RECEIPT_SIGNING_CONTEXT = b"nvf-sdk/1 receipt\n"
+RECEIPT_TYPE: Final = "nvf-receipt+jws"
+RECEIPT_CONTENT_TYPE: Final = "json"
 MAX_RECEIPT_BYTES = 64 * 1024
+_COMPACT_JWS = re.compile(rb"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 
 class ReceiptStatus(StrEnum):
@@ -103,15 +112,15 @@ class Receipt(BaseModel):
         return self
 
 
-class SignedReceipt(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+@dataclass(frozen=True, slots=True)
+class SignedReceipt:
+    """A receipt and its wire form, a compact JWS signed by the issuer."""
 
     receipt: Receipt
-    signer_key_id: KeyId
-    signature: Base64Bytes
+    token: str
 
     def to_bytes(self) -> bytes:
-        return crypto.canonical_json(self.model_dump(mode="json"))
+        return self.token.encode("ascii")
 
 
 class ReceiptInvalid(Exception):
@@ -136,35 +145,38 @@ def new_receipt(issuer_org: str, *, message_id: uuid.UUID | None, recipient_org:
 def sign_receipt(receipt: Receipt, signer: SigningKeys) -> SignedReceipt:
     if receipt.issuer_org != signer.organisation:
         raise ValueError("a receipt is signed by its issuer")
-    key_id = signer.signing_key_id
-    body = _signed_part(receipt.model_dump(mode="json"), key_id)
-    return SignedReceipt(receipt=receipt, signer_key_id=key_id, signature=signer.sign(body))
+    payload = crypto.canonical_json(receipt.model_dump(mode="json"))
+    token = signer.sign_compact({"typ": RECEIPT_TYPE, "cty": RECEIPT_CONTENT_TYPE}, payload)
+    return SignedReceipt(receipt=receipt, token=token)
 
 
 def verify_receipt(raw: bytes, address_book: AddressBook) -> Receipt:
-    """Parse a receipt and check its issuer's signature; raise ReceiptInvalid otherwise."""
+    """Parse a receipt and check its issuer's signature; raise ReceiptInvalid otherwise.
+
+    The receipt is read from the payload exactly as signed, never as re-serialised by our model.
+    """
     if len(raw) > MAX_RECEIPT_BYTES:
         raise ReceiptInvalid("receipt too large")
+    if not _COMPACT_JWS.fullmatch(raw):
+        raise ReceiptInvalid("not a receipt: not a JWS in compact serialization")
+    header_part, payload_part, signature_part = raw.decode("ascii").split(".")
     try:
-        data: Any = json.loads(raw)
-        signed = SignedReceipt.model_validate(data)
+        header = json.loads(crypto.b64url_decode_strict(header_part))
+        receipt = Receipt.model_validate_json(crypto.b64url_decode_strict(payload_part))
+        crypto.b64url_decode_strict(signature_part)
     except (ValueError, ValidationError, RecursionError) as exc:
         raise ReceiptInvalid(f"not a receipt: {exc}") from exc
-    receipt = signed.receipt
-    key = address_book.signing_key(receipt.issuer_org, signed.signer_key_id)
+    if not isinstance(header, dict) or header.get("typ") != RECEIPT_TYPE or header.get("cty") != RECEIPT_CONTENT_TYPE:
+        raise ReceiptInvalid(f"not a receipt: typ must be {RECEIPT_TYPE!r}, cty {RECEIPT_CONTENT_TYPE!r}")
+    key_id = header.get("kid")
+    key = address_book.signing_key(receipt.issuer_org, key_id) if isinstance(key_id, str) else None
     if key is None or not key.valid_for_signature_at(receipt.created_at):
-        raise ReceiptInvalid(f"no valid signing key {signed.signer_key_id} for {receipt.issuer_org}")
-    # Verify over the receipt exactly as received, not as re-serialised by our model.
-    if not isinstance(data, dict) or not isinstance(data.get("receipt"), dict):
-        raise ReceiptInvalid("not a receipt")
-    signed_part = _signed_part(data["receipt"], signed.signer_key_id)
-    if not crypto.verify(key.public_key, signed.signature, signed_part):
-        raise ReceiptInvalid("receipt signature does not verify")
+        raise ReceiptInvalid(f"no valid signing key {key_id} for {receipt.issuer_org}")
+    try:
+        jws.deserialize_compact(raw, key.okp_key(), registry=crypto.JWS_REGISTRY)
+    except crypto.JoseFailure:
+        raise ReceiptInvalid("receipt signature does not verify") from None
     return receipt
-
-
-def _signed_part(receipt: dict[str, Any], key_id: str) -> bytes:
-    return RECEIPT_SIGNING_CONTEXT + crypto.canonical_json({"receipt": receipt, "signer_key_id": key_id})
 
 
 def receipt_received_payload(receipt: Receipt, case_ref: str) -> ReceiptReceived:

@@ -22,13 +22,11 @@ sent and receipt received is mirrored, ids only, on the messages stream for the 
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import structlog
-from pydantic import ValidationError
 from sqlalchemy import Table
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -58,7 +56,7 @@ from marketplace.services.lifecycle import apply_command, load_case
 from marketplace.services.rejections import reject
 from notifiers import crypto
 from notifiers.address_book import AddressBook, OrganisationEntry
-from notifiers.envelope import MAX_MESSAGE_BYTES, MESSAGE_SIGNING_CONTEXT, SealedMessage, compose
+from notifiers.envelope import SealedMessage, compose, verify_message
 from notifiers.message_types import MatchNotice, MatchReleased
 from notifiers.receipts import (
     MessageRejected,
@@ -102,42 +100,10 @@ class Notice(NamedTuple):
 def verify_sealed(raw: bytes, book: AddressBook) -> SealedMessage:
     """Check a sealed message's form and its sender's signature, without decrypting anything.
 
-    The order is `notifiers.envelope.open_message`'s: size, canonical form, then the signature
-    over the bytes as received, and only then is anything the header says believed.
+    `notifiers.envelope.verify_message`: size, the JOSE form, then the signature over the bytes
+    as received, and only then is anything the routing header says believed.
     """
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise MessageRejected(ReceiptDetail.TOO_LONG, f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
-    try:
-        data = json.loads(raw)
-        canonical = crypto.canonical_json(data) if isinstance(data, dict) else b""
-    except (ValueError, RecursionError):
-        raise MessageRejected(ReceiptDetail.STRUCTURE, "not valid JSON") from None
-    if canonical != raw:
-        raise MessageRejected(ReceiptDetail.STRUCTURE, "not a JSON object in canonical form")
-    header = data.get("header")
-    if not isinstance(header, dict) or not isinstance(data.get("signature"), str):
-        raise MessageRejected(ReceiptDetail.STRUCTURE, "header and signature are required")
-    sender, key_id = header.get("sender_org"), header.get("sender_key_id")
-    key = book.signing_key(sender, key_id) if isinstance(sender, str) and isinstance(key_id, str) else None
-    if key is None:
-        raise MessageRejected(ReceiptDetail.SECURITY, f"no signing key {key_id} for {sender}")
-    try:
-        signature = crypto.b64decode_strict(data["signature"])
-    except ValueError as exc:
-        raise MessageRejected(ReceiptDetail.SECURITY, f"signature: {exc}") from None
-    unsigned = {k: v for k, v in data.items() if k != "signature"}
-    if not crypto.verify(key.public_key, signature, MESSAGE_SIGNING_CONTEXT + crypto.canonical_json(unsigned)):
-        raise MessageRejected(ReceiptDetail.SECURITY, "the signature does not verify")
-    try:
-        sealed = SealedMessage.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise MessageRejected(ReceiptDetail.STRUCTURE, f"{where}: {first['msg']}", sender_org=sender) from None
-    if not key.valid_for_signature_at(sealed.header.created_at):
-        raise MessageRejected(ReceiptDetail.SECURITY, f"signed with retired key {key_id}",
-                              message_id=sealed.header.message_id, sender_org=sender)
-    return sealed
+    return verify_message(raw, book)
 
 
 class Notifier:

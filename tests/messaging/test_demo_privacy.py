@@ -63,7 +63,23 @@ def _readable(value: Any) -> list[str]:
     payload = data.get("payload") if isinstance(data, dict) else None
     for field in ("sealed", "receipt"):
         if isinstance(payload, dict) and isinstance(payload.get(field), str):
-            out.append(base64.b64decode(payload[field]).decode("utf-8", "replace"))
+            out += _jose_readable(base64.b64decode(payload[field]).decode("utf-8", "replace"))
+    return out
+
+
+def _jose_readable(token: str) -> list[str]:
+    """A compact JWS and what anyone can read in it without a key: its header, its payload, and
+    if that is a JWE (a sealed message), the JWE's header, which carries the routing header."""
+    out = [token]
+    parts = token.split(".")
+    if len(parts) != 3:
+        return out
+    header, payload = (base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)).decode("utf-8", "replace")
+                       for p in parts[:2])
+    out += [header, payload]
+    inner = payload.split(".")
+    if len(inner) == 5:
+        out.append(base64.urlsafe_b64decode(inner[0] + "=" * (-len(inner[0]) % 4)).decode("utf-8", "replace"))
     return out
 
 

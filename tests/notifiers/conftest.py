@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from matchers.reference import regions
 from notifiers import crypto
 from notifiers.address_book import AddressBook, Organisation
-from notifiers.envelope import MESSAGE_SIGNING_CONTEXT, SealedMessage, compose
+from notifiers.envelope import JWE_TYPE, JWS_TYPE, SealedMessage, compose
 from notifiers.identifiers import functional_address
 from notifiers.keystore import KeyStore
 from notifiers.message_types import MatchNotice
@@ -52,8 +53,29 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Federation:
     return Federation(tmp_path_factory.mktemp("keys"))
 
 
-def resign(data: dict[str, Any], signer: KeyStore) -> bytes:
-    """Re-sign a (tampered) message as `signer` would: what a sender holding the key could send."""
-    unsigned = {k: v for k, v in data.items() if k != "signature"}
-    signature = signer.sign(MESSAGE_SIGNING_CONTEXT + crypto.canonical_json(unsigned))
-    return crypto.canonical_json({**unsigned, "signature": crypto.b64encode(signature)})
+def jwe_token(raw: bytes) -> str:
+    """The JWE a message carries (the JWS payload), read without verifying anything."""
+    return crypto.b64url_decode_strict(raw.split(b".")[1].decode()).decode()
+
+
+def jwe_header(raw: bytes) -> dict[str, Any]:
+    header: dict[str, Any] = json.loads(crypto.b64url_decode_strict(jwe_token(raw).split(".")[0]))
+    return header
+
+
+def with_jwe_header(raw: bytes, **changes: Any) -> str:
+    """The message's JWE with its protected header changed (the rest as it was), e.g. the routing
+    header under `nvf`: what someone rewriting a header in transit could make."""
+    parts = jwe_token(raw).split(".")
+    header = {**jwe_header(raw), **changes}
+    parts[0] = crypto.b64url(json.dumps(header).encode())
+    return ".".join(parts)
+
+
+def with_routing(raw: bytes, **changes: Any) -> str:
+    return with_jwe_header(raw, nvf={**jwe_header(raw)["nvf"], **changes})
+
+
+def resign(token: str, signer: KeyStore) -> bytes:
+    """Sign a (tampered) JWE as `signer` would: what a sender holding the key could send."""
+    return signer.sign_compact({"typ": JWS_TYPE, "cty": JWE_TYPE}, token.encode()).encode()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from datetime import UTC, datetime, timedelta
@@ -24,7 +23,7 @@ from notifiers.provisioning import (
 )
 from notifiers.receipts import ReceiptDetail, ReceiptStatus
 from notifiers.receiving import InMemorySeenMessages, receive
-from tests.notifiers.conftest import STOCKHOLM, UPPSALA, Federation, region_organisations
+from tests.notifiers.conftest import STOCKHOLM, UPPSALA, Federation, jwe_header, region_organisations
 
 T0 = datetime(2026, 3, 9, 8, 0, tzinfo=UTC)
 
@@ -49,8 +48,9 @@ def test_the_address_book_holds_no_private_key(federation: Federation) -> None:
     for org, entry in book.organisations.items():
         for pem in key_store_path(federation.directory, org).glob("*.pem"):
             private = crypto.load_private_key_pem(pem.read_bytes())
-            raw_private = private.private_bytes_raw()
+            raw_private = private.private_key.private_bytes_raw()  # type: ignore[union-attr]
             assert crypto.b64encode(raw_private) not in text
+            assert crypto.b64url(raw_private) not in text
             assert raw_private.hex() not in text
             # ...while the public half of each private key is listed, under its fingerprint id.
             assert any(k.public_key == crypto.public_bytes(private) for k in entry.keys)
@@ -63,12 +63,27 @@ def test_a_key_id_cannot_name_another_key(federation: Federation) -> None:
         PublicKey.model_validate({**key.model_dump(), "public_key": other.public_key})
 
 
+def test_public_keys_are_published_as_okp_jwks(federation: Federation) -> None:
+    # RFC 8037 OKP keys with the kid the messages name: what a region's JOSE library imports.
+    jwks = federation.book.jwks(STOCKHOLM)
+    by_use = {k["use"]: k for k in jwks["keys"]}
+    store = federation.store(STOCKHOLM)
+    assert by_use["sig"] == {"kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "Ed25519",
+                             "kid": store.signing_key_id, "x": by_use["sig"]["x"]}
+    assert by_use["enc"] == {"kty": "OKP", "crv": "X25519", "use": "enc", "alg": "ECDH-ES+A256KW",
+                             "kid": store.encryption_key_id, "x": by_use["enc"]["x"]}
+    for jwk in jwks["keys"]:
+        entry = federation.book.organisations[STOCKHOLM].key(jwk["kid"], "signing" if jwk["use"] == "sig"
+                                                             else "encryption")
+        assert entry is not None and crypto.b64url_decode_strict(jwk["x"]) == entry.public_key
+
+
 def test_a_store_readable_by_others_is_refused(tmp_path: Path) -> None:
     store = KeyStore.create(tmp_path / "s", STOCKHOLM)
     pem = tmp_path / "s" / f"{store.signing_key_id}.pem"
     os.chmod(pem, 0o644)
     with pytest.raises(KeyStoreError, match="readable by others"):
-        KeyStore(tmp_path / "s").sign(b"x")
+        KeyStore(tmp_path / "s").sign_compact({}, b"x")
 
 
 def test_a_store_is_not_created_twice(tmp_path: Path) -> None:
@@ -131,7 +146,8 @@ def test_rotation_keeps_older_messages_verifiable_and_decryptable(tmp_path: Path
     assert opened.header.recipient_key_id == old_recipient_key.key_id
 
     new_message = _notice(open_key_store(tmp_path, STOCKHOLM), book)
-    assert json.loads(new_message)["header"]["recipient_key_id"] == recipient.encryption_key_id
+    assert jwe_header(new_message)["nvf"]["recipient_key_id"] == recipient.encryption_key_id
+    assert jwe_header(new_message)["kid"] == recipient.encryption_key_id
     signed, opened = receive(new_message, recipient, book, seen)
     assert signed.receipt.status is ReceiptStatus.ACCEPTED and opened is not None
 
@@ -140,7 +156,7 @@ def test_a_retired_signing_key_cannot_sign_new_messages(tmp_path: Path) -> None:
     orgs = [o for o in region_organisations() if o.org_number in (STOCKHOLM, UPPSALA)]
     book = init_demo_keys(tmp_path, orgs, now=T0)
     stale = open_key_store(tmp_path, STOCKHOLM)
-    stale.sign(b"warm the cache")  # a process that loaded the key before the rotation
+    stale.sign_compact({}, b"warm the cache")  # a process that loaded the key before the rotation
     book = rotate_keys(tmp_path, STOCKHOLM, now=T0 + timedelta(days=30))
     in_flight = _notice(stale, book, created_at=T0 + timedelta(days=29))  # composed before rotation
     after = _notice(stale, book, created_at=T0 + timedelta(days=31))

@@ -64,10 +64,21 @@ def test_a_signed_receipt_verifies(federation: Federation) -> None:
 
 
 def test_a_changed_receipt_is_refused(federation: Federation) -> None:
-    data = json.loads(_signed(federation).to_bytes())
-    data["receipt"].update(status="ACCEPTED", code=None, detail=None)
+    header, payload, signature = _signed(federation).to_bytes().split(b".")
+    data = json.loads(crypto.b64url_decode_strict(payload.decode()))
+    data.update(status="ACCEPTED", code=None, detail=None)
+    changed = crypto.b64url(crypto.canonical_json(data)).encode()
     with pytest.raises(ReceiptInvalid, match="signature"):
-        verify_receipt(crypto.canonical_json(data), federation.book)
+        verify_receipt(b".".join((header, changed, signature)), federation.book)
+
+
+def test_a_message_signature_does_not_pass_for_a_receipt(federation: Federation) -> None:
+    # Same key, same kind of JWS: the typ tells them apart.
+    receipt = _signed(federation).receipt
+    token = federation.store(UPPSALA).sign_compact({"typ": "nvf-message+jws", "cty": "json"},
+                                                    crypto.canonical_json(receipt.model_dump(mode="json")))
+    with pytest.raises(ReceiptInvalid, match="typ"):
+        verify_receipt(token.encode(), federation.book)
 
 
 def test_a_receipt_signed_by_someone_else_is_refused(federation: Federation) -> None:
@@ -75,8 +86,9 @@ def test_a_receipt_signed_by_someone_else_is_refused(federation: Federation) -> 
     receipt = new_receipt(UPPSALA, message_id=uuid.uuid4(), recipient_org=STOCKHOLM, now=T0)
     with pytest.raises(ValueError, match="issuer"):
         sign_receipt(receipt, federation.store(GOTLAND))
-    forged = SignedReceipt(receipt=receipt, signer_key_id=federation.store(GOTLAND).signing_key_id,
-                           signature=federation.store(GOTLAND).sign(b"anything"))
+    payload = crypto.canonical_json(receipt.model_dump(mode="json"))
+    forged = SignedReceipt(receipt=receipt, token=federation.store(GOTLAND).sign_compact(
+        {"typ": "nvf-receipt+jws", "cty": "json"}, payload))
     with pytest.raises(ReceiptInvalid, match="no valid signing key"):
         verify_receipt(forged.to_bytes(), federation.book)
 

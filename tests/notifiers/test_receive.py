@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from joserfc import jwe
 
 from notifiers import crypto, envelope
 from notifiers.envelope import MAX_MESSAGE_BYTES, MessageTooLarge, SealedMessage, compose, open_message
@@ -20,7 +21,18 @@ from notifiers.receipts import (
     verify_receipt,
 )
 from notifiers.receiving import InMemorySeenMessages, receive
-from tests.notifiers.conftest import GOTLAND, STOCKHOLM, UPPSALA, Federation, region_organisations, resign
+from tests.notifiers.conftest import (
+    GOTLAND,
+    STOCKHOLM,
+    UPPSALA,
+    Federation,
+    jwe_header,
+    jwe_token,
+    region_organisations,
+    resign,
+    with_jwe_header,
+    with_routing,
+)
 
 REFERRAL = Referral(
     match_id="M-1", case_ref="CASE-1", care_area="cataract",
@@ -64,7 +76,7 @@ def test_patient_identity_is_only_in_the_encrypted_body(federation: Federation) 
 
 def test_no_other_region_can_decrypt(federation: Federation) -> None:
     sealed = _referral(federation)
-    wrapped = crypto.WrappedKey(sealed.key_wrap.ephemeral_public_key, sealed.key_wrap.wrapped_key)
+    token = jwe_token(sealed.to_bytes())
     others = [o.org_number for o in region_organisations() if o.org_number != UPPSALA]
     assert len(others) == 20
     for org in others:
@@ -72,7 +84,7 @@ def test_no_other_region_can_decrypt(federation: Federation) -> None:
         # Neither with its own key, nor by claiming the recipient's key id (it does not hold it).
         for key_id in (store.encryption_key_id, sealed.header.recipient_key_id):
             with pytest.raises(crypto.CryptoError):
-                store.unwrap_content_key(key_id, wrapped)
+                store.decrypt_compact(key_id, token)
         # And through the front door, the message is simply not for them.
         assert _reject(federation, sealed.to_bytes(), recipient=org) == (ReceiptCode.BV,
                                                                         ReceiptDetail.NOT_FOUND)
@@ -107,16 +119,15 @@ def test_a_rejected_message_is_not_remembered(federation: Federation) -> None:
 
 
 def test_unknown_recipient_organisation_is_not_found(federation: Federation) -> None:
-    data = json.loads(federation.notice().to_bytes())
-    data["header"]["recipient_org"] = "556036-0793"  # a valid organisation number, not in the book
-    raw = resign(data, federation.store(STOCKHOLM))
+    # a valid organisation number, not in the book
+    raw = resign(with_routing(federation.notice().to_bytes(), recipient_org="556036-0793"),
+                 federation.store(STOCKHOLM))
     assert _reject(federation, raw) == (ReceiptCode.BV, ReceiptDetail.NOT_FOUND)
 
 
 def test_unknown_functional_address_is_not_found(federation: Federation) -> None:
-    data = json.loads(federation.notice().to_bytes())
-    data["header"]["recipient_address"] = "SE2321000024-XYZ9"
-    raw = resign(data, federation.store(STOCKHOLM))
+    raw = resign(with_routing(federation.notice().to_bytes(), recipient_address="SE2321000024-XYZ9"),
+                 federation.store(STOCKHOLM))
     assert _reject(federation, raw) == (ReceiptCode.BV, ReceiptDetail.NOT_FOUND)
 
 
@@ -147,35 +158,34 @@ def test_compose_refuses_what_the_receiver_would_refuse(federation: Federation,
 
 
 @pytest.mark.parametrize("raw", [b"", b"not json", b"[]", b"{}", b'{"header":1}', b"\xff\xfe",
-                                 b'{"header":{},"signature":"x"}', b"[" * 100_000])
+                                 b"a.b.c", b"e30.e30.e30", b"[" * 100_000,
+                                 crypto.b64url(b"[" * 10_000).encode() + b".e30.AA"])
 def test_syntax_errors_are_structure(federation: Federation, raw: bytes) -> None:
     assert _reject(federation, raw) == (ReceiptCode.SV, ReceiptDetail.STRUCTURE)
 
 
-def test_non_canonical_json_is_structure(federation: Federation) -> None:
-    pretty = json.dumps(json.loads(federation.notice().to_bytes()), indent=1).encode()
-    assert _reject(federation, pretty) == (ReceiptCode.SV, ReceiptDetail.STRUCTURE)
+def test_other_serializations_are_structure(federation: Federation) -> None:
+    # Only the compact serialization is accepted: one encoding of the signed bytes.
+    raw = federation.notice().to_bytes()
+    header, payload, signature = raw.decode().split(".")
+    flattened = json.dumps({"protected": header, "payload": payload, "signature": signature}).encode()
+    for variant in (flattened, raw + b"\n", b" " + raw, raw.replace(b".", b". ", 1)):
+        assert _reject(federation, variant) == (ReceiptCode.SV, ReceiptDetail.STRUCTURE)
 
 
 def test_a_header_field_of_the_wrong_shape_is_structure(federation: Federation) -> None:
-    data = json.loads(federation.notice().to_bytes())
-    data["header"]["created_at"] = "yesterday"
-    raw = resign(data, federation.store(STOCKHOLM))
+    raw = resign(with_routing(federation.notice().to_bytes(), created_at="yesterday"), federation.store(STOCKHOLM))
     assert _reject(federation, raw) == (ReceiptCode.SV, ReceiptDetail.STRUCTURE)
 
 
 def test_an_unknown_message_type_is_not_supported(federation: Federation) -> None:
-    data = json.loads(federation.notice().to_bytes())
-    data["header"]["message_type"] = "lab.result"
-    raw = resign(data, federation.store(STOCKHOLM))
+    raw = resign(with_routing(federation.notice().to_bytes(), message_type="lab.result"), federation.store(STOCKHOLM))
     assert _reject(federation, raw) == (ReceiptCode.BV, ReceiptDetail.NOT_SUPPORTED)
 
 
 def test_identity_bearing_types_must_be_marked_confidential(federation: Federation) -> None:
     sealed = _referral(federation)
-    data = json.loads(sealed.to_bytes())
-    data["header"]["confidential"] = False
-    raw = resign(data, federation.store(STOCKHOLM))
+    raw = resign(with_routing(sealed.to_bytes(), confidential=False), federation.store(STOCKHOLM))
     assert _reject(federation, raw) == (ReceiptCode.BV, ReceiptDetail.INVARIANT)
     with pytest.raises(ValueError, match="confidential"):
         _referral(federation, confidential=False)
@@ -190,25 +200,17 @@ def test_an_answer_must_name_what_it_answers(federation: Federation) -> None:
     signed, opened = receive(sealed.to_bytes(), federation.store(STOCKHOLM), federation.book,
                              InMemorySeenMessages())
     assert signed.receipt.status is ReceiptStatus.ACCEPTED and opened is not None
-    data = json.loads(sealed.to_bytes())
-    data["header"]["in_reply_to"] = None
-    assert _reject(federation, resign(data, federation.store(UPPSALA)), recipient=STOCKHOLM) == (
+    raw = resign(with_routing(sealed.to_bytes(), in_reply_to=None), federation.store(UPPSALA))
+    assert _reject(federation, raw, recipient=STOCKHOLM) == (
         ReceiptCode.BV, ReceiptDetail.INVARIANT)
 
 
 def test_a_body_that_is_not_its_type_is_structure(federation: Federation) -> None:
     # A sender bug, signed and encrypted properly: the body decrypts but is not a match notice.
-    data = json.loads(federation.notice().to_bytes())
-    header = data["header"]
-    content_key = crypto.new_content_key()
-    nonce, ciphertext = crypto.encrypt(content_key, b'{"match_id":"M-1"}', crypto.canonical_json(header))
+    header = {k: v for k, v in jwe_header(federation.notice().to_bytes()).items() if k != "epk"}
     recipient_key = federation.book.organisations[UPPSALA].current_key("encryption")
-    wrapped = crypto.wrap_content_key(recipient_key.public_key, content_key)
-    data["key_wrap"] = {"algorithm": crypto.KEY_WRAP_ALGORITHM,
-                        "ephemeral_public_key": crypto.b64encode(wrapped.ephemeral_public_key),
-                        "wrapped_key": crypto.b64encode(wrapped.wrapped_key)}
-    data["nonce"], data["ciphertext"] = crypto.b64encode(nonce), crypto.b64encode(ciphertext)
-    raw = resign(data, federation.store(STOCKHOLM))
+    token = jwe.encrypt_compact(header, b'{"match_id":"M-1"}', recipient_key.okp_key(), registry=crypto.JWE_REGISTRY)
+    raw = resign(token, federation.store(STOCKHOLM))
     assert _reject(federation, raw) == (ReceiptCode.SV, ReceiptDetail.STRUCTURE)
 
 
@@ -241,3 +243,20 @@ def test_a_message_read_back_from_an_outbox_is_byte_identical(federation: Federa
     assert again == raw
     signed, _ = receive(again, federation.store(UPPSALA), federation.book, InMemorySeenMessages())
     assert signed.receipt.status is ReceiptStatus.ACCEPTED
+
+
+@pytest.mark.parametrize("changes", [
+    {"epk": {"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}}, {"epk": "x"}, {"zip": "DEF"},
+    {"enc": "A128GCM"}, {"alg": "dir"}, {"typ": "JWT"}, {"kid": "enc-" + "0" * 20},
+])
+def test_a_jwe_outside_the_profile_is_structure_even_when_signed(federation: Federation,
+                                                                 changes: dict[str, Any]) -> None:
+    raw = resign(with_jwe_header(federation.notice().to_bytes(), **changes), federation.store(STOCKHOLM))
+    assert _reject(federation, raw) == (ReceiptCode.SV, ReceiptDetail.STRUCTURE)
+
+
+def test_a_malformed_ephemeral_key_is_refused_not_a_crash(federation: Federation) -> None:
+    # The low-order (all-zero) X25519 point: no shared secret to derive.
+    epk = {"kty": "OKP", "crv": "X25519", "x": crypto.b64url(bytes(32))}
+    raw = resign(with_jwe_header(federation.notice().to_bytes(), epk=epk), federation.store(STOCKHOLM))
+    assert _reject(federation, raw) == (ReceiptCode.SIG, ReceiptDetail.SECURITY)
