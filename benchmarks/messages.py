@@ -15,7 +15,7 @@ and to the home region), each sealed, delivered, opened and receipted:
   transaction per batch), the outbox relay puts them on the recipients' inbox streams, every
   organisation's receiving agent (the demo's, `marketplace.demo_parties.Agents`) opens its inbox,
   records what it has seen and sends its receipts, and the notifier records the receipts in
-  batches (`Notifier.on_receipts`), whose outbox is published again. What is left out is
+  batches (`Receipts.on_receipts`), whose outbox is published again. What is left out is
   FastStream's consumer plumbing around the handlers (reading and acking the stream entries).
 
 The clock runs from the first case event handled to the last receipt recorded. The last line is
@@ -103,7 +103,7 @@ async def marketplace(n: int, state_dir: Path, database_url: str,
     from marketplace.demo_parties import Agents, Federation, PartyOutcome
     from marketplace.services.context import ServiceContext
     from marketplace.services.directory import key_directory
-    from marketplace.services.notification import notifier
+    from marketplace.services.notification import notifier, receipts
 
     # Consonants only: the tag goes into case refs, which must fit the bus's id pattern.
     tag = "".join("bcdfghjklmnpqrstvwxz"[b % 20] for b in uuid.uuid4().bytes[:8])
@@ -160,7 +160,7 @@ async def marketplace(n: int, state_dir: Path, database_url: str,
                     last[code] = entries[-1][0].decode()
                     read += len(entries)
                     async with db.session() as session:
-                        await the_notifier.on_receipts(session, [f[b"__data__"] for _, f in entries], ctx)
+                        await receipts(the_notifier).on_receipts(session, [f[b"__data__"] for _, f in entries], ctx)
                         await session.commit()
                 if not read:
                     break

@@ -34,40 +34,31 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from events import (
     CaseStateChanged,
     Envelope,
-    EventParseError,
-    Payload,
     SecureMessageSubmitted,
     SecureReceiptDelivered,
-    SecureReceiptSubmitted,
     new_envelope,
 )
-from events.envelope import parse_envelope, stable_event_id
-from marketplace.adapters.appends import append
+from events.envelope import stable_event_id
 from marketplace.adapters.message_orm import MessageReceiptRow, SecureMessageRow
 from marketplace.adapters.orm import CaseRow, MatchRow
 from marketplace.adapters.outbox import stage
 from marketplace.adapters.seen_messages import DatabaseSeenMessages
-from marketplace.lifecycle import AcknowledgeReferral, CaseState, CaseStatus, DomainError, SendReferral, decide
+from marketplace.lifecycle import CaseState, CaseStatus, DomainError, SendReferral, decide
 from marketplace.services.context import ServiceContext
 from marketplace.services.delivery import Courier, OutboxDelivery, b64
 from marketplace.services.directory import MARKETPLACE_ORG, Federation, UnknownUnit
-from marketplace.services.inbound import fresh_events, unprocessed
+from marketplace.services.inbound import fresh_events, party_events
 from marketplace.services.lifecycle import apply_command, load_case
-from marketplace.services.rejections import reject
 from notifiers import crypto
 from notifiers.address_book import AddressBook, OrganisationEntry
 from notifiers.envelope import SealedMessage, compose, verify_message
 from notifiers.message_types import MatchNotice, MatchReleased
 from notifiers.receipts import (
     MessageRejected,
-    Receipt,
     ReceiptDetail,
-    ReceiptInvalid,
-    ReceiptStatus,
     new_receipt,
     receipt_received_payload,
     sign_receipt,
-    verify_receipt,
 )
 
 CONSUMER = "notifier"
@@ -203,7 +194,7 @@ class Notifier:
     # --- submissions: the parties' sealed messages --------------------------------------------
 
     async def on_submissions(self, session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> None:
-        for envelope, payload in await self._untrusted(session, items, ctx, SecureMessageSubmitted):
+        for envelope, payload in await party_events(session, items, ctx, SecureMessageSubmitted, CONSUMER):
             assert isinstance(payload, SecureMessageSubmitted)
             await self._route(session, ctx, envelope, payload)
         await self.courier.pump(session, ctx)
@@ -322,115 +313,8 @@ class Notifier:
                                         event_id=stable_event_id("receipt.received", receipt.receipt.receipt_id)),
                   ctx.streams.messages)
 
-    # --- receipts --------------------------------------------------------------------------
-
-    async def on_receipts(self, session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> None:
-        """A batch of receipts: each verified (no I/O), then the messages and receipts they name read
-        with one query per table; new receipt rows are appended in bulk with the commit."""
-        checked: list[tuple[Envelope, SecureReceiptSubmitted, Receipt]] = []
-        for envelope, payload in await self._untrusted(session, items, ctx, SecureReceiptSubmitted):
-            assert isinstance(payload, SecureReceiptSubmitted)
-            receipt = self._verified_receipt(session, ctx, envelope, payload)
-            if receipt is not None:
-                checked.append((envelope, payload, receipt))
-        message_ids = sorted({str(r.message_id) for _, _, r in checked if r.message_id})
-        rows = {row.message_id: row for row in (await session.exec(select(SecureMessageRow).where(
-            col(SecureMessageRow.message_id).in_(message_ids)))).all()} if message_ids else {}
-        recorded = await _existing_receipts(session, [r.receipt_id for _, _, r in checked])
-        for envelope, submitted, receipt in checked:
-            await self._receipt(session, ctx, envelope, submitted, receipt, rows, recorded)
-        await self.courier.pump(session, ctx)
-
-    def _verified_receipt(self, session: AsyncSession, ctx: ServiceContext, envelope: Envelope,
-                          submitted: SecureReceiptSubmitted) -> Receipt | None:
-        try:
-            receipt = verify_receipt(crypto.b64decode_strict(submitted.receipt), self.federation.book)
-        except (ValueError, ReceiptInvalid) as exc:
-            self._refuse_receipt(session, ctx, envelope, "payload.receipt", "signed_receipt", str(exc)[:300])
-            return None
-        issuer = self.federation.region(envelope.producer)
-        if issuer is None or issuer.org_number != receipt.issuer_org:
-            self._refuse_receipt(session, ctx, envelope, "producer", "receipt_issuer",
-                                 f"{envelope.producer!r} may not submit receipts of {receipt.issuer_org}")
-            return None
-        return receipt
-
-    def _refuse_receipt(self, session: AsyncSession, ctx: ServiceContext, envelope: Envelope, field: str, rule: str,
-                        message: str) -> None:
-        reject(session, ctx.streams, field=field, rule=rule, message=message, event_id=str(envelope.event_id),
-               event_type=envelope.type, producer=envelope.producer, correlation_id=envelope.correlation_id,
-               worker=CONSUMER, recipient=ctx.channel)
-
-    async def _receipt(self, session: AsyncSession, ctx: ServiceContext, envelope: Envelope,
-                       submitted: SecureReceiptSubmitted, receipt: Receipt,
-                       rows: dict[str, SecureMessageRow], recorded: set[str]) -> None:
-        row = rows.get(str(receipt.message_id)) if receipt.message_id else None
-        if row is None or row.recipient_org != receipt.issuer_org:
-            self._refuse_receipt(session, ctx, envelope, "payload.receipt", "known_message",
-                                 f"{receipt.issuer_org} was sent no message {receipt.message_id}")
-            return
-        if str(receipt.receipt_id) in recorded:
-            return
-        recorded.add(str(receipt.receipt_id))
-        append(session, RECEIPTS, {
-            "receipt_id": str(receipt.receipt_id), "message_id": row.message_id, "case_ref": row.case_ref,
-            "issuer_org": receipt.issuer_org, "status": receipt.status.value,
-            "code": receipt.code.value if receipt.code else None,
-            "detail": receipt.detail.value if receipt.detail else None,
-            "issued_at": receipt.created_at, "received_at": ctx.clock()})
-        first = row.receipt_status is None
-        if first:
-            # The first receipt is the answer; a later one (a duplicate delivery refused) is history.
-            row.receipt_status = receipt.status.value
-            row.receipt_code = receipt.code.value if receipt.code else None
-            row.receipt_detail = receipt.detail.value if receipt.detail else None
-            row.status = "accepted" if receipt.status is ReceiptStatus.ACCEPTED else "rejected"
-            session.add(row)
-        received = receipt_received_payload(receipt, row.case_ref)
-        stage(session, new_envelope(received, producer=CONSUMER, correlation_id=row.case_ref,
-                                    event_id=stable_event_id("receipt.received", receipt.receipt_id)),
-              ctx.streams.messages)
-        if row.sender_org != MARKETPLACE_ORG:
-            forwarded = SecureReceiptDelivered(message_id=row.message_id, receipt=submitted.receipt)
-            stage(session, new_envelope(forwarded, producer=CONSUMER, correlation_id=row.case_ref,
-                                        event_id=stable_event_id("sdk.receipt.forwarded", receipt.receipt_id)),
-                  ctx.streams.inbox(row.sender_org))
-        log.info("receipt.received", message_id=row.message_id, case_ref=row.case_ref,
-                 message_type=row.message_type, status=receipt.status.value,
-                 detail=receipt.detail.value if receipt.detail else None)
-        if first and row.message_type == "referral" and receipt.status is ReceiptStatus.ACCEPTED:
-            try:
-                await apply_command(session, AcknowledgeReferral(row.case_ref, referral_id=row.message_id,
-                                                                 command_id=envelope.event_id),
-                                    ctx, correlation_id=row.case_ref, producer=CONSUMER)
-            except DomainError as exc:
-                # The case moved on meanwhile (withdrawn, cancelled): the receipt stays recorded.
-                log.warning("referral.acknowledgement_refused", case_ref=row.case_ref, message_id=row.message_id,
-                            reason=str(exc))
-
     # --- input from parties ----------------------------------------------------------------
 
-    async def _untrusted(self, session: AsyncSession, items: Sequence[Any], ctx: ServiceContext,
-                         accepted: type[Payload]) -> list[tuple[Envelope, Payload]]:
-        """Parse what a party wrote; tell it about what does not parse; drop what was processed."""
-        parsed: list[tuple[Envelope, Payload]] = []
-        for raw in items:
-            try:
-                parsed.append(parse_envelope(raw))
-            except EventParseError as exc:
-                reject(session, ctx.streams, field=exc.field, rule=exc.rule, message=exc.message,
-                       event_id=exc.event_id, event_type=exc.event_type, producer=exc.producer, worker=CONSUMER,
-                       recipient=ctx.channel)
-        fresh = []
-        for envelope, payload in await unprocessed(session, CONSUMER, parsed):
-            if not isinstance(payload, accepted):
-                reject(session, ctx.streams, field="type", rule="accepted_here",
-                       message=f"this stream takes {accepted.TYPE}, not {envelope.type}",
-                       event_id=str(envelope.event_id), event_type=envelope.type, producer=envelope.producer,
-                       worker=CONSUMER, recipient=ctx.channel)
-                continue
-            fresh.append((envelope, payload))
-        return fresh
 
 
 def _rejected(detail: ReceiptDetail, sealed: SealedMessage, reason: str) -> MessageRejected:
@@ -441,15 +325,6 @@ def _is_match_held(change: CaseStateChanged) -> bool:
     # Before the lifecycle named its events, a proposal was only a change of state.
     return change.event_type == "case.match_held" or (
         not change.event_type and change.to_state == CaseStatus.MATCH_PROPOSED.value)
-
-
-async def _existing_receipts(session: AsyncSession, receipt_ids: Sequence[uuid.UUID | str]) -> set[str]:
-    """Which of these receipts are already recorded (one query)."""
-    ids = sorted({str(r) for r in receipt_ids})
-    if not ids:
-        return set()
-    found = await session.exec(select(MessageReceiptRow.receipt_id).where(col(MessageReceiptRow.receipt_id).in_(ids)))
-    return set(found.all())
 
 
 async def _existing_messages(session: AsyncSession, message_ids: Sequence[uuid.UUID | str]) -> set[str]:

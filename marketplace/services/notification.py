@@ -1,6 +1,6 @@
 """The notifier role's wiring: which streams it follows and the handler of each.
 
-The work itself is in `messaging` (notices, routing, receipts) and `delivery` (the message
+The work itself is in `messaging` (notices, routing), `receipts` and `delivery` (the message
 outbox, retries, escalation); keys and addresses in `directory`.
 """
 
@@ -17,6 +17,7 @@ from marketplace.services.context import ServiceContext
 from marketplace.services.delivery import DEFAULT_RETRY_POLICY, Courier, OutboxDelivery, PumpResult
 from marketplace.services.directory import Federation, key_directory
 from marketplace.services.messaging import Notifier
+from marketplace.services.receipts import Receipts
 from matchers.reference import regions
 from notifiers.delivery import RetryPolicy
 
@@ -30,16 +31,22 @@ def notifier(state_dir: Path, policy: RetryPolicy = DEFAULT_RETRY_POLICY) -> Not
                                                                     refresh=federation.fresh_book), policy))
 
 
+def receipts(n: Notifier) -> Receipts:
+    """The receipts handler beside notifier `n` (the same keys, address book and courier)."""
+    return Receipts(n.federation, n.courier)
+
+
 def handlers(streams: Streams, state_dir: Path,
              policy: RetryPolicy = DEFAULT_RETRY_POLICY) -> list[tuple[str, Handler]]:
     """(stream, handler) of the notifier role (consumer group `notifier`)."""
     n = notifier(state_dir, policy)
+    r = receipts(n)
     codes = list(regions())
     # One submission and one receipt stream per region: the stream says which region handed it in.
     return [
         (streams.cases, n.on_cases),
         *((streams.secure_submissions(code), n.on_submissions) for code in codes),
-        *((streams.secure_receipts(code), n.on_receipts) for code in codes),
+        *((streams.secure_receipts(code), r.on_receipts) for code in codes),
     ]
 
 

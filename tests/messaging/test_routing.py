@@ -15,6 +15,7 @@ from marketplace.adapters.orm import OutboxRow
 from marketplace.demo_parties import synthetic_identity
 from marketplace.lifecycle import CaseStatus, Withdraw, WithdrawalReason
 from marketplace.services.lifecycle import apply_command, load_case
+from marketplace.services.notification import receipts
 from notifiers import crypto
 from notifiers.envelope import open_message
 from notifiers.message_types import MatchNotice, MatchReleased, Referral
@@ -95,7 +96,7 @@ async def test_a_referral_after_both_accepted_is_routed_to_the_unit_and_acknowle
         receipt = sign_receipt(new_receipt(PROVIDER_ORG, message_id=sealed.header.message_id,
                                            recipient_org=HOME_ORG), provider_keys)
         raw_receipt = base64.b64encode(receipt.to_bytes()).decode()
-        await marketplace_notifier.on_receipts(session, [entry(SecureReceiptSubmitted(receipt=raw_receipt),
+        await receipts(marketplace_notifier).on_receipts(session, [entry(SecureReceiptSubmitted(receipt=raw_receipt),
                                                                PROVIDER)], ctx)
         state = await load_case(session, CASE, ctx)
         received = await staged(session, ctx.streams.messages, ["receipt.received"])
@@ -167,7 +168,7 @@ async def test_a_receipt_not_from_the_recipient_is_refused(database, ctx, market
         uppsala = "232100-0024"
         forged = sign_receipt(new_receipt(uppsala, message_id=sealed.header.message_id, recipient_org=HOME_ORG),
                               store(federation, uppsala))
-        await marketplace_notifier.on_receipts(
+        await receipts(marketplace_notifier).on_receipts(
             session, [entry(SecureReceiptSubmitted(receipt=base64.b64encode(forged.to_bytes()).decode()), "03")], ctx)
         rejected = await staged(session, ctx.streams.rejections, ["event.rejected"])
         state = await load_case(session, CASE, ctx)
