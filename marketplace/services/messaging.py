@@ -44,6 +44,7 @@ from marketplace.adapters.orm import CaseRow, MatchRow
 from marketplace.adapters.outbox import stage
 from marketplace.adapters.seen_messages import DatabaseSeenMessages
 from marketplace.lifecycle import CaseState, CaseStatus, DomainError, SendReferral, decide
+from marketplace.lifecycle.message_routes import route_refusal
 from marketplace.services.context import ServiceContext
 from marketplace.services.delivery import Courier, OutboxDelivery, b64
 from marketplace.services.directory import MARKETPLACE_ORG, Federation, UnknownUnit
@@ -65,16 +66,6 @@ CONSUMER = "notifier"
 RECEIPTS: Table = MessageReceiptRow.__table__  # type: ignore[attr-defined]
 log = structlog.get_logger(__name__)
 
-# What a party may submit, and who sends it to whom: "home" is the patient's home region,
-# "provider" the providing region (its units' messages are signed by the region).
-PARTY_MESSAGES: dict[str, tuple[str, str]] = {
-    "referral": ("home", "provider"),
-    "referral.answer": ("provider", "home"),
-    "care.performed": ("provider", "home"),
-    "follow_up": ("provider", "home"),
-    "invoice": ("provider", "home"),
-}
-MARKETPLACE_MESSAGES = frozenset({MatchNotice.TYPE, MatchReleased.TYPE})
 
 
 class Notice(NamedTuple):
@@ -238,29 +229,19 @@ class Notifier:
                                    submitted_by=envelope.producer)
 
     def _check_parties(self, state: CaseState, sealed: SealedMessage) -> None:
-        """Sender and recipient are the parties this type goes between, at a listed address."""
+        """Sender and recipient are the parties this type goes between now (lifecycle/message_routes.py),
+        at a listed address."""
         header = sealed.header
-        kind = header.message_type
-        if kind in MARKETPLACE_MESSAGES:
-            raise _rejected(ReceiptDetail.FORBIDDEN, sealed, f"only the marketplace sends {kind}")
-        if kind not in PARTY_MESSAGES:
-            raise _rejected(ReceiptDetail.NOT_SUPPORTED, sealed, f"message type {kind!r}")
         match = state.match
-        if match is None:
-            raise _rejected(ReceiptDetail.FORBIDDEN, sealed, f"case {state.case_ref} has no match ({state.status})")
-        home, provider = self.federation.region(state.home_region), self.federation.region(match.providing_region)
-        assert home is not None and provider is not None, "the case's regions are in the address book"
-        sender_role, recipient_role = PARTY_MESSAGES[kind]
-        expected = {"home": home, "provider": provider}
-        if header.sender_org != expected[sender_role].org_number:
-            raise _rejected(ReceiptDetail.FORBIDDEN, sealed, f"{kind} is sent by the {sender_role} region")
-        if header.recipient_org != expected[recipient_role].org_number:
-            raise _rejected(ReceiptDetail.FORBIDDEN, sealed, f"{kind} goes to the {recipient_role} region")
-        if kind == "referral":
-            # The referral goes to the one unit that will treat the patient, nowhere else.
-            if header.recipient_address != match.unit_hsa_id:
-                raise _rejected(ReceiptDetail.FORBIDDEN, sealed,
-                                f"a referral goes to the matched unit {match.unit_hsa_id}")
+        regions = {code: self.federation.region(code) for code in
+                   (state.home_region, *((match.providing_region,) if match is not None else ()))}
+        assert all(regions.values()), "the case's regions are in the address book"
+        refused = route_refusal(header.message_type, header.sender_org, header.recipient_org,
+                                header.recipient_address, state, {c: r.org_number for c, r in regions.items() if r})
+        if refused is not None:
+            raise _rejected(refused.detail, sealed, refused.reason)
+        assert match is not None
+        if header.message_type == "referral":
             try:
                 self.federation.unit(match.unit_hsa_id, match.providing_region)
             except UnknownUnit as exc:
@@ -273,10 +254,6 @@ class Notifier:
         """The case allows this message now; a referral returns the command it takes the case on by."""
         header = sealed.header
         if header.message_type == "referral":
-            if state.status is not CaseStatus.PATIENT_ACCEPTED:
-                raise _rejected(ReceiptDetail.FORBIDDEN, sealed,
-                                f"case {state.case_ref} is {state.status.value}: a referral is sent once the "
-                                f"provider and the patient have accepted")
             command = SendReferral(state.case_ref, referral_id=str(header.message_id), command_id=envelope.event_id)
             try:
                 decide(state, command, ctx.clock(), ctx.policy)  # pure: only asks whether it would be allowed
