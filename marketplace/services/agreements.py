@@ -37,7 +37,7 @@ from marketplace.agreements import (
     register_triple,
     update,
 )
-from marketplace.services.refusal import Refused
+from marketplace.services.refusals import Refused
 from matchers.model import Agreement as MatchingAgreement
 
 log = structlog.get_logger(__name__)

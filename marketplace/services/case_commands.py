@@ -15,7 +15,7 @@ from events.parties import INTAKE
 from marketplace.lifecycle import COMMAND_TYPES, CaseState, Command, DomainError
 from marketplace.lifecycle.parties import parties_to, who_may
 from marketplace.services.lifecycle import CaseLedger
-from marketplace.services.refusal import Refused
+from marketplace.services.refusals import Refused
 
 COMMANDS_BY_NAME: dict[str, type[Command]] = {cls.NAME: cls for cls in COMMAND_TYPES}
 _adapters: dict[str, TypeAdapter[Any]] = {}

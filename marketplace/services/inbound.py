@@ -14,7 +14,7 @@ from events import Envelope, EventParseError, Payload
 from events.envelope import parse_envelope
 from marketplace.adapters.inbox import already_processed, record_processed
 from marketplace.services.context import ServiceContext
-from marketplace.services.rejections import reject
+from marketplace.services.refusals import reject
 
 log = structlog.get_logger(__name__)
 

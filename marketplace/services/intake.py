@@ -41,8 +41,7 @@ from marketplace.lifecycle.reasons import WithdrawalReason
 from marketplace.services import agreements, case_commands
 from marketplace.services.context import ServiceContext
 from marketplace.services.lifecycle import CaseLedger
-from marketplace.services.refusal import Refused
-from marketplace.services.rejections import reject
+from marketplace.services.refusals import Refused, reject
 from matchers.reference import care_areas
 from matchers.validation import Violation, check_agreement, check_offer, check_request
 

@@ -23,7 +23,7 @@ from events.parties import RULE_PRODUCER_IS_CHANNEL, allowed_producers, channel_
 from events.streams import GROUP_ROLE
 from marketplace.adapters.inbox import already_processed, record_processed
 from marketplace.services.context import ServiceContext
-from marketplace.services.rejections import reject
+from marketplace.services.refusals import reject
 
 log = structlog.get_logger(__name__)
 

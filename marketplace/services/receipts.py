@@ -26,7 +26,7 @@ from marketplace.services.delivery import Courier
 from marketplace.services.directory import MARKETPLACE_ORG, Federation
 from marketplace.services.inbound import party_events
 from marketplace.services.lifecycle import apply_command
-from marketplace.services.rejections import reject
+from marketplace.services.refusals import reject
 from notifiers import crypto
 from notifiers.receipts import Receipt, ReceiptInvalid, ReceiptStatus, receipt_received_payload, verify_receipt
 

@@ -15,7 +15,7 @@ from marketplace.adapters.search_index import SearchQueryError, ensure_search_in
 from marketplace.agreements.vocabulary import vocabulary
 from marketplace.services import agreements
 from marketplace.services.provider_search import SearchQuery, preview, search_providers
-from marketplace.services.refusal import Refused
+from marketplace.services.refusals import Refused
 from tests.agreements.terms import terms
 
 REQUIRED = {

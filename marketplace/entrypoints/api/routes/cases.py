@@ -58,7 +58,7 @@ from marketplace.entrypoints.api.writes import Outcome, idempotent, queued, refu
 from marketplace.lifecycle import CaseState, allowed_commands, verify
 from marketplace.lifecycle.parties import OPERATOR_COMMANDS
 from marketplace.services.case_commands import authorise
-from marketplace.services.refusal import Refused
+from marketplace.services.refusals import Refused
 from marketplace.services.timeline import to_entry
 
 router = APIRouter(prefix="/v1", tags=["cases"])

@@ -1,4 +1,11 @@
-"""Telling a region that its input was refused, and recording why."""
+"""Refusing a region's input: the field and the rule it broke, in words the sender can act on, and
+telling the sender (on its own outgoing stream) and the operators (the `rejections` stream) why.
+
+A refusal never repeats what was sent (an id, a code, a note could hold a patient's identity, and
+rejections travel in the clear): the message says what the rule is, not what broke it. Secure
+messages are refused in SDK's own vocabulary instead, as a signed REJECTED receipt
+(`notifiers.receipts.MessageRejected`), since that is what a region's messaging system reads.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from events.envelope import known_producer, stable_event_id
 from events.identifiers import new_event_id
 from marketplace.adapters.orm import RejectionRow
 from marketplace.adapters.outbox import stage
+from matchers.validation import Violation
 
 log = structlog.get_logger(__name__)
 
@@ -45,3 +53,24 @@ def reject(session: AsyncSession, streams: Streams, *, field: str, rule: str, me
         stage(session, told, streams.outgoing(recipient))
     log.warning("event.rejected", rejected_event_id=event_id, event_type=event_type, producer=producer,
                 field=field, rule=rule, reason=message, stream=stream, worker=worker)
+
+
+class Refused(Exception):
+    def __init__(self, field: str, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.field, self.rule, self.message = field, rule, message
+
+    @classmethod
+    def from_violation(cls, v: Violation) -> Refused:
+        # The domain's own messages name the offending value (useful offline, for a file's author).
+        return cls(f"payload.{v.field}", v.rule, RULES.get(v.rule, f"breaks the rule {v.rule}"))
+
+
+RULES: dict[str, str] = {
+    "known_region": "is not a known region code",
+    "known_care_area": "is not a known care area",
+    "positive_capacity": "capacity must be greater than 0",
+    "non_negative": "must not be negative",
+    "window_order": "window_end is before window_start",
+    "unique_id": "is already used by another item",
+}
