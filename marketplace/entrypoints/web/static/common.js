@@ -164,5 +164,5 @@ const NVF = (() => {
     return el("form", { method: "post", action: "/logout", class: "logout" }, el("button", { type: "submit" }, "Log out"));
   }
 
-  return { keepSession, el, uuid, call, get, caseCommand, status, table, replace, every, chart, errorText, live, logoutButton, fmt };
+  return { keepSession, el, uuid, ApiError, call, get, caseCommand, status, table, replace, every, chart, errorText, live, logoutButton, fmt };
 })();
