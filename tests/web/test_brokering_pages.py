@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from typing import Any
 
@@ -40,6 +40,12 @@ UPPSALA = (
     "9 500,00;per patient;019-602 10 00;ogonkliniken.kat31@region-orebro-lan.example;Ögonkliniken, Örebro;"
     "Vårdförmedlingen, Region Uppsala;018-611 00 00;vardformedling@region-uppsala.example\n"
 ).encode()
+KAT01 = "SE2321000016-KAT01"
+OSTERGOTLAND = (
+    "avtals_id;köpare;utförare;hsa_id;enhet;vårdområden;giltig_från;giltig_till;pris_sek;region_kontakt\n"
+    f"OGL-2026-001;05;01;{KAT01};Ögonkliniken Stockholm (KAT01);cataract;2026-01-01;;9 900,00;"
+    "Vårdförmedlingen, Region Östergötland\n"
+).encode()
 CATARACT_UNITS = ("Ögonkliniken Stockholm (KAT01)", "Ögonkliniken Örebro (KAT31)", "Dagkirurgen Halmstad (DAG01)")
 
 
@@ -53,9 +59,10 @@ def on_sample_day(server: Server) -> None:
                                                                   SAMPLE_DAY.day, 9, tzinfo=UTC)
 
 
-async def import_agreements(server: Server, redis_client: Any) -> None:
+async def import_agreements(server: Server, redis_client: Any, files: list[tuple[bytes, str]]) -> None:
+    """Each region's file as `nvf agreements import FILE --as REGION` sends it."""
     envelopes = []
-    for data, region in ((NORRBOTTEN, "25"), (UPPSALA, "03")):
+    for data, region in files:
         plan = plan_import(data, region)
         assert not plan.problems, plan.problems
         envelopes += [r.envelope for r in plan.rows]
@@ -71,13 +78,13 @@ async def import_agreements(server: Server, redis_client: Any) -> None:
 async def test_care_navigator_finds_providers_in_plain_words_and_sees_waiting_times(server: Server, browser: Any,
                                                                                   redis_client: Any) -> None:
     on_sample_day(server)
-    await import_agreements(server, redis_client)
+    await import_agreements(server, redis_client, [(NORRBOTTEN, "25"), (UPPSALA, "03")])
     await waiting_times.import_sample(server.db)
     page = await login(browser, server, "03")
     await expect(page.get_by_role("heading", name="Find a provider")).to_be_visible()
 
     # Plain Swedish words: the cataract units of every region, ranked, with their contacts.
-    summary = page.locator("#find-panel .search-summary")
+    summary = page.locator("#search-summary")
     results = page.locator("#find-panel tr.provider")
     words = page.get_by_label("What the patient needs (plain words)")
     await words.fill("grå starr")
@@ -135,7 +142,8 @@ async def test_care_navigator_finds_providers_in_plain_words_and_sees_waiting_ti
     waits = page.locator("#waits-panel")
     rows = waits.locator("tr.waits")
     await expect(rows).to_have_count(21, timeout=WAIT_MS)
-    await expect(waits.locator(".status")).to_contain_text("21 regions, Kataraktoperation; stale: Region Jämtland")
+    await expect(waits.locator("#waits-status")).to_contain_text(
+        "21 regions, Kataraktoperation; stale: Region Jämtland Härjedalen")
     late = waits.locator("tr.waits[data-region='23']")
     await expect(late).to_contain_text("2026-08")
     await expect(late).to_contain_text("stale since 2026-11-07")
@@ -183,28 +191,43 @@ async def test_waiting_times_on_the_public_page_and_the_operator_console(server:
     await expect(waits.locator("tr.waits")).to_have_count(21, timeout=WAIT_MS)
     await expect(waits.locator("tr.waits[data-region='23']")).to_contain_text("stale since 2026-11-07")
     await waits.get_by_label("Care area").select_option("inguinal-hernia")
-    await expect(waits.locator(".status")).to_contain_text("Ljumskbråcksoperation", timeout=WAIT_MS)
+    await expect(waits.locator("#waits-status")).to_contain_text("Ljumskbråcksoperation", timeout=WAIT_MS)
     await expect(waits.locator("tr.waits[data-region='23']")).to_contain_text("stale")
 
 
-async def test_an_offer_published_through_the_api_shows_in_the_capacity_feed(server: Server, browser: Any) -> None:
-    t = tag()
+async def test_an_offer_published_through_the_api_shows_in_the_capacity_feed(server: Server, browser: Any,
+                                                                             redis_client: Any) -> None:
+    # On the real day: Östergötland's export, an agreement with Stockholm's eye clinic until ended.
+    await import_agreements(server, redis_client, [(OSTERGOTLAND, "05")])
     page = await login(browser, server, "05")
     feed = page.locator("#capacity-panel")
-    await expect(feed.locator(".status")).to_contain_text("0 unit reports", timeout=WAIT_MS)
+    await expect(feed.locator("#capacity-status")).to_contain_text("0 unit reports", timeout=WAIT_MS)
     await expect(feed).to_contain_text("No unit has reported capacity yet.")
 
-    await server.offer("01", f"off-{t}", 6)  # Stockholm's unit SE2321000016-U01, a window 1 to 9 weeks ahead
-    unit = feed.locator("tr.unit-capacity[data-unit='SE2321000016-U01']")
+    # Stockholm's eye clinic publishes six places, in a window one to nine weeks ahead.
+    r = await server.post("01", "/v1/offers", {
+        "offer_id": f"off-{tag()}", "unit_hsa_id": KAT01, "care_area": "cataract", "capacity": 6,
+        "window_start": (date.today() + timedelta(days=7)).isoformat(),
+        "window_end": (date.today() + timedelta(days=60)).isoformat(), "price_sek": 9800})
+    assert r.status_code in (201, 202), r.text
+    unit = feed.locator(f"tr.unit-capacity[data-unit='{KAT01}']")
     await expect(unit).to_be_visible(timeout=WAIT_MS)
     for seen in ("Region Stockholm (01)", "Kataraktoperation", "yes", "current", "veckor"):
         await expect(unit).to_contain_text(seen)
-    await expect(unit.locator("td").nth(6)).to_have_text(re.compile(r"^\d{4}-\d{2}-\d{2}$"))  # its update date
     await expect(unit.locator("td").nth(5)).to_have_text("6")
+    await expect(unit.locator("td").nth(6)).to_have_text(re.compile(r"^\d{4}-\d{2}-\d{2}$"))  # its update date
+
+    # The navigator's search shows the unit's report beside its agreement.
+    await page.get_by_label("What the patient needs (plain words)").fill("starroperation")
+    await page.get_by_role("button", name="Search").click()
+    found = page.locator(f"#find-panel tr.provider[data-unit='{KAT01}']")
+    await expect(found).to_contain_text("free capacity: yes", timeout=WAIT_MS)
+    await expect(found).to_contain_text("veckor")
+    await expect(found).to_contain_text("Agreement with your region OGL-2026-001")
     await page.screenshot(path=str(ARTIFACTS / "capacity-feed-region.png"), full_page=True)
 
     console = await login(browser, server, "operator")
-    row = console.locator("#capacity-panel tr.unit-capacity[data-unit='SE2321000016-U01']")
+    row = console.locator(f"#capacity-panel tr.unit-capacity[data-unit='{KAT01}']")
     await expect(row).to_contain_text("yes", timeout=WAIT_MS)
     await console.locator("#capacity-panel").get_by_label("Unit's region").select_option("03")
     await expect(console.locator("#capacity-panel")).to_contain_text("No unit has reported capacity yet.",

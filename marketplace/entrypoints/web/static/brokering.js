@@ -75,7 +75,7 @@ const BROKER = (() => {
       { label: "Operated in month", render: (v) => figure(v.completed, "count", count), cls: "num" },
       { label: "Median wait, operated", render: (v) => figure(v.completed, "median_days", days), cls: "num" },
       { label: "Figures", render: staleMark },
-      { label: "Within 90 days, 13 months", render: (v) => sparkline(v.trend, `${v.region_name}, share within 90 days`) },
+      { label: "Trend, 13 months", render: (v) => sparkline(v.trend, `${v.region_name}, share within 90 days`) },
     ], rows, { rowAttrs: (v) => ({ class: `waits${v.stale ? " stale-row" : ""}`, "data-region": v.region }) });
     t.prepend(el("caption", {}, `${data.care_area_name}: each region's newest month, as of ${data.today}. `,
       "Figures more than 6 weeks past their due date are marked stale; cells of fewer than 5 patients are suppressed."));
@@ -88,10 +88,10 @@ const BROKER = (() => {
     const months = v ? v.trend.map((p) => p.period) : [];
     const series = v ? { [v.region_name]: Object.fromEntries(v.trend.map((p) => [p.period,
       p.share_within_90 === null ? null : +(p.share_within_90 * 100).toFixed(1)])) } : {};
-    const fig = chart(title, months, series, "line");
+    const fig = chart(title, months, series, "line", { max: 100 });
     fig.classList.add("trend");
     fig.dataset.region = region || "";
-    if (v) {
+    if (v && months.length) {
       const missing = v.trend.filter((p) => p.share_within_90 === null).length;
       fig.append(el("p", { class: "muted" }, `${months.length} months, ${months[0] || ""} to ${months[months.length - 1] || ""}`,
         missing ? `; ${missing} missing or suppressed` : "", v.stale ? "; these figures are stale" : ""));
@@ -107,8 +107,8 @@ const BROKER = (() => {
     const regionSelect = el("select", { name: "trend_region" },
       reference.regions.map((r) => el("option", { value: r.code }, `${r.name} (${r.code})`)));
     regionSelect.value = myRegion && reference.regions.some((r) => r.code === myRegion) ? myRegion : reference.regions[0].code;
-    const state = el("p", { class: "status", role: "status", "aria-live": "polite" });
-    const body = el("div", { class: "scroll tall waits-table" });
+    const state = el("p", { id: "waits-status", class: "status", role: "status", "aria-live": "polite" });
+    const body = el("div", { class: "waits-table" });
     const trend = el("div", { class: "waits-trend" });
     let data = null;
     const drawTrend = () => { if (data) replace(trend, trendChart(data, regionSelect.value)); };
@@ -119,8 +119,15 @@ const BROKER = (() => {
         replace(body, waitsTable(data));
         drawTrend();
         const stale = data.items.filter((v) => v.stale).map((v) => v.region_name);
-        status(state, `${data.items.length} regions, ${data.care_area_name}` +
-          (stale.length ? `; stale: ${stale.join(", ")}` : "; every region up to date"), stale.length ? "warn" : "ok");
+        const without = data.items.filter((v) => !v.has_data).length;
+        if (without === data.items.length) {
+          status(state, `No waiting-time figures for ${data.care_area_name} yet.`, "warn");
+        } else {
+          status(state, `${data.items.length} regions, ${data.care_area_name}` +
+            (without ? `, ${without} without figures` : "") +
+            (stale.length ? `; stale: ${stale.join(", ")}` : "; every region's figures up to date"),
+          stale.length || without ? "warn" : "ok");
+        }
       } catch (e) { status(state, errorText(e), "error"); }
     }
     areaSelect.addEventListener("change", load);
@@ -162,7 +169,7 @@ const BROKER = (() => {
       reference.care_areas.map((a) => el("option", { value: a.code }, a.name)));
     const regionSelect = el("select", { name: "region" }, el("option", { value: "" }, "all regions"),
       reference.regions.map((r) => el("option", { value: r.code }, `${r.name} (${r.code})`)));
-    const state = el("p", { class: "status", role: "status", "aria-live": "polite" });
+    const state = el("p", { id: "capacity-status", class: "status", role: "status", "aria-live": "polite" });
     const body = el("div", { class: "scroll capacity-feed" });
     async function load() {
       const qs = new URLSearchParams({ today: today() });
@@ -233,7 +240,7 @@ const BROKER = (() => {
     const region = el("select", { name: "provider_region" }, el("option", { value: "" }, "any region"),
       reference.regions.map((r) => el("option", { value: r.code }, `${r.name} (${r.code})`)));
     const mine = el("input", { type: "checkbox", name: "has_agreement", disabled: !myRegion });
-    const state = el("p", { class: "status search-summary", role: "status", "aria-live": "polite" });
+    const state = el("p", { id: "search-summary", class: "status", role: "status", "aria-live": "polite" });
     const results = el("div", { class: "scroll tall search-results", "aria-live": "polite" });
     let asked = 0;
     async function search() {
