@@ -232,4 +232,11 @@ async def test_an_offer_published_through_the_api_shows_in_the_capacity_feed(ser
     await console.locator("#capacity-panel").get_by_label("Unit's region").select_option("03")
     await expect(console.locator("#capacity-panel")).to_contain_text("No unit has reported capacity yet.",
                                                                      timeout=WAIT_MS)
+
+    # Six weeks and a day on, with no news from the unit, its report is marked stale.
+    later = datetime.now(UTC) + timedelta(days=43)
+    server.app.state.nvf.runtime.context.clock = lambda: later
+    await console.reload()
+    await expect(row.locator("td").nth(7)).to_have_text("stale", timeout=WAIT_MS)
+    await expect(console.locator("#capacity-status")).to_contain_text("1 stale")
     await console.screenshot(path=str(ARTIFACTS / "capacity-feed-console.png"), full_page=True)
