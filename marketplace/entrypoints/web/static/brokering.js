@@ -111,18 +111,21 @@ const BROKER = (() => {
     const body = el("div", { class: "waits-table" });
     const trend = el("div", { class: "waits-trend" });
     let data = null;
-    const drawTrend = () => { if (data) replace(trend, trendChart(data, regionSelect.value)); };
+    const drawTrend = () => { if (data && data.items.some((v) => v.has_data)) replace(trend, trendChart(data, regionSelect.value)); };
     async function load() {
       status(state, "loading…", "");
       try {
         data = await source(areaSelect.value);
-        replace(body, waitsTable(data));
-        drawTrend();
         const stale = data.items.filter((v) => v.stale).map((v) => v.region_name);
         const without = data.items.filter((v) => !v.has_data).length;
         if (without === data.items.length) {
+          // Twenty-one rows of "no data" say less than one line.
+          replace(body, el("p", { class: "muted" }, `No region has reported waiting times for ${data.care_area_name} yet.`));
+          replace(trend);
           status(state, `No waiting-time figures for ${data.care_area_name} yet.`, "warn");
         } else {
+          replace(body, waitsTable(data));
+          drawTrend();
           status(state, `${data.items.length} regions, ${data.care_area_name}` +
             (without ? `, ${without} without figures` : "") +
             (stale.length ? `; stale: ${stale.join(", ")}` : "; every region's figures up to date"),
@@ -241,7 +244,7 @@ const BROKER = (() => {
       reference.regions.map((r) => el("option", { value: r.code }, `${r.name} (${r.code})`)));
     const mine = el("input", { type: "checkbox", name: "has_agreement", disabled: !myRegion });
     const state = el("p", { id: "search-summary", class: "status", role: "status", "aria-live": "polite" });
-    const results = el("div", { class: "scroll tall search-results", "aria-live": "polite" });
+    const results = el("div", { class: "scroll tall search-results", "aria-label": "search results" });
     let asked = 0;
     async function search() {
       const q = words.value.trim();
