@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-import structlog
 import uvicorn
 
 from marketplace.adapters.database import Database
@@ -135,7 +134,10 @@ async def server(web_settings: Settings, database: Database, redis_client: Any) 
     try:
         await asyncio.wait_for(task, 120)
     finally:
-        structlog.reset_defaults()
+        # Back to the session's plain JSON logs (tests/conftest.py), never structlog's defaults: their
+        # rich tracebacks cost seconds of CPU per error, so a worker still failing after a slow
+        # shutdown stalled the next tests' teardown for good.
+        configure_logging("json", "WARNING")
 
 
 @pytest.fixture

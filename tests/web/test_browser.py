@@ -78,7 +78,7 @@ async def test_operator_console_live_tail_charts_and_dead_letter_resend(server: 
         timeout=WAIT_MS)
     await expect(page.locator("figure.chart[data-chart='Time to match, days (median, p90)'] circle.point").first
                  ).to_be_visible(timeout=WAIT_MS)
-    await expect(page.locator("figure.chart")).to_have_count(8)
+    await expect(page.locator("#charts figure.chart")).to_have_count(8)
     for title in ("Ancillary costs per region, SEK", "Fill rate per care area, %", "Wait days of placed patients"):
         await expect(page.locator(f"figure.chart[data-chart='{title}'] rect.bar").first).to_be_visible()
 

@@ -176,3 +176,27 @@ async def test_a_regions_stream_and_worklist_hold_only_what_concerns_it(server: 
 
 async def _state(server: Server, case_ref: str, state: str) -> bool:
     return await server.case_state(case_ref) == state
+
+
+async def test_public_waiting_times_need_no_login_and_keep_small_cells_suppressed(server: Server) -> None:
+    from marketplace.services import waiting_times
+
+    empty = await server.http.get("/public/waiting-times.json", params={"care_area": "cataract"})
+    assert empty.status_code == 200, empty.text
+    assert len(empty.json()["items"]) == 21 and not any(v["has_data"] for v in empty.json()["items"])
+
+    await waiting_times.import_sample(server.db)
+    knees = await server.http.get("/public/waiting-times.json", params={"care_area": "knee-replacement"})
+    assert knees.status_code == 200 and "set-cookie" not in knees.headers
+    gotland = next(v for v in knees.json()["items"] if v["region"] == "09")
+    assert gotland["has_data"] and gotland["completed"] == {
+        "status": "completed", "suppressed": True, "count": None, "buckets": None, "share_within_90": None,
+        "median_days": None, "mean_days": None}
+    assert len(gotland["trend"]) == 13
+
+    unknown = await server.http.get("/public/waiting-times.json", params={"care_area": "cardiology"})
+    assert unknown.status_code == 422 and unknown.json()["invalid_params"][0]["rule"] == "known_care_area"
+    ref = (await server.http.get("/public/reference.json")).json()
+    assert len(ref["regions"]) == 21
+    cataract = next(a for a in ref["care_areas"] if a["code"] == "cataract")
+    assert "grå starr" in cataract["words"] and cataract["name"] == "Kataraktoperation"

@@ -53,8 +53,16 @@ def summary_of(data: dict[str, Any]) -> str:
             return f"sealed message about {p.get('case_ref')}"
         case "sdk.receipt.submitted" | "sdk.receipt.delivered":
             return "signed receipt"
-        case "agreement.registered":
-            return f"{p.get('purchaser')} may buy {p.get('care_area')} from {p.get('provider')}"
+        case "agreement.registered" | "agreement.updated":
+            # The original triple names care area and provider; an agreement carries them in its terms.
+            terms = p.get("terms") or {}
+            if not terms and not p.get("care_area"):  # a draft registered as it stands
+                return f"agreement {p.get('agreement_id')} registered by {p.get('purchaser')}"
+            areas = p.get("care_area") or ", ".join(terms.get("care_areas") or []) or "?"
+            provider = p.get("provider") or terms.get("provider") or "?"
+            unit = f" ({terms['unit_name']})" if terms.get("unit_name") else ""
+            what = f"agreement {p['agreement_id']}: " if p.get("agreement_id") else ""
+            return f"{what}{p.get('purchaser')} may buy {areas} from {provider}{unit}"
         case "clearing.requested":
             return f"round {p.get('round_id')} of {p.get('care_area')} as of {p.get('as_of')}"
     try:

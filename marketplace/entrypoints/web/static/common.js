@@ -91,7 +91,8 @@ const NVF = (() => {
   const fmt = (v) => (v === null || v === undefined) ? "–" : (Math.abs(v) >= 1000 ? Math.round(v).toLocaleString("sv-SE") : (+v.toFixed(2)).toString());
 
   // series: {name: {category: value}}; kind "bar" stacks the series per category, "line" draws one line each.
-  function chart(title, categories, series, kind) {
+  // opts.max fixes the top of the scale (a share in per cent: 100), so charts compare.
+  function chart(title, categories, series, kind, opts) {
     const W = 420, H = 190, L = 46, B = 28, T = 8, R = 8;
     const names = Object.keys(series);
     const figure = el("figure", { class: "chart", "data-chart": title });
@@ -100,7 +101,7 @@ const NVF = (() => {
     const totals = categories.map((c) => kind === "bar"
       ? names.reduce((s, n) => s + (series[n][c] || 0), 0)
       : Math.max(0, ...names.map((n) => series[n][c] || 0)));
-    const max = Math.max(1e-9, ...totals);
+    const max = (opts && opts.max) || Math.max(1e-9, ...totals);
     const x0 = L, w = W - L - R, h = H - T - B;
     const step = w / categories.length;
     const y = (v) => T + h - (v / max) * h;
@@ -164,5 +165,5 @@ const NVF = (() => {
     return el("form", { method: "post", action: "/logout", class: "logout" }, el("button", { type: "submit" }, "Log out"));
   }
 
-  return { keepSession, el, uuid, call, get, caseCommand, status, table, replace, every, chart, errorText, live, logoutButton, fmt };
+  return { keepSession, el, uuid, ApiError, call, get, caseCommand, status, table, replace, every, chart, errorText, live, logoutButton, fmt };
 })();

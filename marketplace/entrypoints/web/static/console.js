@@ -184,6 +184,10 @@
     every(5000, loadDeadLetters);
     every(10000, loadBook);
     every(10000, loadHealth);
+    const ref = await BROKER.reference();
+    BROKER.waitsPanel($("waits-panel"), ref,
+      (area) => get(`/v1/waiting-times?${new URLSearchParams({ care_area: area, today: me.today })}`), null);
+    every(10000, BROKER.capacityPanel($("capacity-panel"), ref, () => me.today));
   }
   start().catch((e) => status($("tail-state"), errorText(e), "error"));
   void fmt;

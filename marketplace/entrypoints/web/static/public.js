@@ -1,5 +1,15 @@
 "use strict";
 (() => {
+  // The waiting times per region: the public aggregates, suppressed cells kept suppressed.
+  const json = (url) => fetch(url).then(async (r) => {
+    const body = await r.json();
+    if (!r.ok) throw new NVF.ApiError(r.status, body);
+    return body;
+  });
+  json("/public/reference.json").then((ref) => BROKER.waitsPanel(document.getElementById("waits-panel"), ref,
+    (area) => json(`/public/waiting-times.json?${new URLSearchParams({ care_area: area })}`), null))
+    .catch((e) => NVF.status(document.getElementById("public-status"), NVF.errorText(e), "error"));
+
   const { el, table, replace, status, errorText } = NVF;
   const cell = (v) => (v === null || v === undefined) ? el("span", { class: "suppressed", title: "not shown: a small number" }, "–") : String(v);
   fetch("/public/data.json").then((r) => r.json()).then((data) => {

@@ -79,6 +79,17 @@
     NVF.keepSession();
     live({}, addEvent, (s) => status($("stream-state"), s, s === "live" ? "ok" : "warn"));
     every(4000, load);
+    brokering().catch((e) => replace($("find-panel"), el("p", { class: "status error" }, errorText(e))));
+  }
+
+  // Find a provider, the waiting times per region and the free-capacity feed, as of the marketplace's day.
+  async function brokering() {
+    const ref = await BROKER.reference();
+    const today = () => me.today;
+    BROKER.searchPanel($("find-panel"), ref, today, me.region);
+    BROKER.waitsPanel($("waits-panel"), ref,
+      (area) => get(`/v1/waiting-times?${new URLSearchParams({ care_area: area, today: today() })}`), me.region);
+    every(5000, BROKER.capacityPanel($("capacity-panel"), ref, today));
   }
   start().catch((e) => status($("act-status"), errorText(e), "error"));
 })();
