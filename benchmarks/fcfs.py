@@ -66,15 +66,15 @@ def fcfs(scenario: Path, out: Path, *, capacity_first: bool = False) -> int:
         for i, r in enumerate(requests):
             feasible: bool | None = None
             for j, p in enumerate(r["patients"]):
-                k = taken.get((i, j))
+                slot = taken.get((i, j))
                 row: dict[str, Any]
-                if k is None:
+                if slot is None:
                     if feasible is None:
                         feasible = any(admits(r, o) for o in offers)
                     row = {"case_ref": p["case_ref"], "request_id": r["request_id"], "offer_id": None,
                            "reason": "capacity_exhausted" if feasible else "no_feasible_offer"}
                 else:
-                    o = offers[k]
+                    o = offers[slot]
                     row = {"case_ref": p["case_ref"], "request_id": r["request_id"], "offer_id": o["offer_id"],
                            "reason": None,
                            "cost_sek": round(o["price_sek"] + travel_cost_sek(r["region"], o["region"]), 2)}

@@ -67,7 +67,8 @@ async def _measure(db: Database, repeats: int) -> dict[str, float]:
 async def run(count: int, repeats: int) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        targets = [("SQLite (FTS5 trigram)", f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}", None)]
+        sqlite = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+        targets: list[tuple[str, str, str | None]] = [("SQLite (FTS5 trigram)", sqlite, None)]
         url = os.environ.get("DATABASE_URL", "")
         if url.startswith("postgresql"):
             targets.append(("PostgreSQL (FTS + pg_trgm)", url, f"nvf_bench_{uuid.uuid4().hex[:8]}"))

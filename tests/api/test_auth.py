@@ -75,7 +75,7 @@ async def test_bad_organisations_are_refused_when_clients_are_made(api: Api):
         for kwargs in ({"role": "region", "region": "99"}, {"role": "region", "region": "01", "hsa_id": "SE232100"},
                        {"role": "region", "region": "01", "hsa_id": "SE2321000024-X"}, {"role": "admin"}):
             with pytest.raises(ValueError):
-                await api_clients.create(session, name="x", **kwargs)  # type: ignore[arg-type]
+                await api_clients.create(session, name="x", **kwargs)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ UNIT_01 = "SE2321000016-KAT01"
 UNIT_18 = "SE2321000164-KAT31"
 
 
-def problem(response, status: int) -> dict:  # type: ignore[no-untyped-def]
+def problem(response, status: int) -> dict:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith(PROBLEM)
     return response.json()

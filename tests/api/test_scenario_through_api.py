@@ -39,11 +39,11 @@ def _hsa(region: str, unit: str) -> str:
     return f"SE{regions()[region].org_number.replace('-', '')}-{unit}"
 
 
-OFFERS = [
+OFFERS: list[dict[str, Any]] = [
     {"offer_id": "off-01", "region": "01", "unit_hsa_id": _hsa("01", "OGA"), "capacity": 2, "price_sek": 9800},
     {"offer_id": "off-03", "region": "03", "unit_hsa_id": _hsa("03", "OGB"), "capacity": 1, "price_sek": 9500},
 ]
-REQUESTS = [
+REQUESTS: list[dict[str, Any]] = [
     {"request_id": "req-25", "region": "25", "patients": [("case-25-1", "2025-10-01"), ("case-25-2", "2025-11-15")]},
     {"request_id": "req-14", "region": "14", "patients": [("case-14-1", "2025-12-01"), ("case-14-2", "2026-02-01")]},
 ]
@@ -159,7 +159,7 @@ class BusDriver:
             args = {**args, "match_id": row.current_match_id}
         if command == "acknowledge_referral":
             args = {**args, "referral_id": "ref-1"}
-        envelope = new_envelope(CaseCommandIssued(case_ref=case_ref, command=command, args=args),  # type: ignore[arg-type]
+        envelope = new_envelope(CaseCommandIssued(case_ref=case_ref, command=command, args=args),
                                 producer=party)
         await publish_events(self.runtime.redis, self.runtime.streams, [envelope])
 

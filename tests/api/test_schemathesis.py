@@ -90,7 +90,7 @@ def served(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def _loop_of(server: uvicorn.Server) -> asyncio.AbstractEventLoop:
-    return server.servers[0].get_loop()  # type: ignore[no-any-return]
+    return server.servers[0].get_loop()
 
 
 @schema.parametrize()

@@ -50,7 +50,8 @@ def test_serve_with_clients_made_listed_and_revoked(tmp_path: Path, settings, da
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
-        assert health is not None and health.status_code == 200, server.stderr.read() if server.poll() else health
+        failed = (server.stderr.read() if server.stderr else "") if server.poll() else health
+        assert health is not None and health.status_code == 200, failed
         report = health.json()
         assert report["redis"]["status"] == "up" and report["database"]["status"] == "up"
         assert report["workers"]["status"] == "up" and report["workers"]["roles"] == [

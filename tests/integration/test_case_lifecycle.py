@@ -11,7 +11,7 @@ import pytest
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from events import CaseCommandIssued, ClearingRoundRequested, RequestWithdrawn, new_envelope
+from events import CaseCommandIssued, CaseStateChanged, ClearingRoundRequested, RequestWithdrawn, new_envelope
 from events.envelope import parse_envelope
 from marketplace.adapters.orm import CaseRow, MatchRow, OfferRow, RejectionRow, TimelineRow
 from marketplace.adapters.outbox import DATA_FIELD
@@ -205,8 +205,8 @@ async def test_withdrawal_during_a_hold_releases_it_and_tells_the_provider(setti
     row = await case_row(database, "case-25-1")
     assert row.state == "withdrawn" and row.current_match_id is None
     assert await remaining(database, "off-01") == 1
-    released = [p for _, f in entries if (p := parse_envelope(f[DATA_FIELD.encode()])[1]).event_type  # type: ignore[attr-defined]
-                == "case.hold_released"]
+    changes = [parse_envelope(f[DATA_FIELD.encode()])[1] for _, f in entries]
+    released = [p for p in changes if isinstance(p, CaseStateChanged) and p.event_type == "case.hold_released"]
     assert len(released) == 1
     assert released[0].details["notify_provider"] is True and released[0].details["providing_region"] == "01"
 

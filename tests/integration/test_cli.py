@@ -24,7 +24,7 @@ def run_nvf(args: list[str], env: dict[str, str], timeout: float = 240) -> subpr
                           cwd=Path(__file__).resolve().parents[2])
 
 
-def delete_users(settings) -> None:  # type: ignore[no-untyped-def]
+def delete_users(settings) -> None:
     """The parties' users a command applied on the real Redis under the test's prefix."""
     if settings.db_schema and settings.redis_url:
         import redis
@@ -37,7 +37,7 @@ def delete_users(settings) -> None:  # type: ignore[no-untyped-def]
         client.close()
 
 
-def demo_env(tmp_path: Path, settings) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def demo_env(tmp_path: Path, settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "NVF_DB_SCHEMA")}
     env.update(NVF_STATE_DIR=str(tmp_path / "state"), NVF_LOG_FORMAT="json", NVF_STREAM_PREFIX=settings.stream_prefix)
     if settings.db_schema:  # on PostgreSQL: the test's own schema there, and the real Redis

@@ -72,7 +72,7 @@ async def test_an_untouched_timeline_verifies_against_its_head_and_checkpoint(se
 async def test_a_deleted_newest_entry_is_detected(settings, database, cases):
     rows = await _rows(database, cases[1])
     async with database.session() as session:
-        await session.exec(delete(TimelineRow).where(col(TimelineRow.id) == rows[-1].id))  # type: ignore[call-overload]
+        await session.exec(delete(TimelineRow).where(col(TimelineRow.id) == rows[-1].id))
         await session.commit()
     code, lines = await _verify(settings, cases[1])
     assert code == 1

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select as core_select
 from sqlmodel import SQLModel, select
 
-from events import ClearingRoundRequested, new_envelope
+from events import ClearingRoundCompleted, ClearingRoundRequested, new_envelope
 from events.bounds import MAX_BODY_BYTES, MAX_PATIENTS, today
 from events.envelope import parse_envelope
 from marketplace.adapters.dead_letters import list_dead_letters
@@ -156,6 +156,7 @@ async def test_a_bad_item_written_past_intake_is_left_out_and_the_round_clears_t
     (match,) = await _rows(database, MatchRow)
     assert (match.case_ref, match.offer_id) == ("case-2", "off-1")
     (summary,) = [p for p in completed if getattr(p, "TYPE", "") == "clearing.completed"]
+    assert isinstance(summary, ClearingRoundCompleted)
     assert summary.left_out == {"offer.price_sek": 1, "offer.capacity": 1, "offer.offer_id": 1}
 
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from events import CaseStateChanged, SecureMessageDelivered, Streams, new_envelope
+from events import CaseStateChanged, SecureMessageDelivered, SecureReceiptSubmitted, Streams, new_envelope
 from events.envelope import parse_envelope
 from marketplace.adapters.outbox import DATA_FIELD
 from marketplace.adapters.party_clients import PartyClients
@@ -90,6 +90,7 @@ async def test_a_unit_listed_after_the_agent_read_its_book_gets_its_referral(set
         entries = await redis_client.xrange(streams.secure_receipts(PROVIDER))
         answers = await redis_client.xrange(streams.secure_submissions(PROVIDER))
     (receipt_entry,) = [parse_envelope(fields[DATA_FIELD.encode()])[1] for _, fields in entries]
+    assert isinstance(receipt_entry, SecureReceiptSubmitted)
     receipt = verify_receipt(base64.b64decode(receipt_entry.receipt), load_directory(keys))
     assert receipt.status is ReceiptStatus.ACCEPTED, receipt.reason
     assert agents.outcome.referrals_opened == 1

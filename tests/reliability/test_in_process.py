@@ -34,7 +34,7 @@ def _fast(settings):
                                        "batch_size": 50})
 
 
-def _one_region(events, count: int) -> list:  # type: ignore[no-untyped-def]
+def _one_region(events, count: int) -> list:
     """`count` of `events` published by region 01: they go on its own ingress stream."""
     mine = [e for e in events if e.producer == "01"][:count]
     assert len(mine) == count

@@ -100,7 +100,7 @@ async def test_nvf_run_connects_each_role_as_itself_and_a_region_has_only_its_ow
         await eventually(refused, 60, "the forged offer refused and the good one stored")
 
         async def told() -> bool:
-            return len(await region.xrange(streams.outgoing("01"))) == 1
+            return len(await region.xrange(streams.outgoing("01")) or []) == 1
 
         await eventually(told, 30, "region 01 told on its own stream")
     finally:

@@ -26,7 +26,7 @@ def _nvf(args: list[str], env: dict[str, str], timeout: float = 600) -> subproce
                           cwd=Path(__file__).resolve().parents[2])
 
 
-def _env(tmp_path: Path, settings) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def _env(tmp_path: Path, settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "NVF_DB_SCHEMA")}
     env.update(NVF_STATE_DIR=str(tmp_path / "state"), NVF_LOG_FORMAT="json", NVF_STREAM_PREFIX=settings.stream_prefix)
     if settings.db_schema:  # PostgreSQL: the test's own schema there, and the real Redis
@@ -37,7 +37,7 @@ def _env(tmp_path: Path, settings) -> dict[str, str]:  # type: ignore[no-untyped
 
 @pytest.mark.slow
 def test_a_recorded_demo_replays_to_the_demo_outcome_and_differs_under_another_policy(
-        tmp_path, settings, database, redis_client):  # type: ignore[no-untyped-def]
+        tmp_path, settings, database, redis_client):
     env = _env(tmp_path, settings)
     demo = _nvf(["demo", "--out", str(tmp_path / "A.jsonl")], env)
     assert demo.returncode == 0, demo.stderr[-3000:]
@@ -70,7 +70,7 @@ def test_a_recorded_demo_replays_to_the_demo_outcome_and_differs_under_another_p
     assert rows["recorded"] != rows["fcfs"]
 
 
-def test_recording_an_empty_marketplace_says_so(tmp_path, settings, database):  # type: ignore[no-untyped-def]
+def test_recording_an_empty_marketplace_says_so(tmp_path, settings, database):
     result = _nvf(["stream", "record", "--out", str(tmp_path / "log.json")], _env(tmp_path, settings), timeout=120)
     assert result.returncode == 2
     assert "no clearing round" in result.stderr and "Traceback" not in result.stderr

@@ -22,7 +22,7 @@ from marketplace.replay.stream import (
 )
 
 
-def _stream_json(seed: int = 3, weeks: int = 4) -> dict:  # type: ignore[type-arg]
+def _stream_json(seed: int = 3, weeks: int = 4) -> dict:
     stream = generate_stream(spring_cataract_campaign(), GeneratorOptions(weeks=weeks, seed=seed, scale=0.3))
     return stream_to_json(stream)
 
@@ -60,7 +60,7 @@ def test_the_shipped_samples_load(area: str) -> None:
     assert stream.patient_count >= 100
 
 
-def _broken(change) -> StreamError:  # type: ignore[no-untyped-def]
+def _broken(change) -> StreamError:
     data = _stream_json()
     data = copy.deepcopy(data)
     change(data)
@@ -86,7 +86,7 @@ def test_bad_streams_are_refused_naming_field_and_rule() -> None:
 
 
 def test_offers_and_requests_are_checked_by_the_scenario_contract() -> None:
-    def bad_offer(d):  # type: ignore[no-untyped-def]
+    def bad_offer(d):
         offer = next(e for e in d["events"] if e["type"] == "offer")["offer"]
         offer["capacity"] = -3
         offer["region"] = "99"

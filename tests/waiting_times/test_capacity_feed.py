@@ -25,13 +25,13 @@ DAY = date(2026, 3, 2)
 AT = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
 
-def offer(offer_id: str, start: date, end: date, capacity: int):  # type: ignore[no-untyped-def]
+def offer(offer_id: str, start: date, end: date, capacity: int):
     return new_envelope(OfferPublished(offer_id=offer_id, region="01", unit_hsa_id=UNIT, care_area="cataract",
                                        capacity=capacity, window_start=start, window_end=end, price_sek=9800),
                         producer="01", occurred_at=AT)
 
 
-async def unit_report(database, today: date = DAY):  # type: ignore[no-untyped-def]
+async def unit_report(database, today: date = DAY):
     rows = await feed(database, today=today, care_area="cataract")
     assert [r.unit_hsa_id for r, _ in rows] == [UNIT]
     return rows[0][1]

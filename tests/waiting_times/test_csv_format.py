@@ -16,7 +16,7 @@ GOOD_WAITING = "2026-09;01;cataract;waiting;200;80;60;20;20;10;10;0;0.8;40;;0"
 SUPPRESSED = "2026-09;09;knee-replacement;completed;;;;;;;;;;;;1"
 
 
-def read(*lines: str, bom: bool = False):  # type: ignore[no-untyped-def]
+def read(*lines: str, bom: bool = False):
     data = (("\ufeff" if bom else "") + "\n".join([HEADER, *lines]) + "\n").encode("utf-8")
     return parse(decode(data), regions=regions(), care_areas=care_areas())
 

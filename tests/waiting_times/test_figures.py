@@ -19,7 +19,7 @@ from marketplace.waiting_times.figures import (
 )
 from matchers.reference import care_areas, regions
 
-CHECK = {"regions": regions(), "care_areas": care_areas()}
+REGIONS, CARE_AREAS = set(regions()), set(care_areas())
 
 
 def cell(**overrides: object) -> WaitFigures:
@@ -32,7 +32,7 @@ def cell(**overrides: object) -> WaitFigures:
 
 
 def rules(figures: WaitFigures) -> list[tuple[str, str]]:
-    return [(v.column, v.rule) for v in check(figures, **CHECK)]
+    return [(v.column, v.rule) for v in check(figures, regions=REGIONS, care_areas=CARE_AREAS)]
 
 
 def test_a_month_is_published_on_the_25th_of_the_next():

@@ -17,7 +17,7 @@ SAMPLE_ROWS = 1626
 STOCKHOLM_WAITING = "2026-10;01;cataract;waiting;4285;1532;1386;752;352;217;46;0;0,856;42;;0"
 
 
-async def snapshot(db) -> list[tuple[object, ...]]:  # type: ignore[no-untyped-def]
+async def snapshot(db) -> list[tuple[object, ...]]:
     async with db.session() as session:
         rows = (await session.exec(select(WaitFiguresRow))).all()
         versions = (await session.exec(select(func.count()).select_from(WaitFiguresVersionRow))).one()

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 TODAY = ["--today", "2026-11-30"]
 
 
-async def places_left(tmp_path, settings) -> dict[str, int]:  # type: ignore[no-untyped-def]
+async def places_left(tmp_path, settings) -> dict[str, int]:
     """Per cataract unit, the places its open offers have left, read from the demo's own store."""
     url = settings.effective_database_url if settings.db_schema else \
         f"sqlite+aiosqlite:///{tmp_path / 'state' / 'marketplace.db'}"
