@@ -9,7 +9,7 @@ shows a user a traceback for them. The codes follow BSD's sysexits where one fit
 | 1 | | the command ran and its answer is no (e.g. `nvf timeline --verify` found a broken chain) |
 | 2 | `BadInput` | a bad argument or option: a date, a file that is not a scenario (also Click's own usage errors) |
 | 69 | `ServiceUnavailable` | Redis or the database cannot be reached (EX_UNAVAILABLE) |
-| 73 | `OutputPathError` | an output file cannot be written where asked: its folder is missing (EX_CANTCREAT) |
+| 73 | `OutputPathError` | an output file cannot be written where asked: its folder cannot be created (EX_CANTCREAT) |
 | 78 | `ConfigError` | a setting (environment variable or `.env`) is invalid (EX_CONFIG) |
 """
 
@@ -61,7 +61,7 @@ EXIT_CODES: dict[int, str] = {
     1: "the command's answer is no (e.g. a broken hash chain)",
     BadInput.exit_code: "bad input: an argument or option (a date, a scenario file)",
     ServiceUnavailable.exit_code: "Redis or the database cannot be reached",
-    OutputPathError.exit_code: "an output file's folder is missing or not writable",
+    OutputPathError.exit_code: "an output file's folder cannot be created or written",
     ConfigError.exit_code: "a setting (environment or .env) is invalid",
 }
 
@@ -80,13 +80,18 @@ def parse_day(value: str | None, option: str) -> date | None:
 
 
 def check_output_file(path: Path, option: str) -> Path:
-    """Refuse, before any work is done, an output file that could not be written."""
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.exists():
-        raise OutputPathError(f"{option} {path}: the folder {folder} does not exist; create it "
-                              f"(mkdir -p {folder}) or choose another path")
-    if not folder.is_dir():
-        raise OutputPathError(f"{option} {path}: {folder} is not a folder; choose another path")
+    """Make sure, before any work is done, that an output file can be written: its folder is created
+    if missing (as the writers always did); one that cannot be is refused with the reason."""
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
+        raise OutputPathError(f"{option} {path}: cannot create the folder {folder}, {blocker} is a file; "
+                              f"choose another path") from None
+    except OSError as exc:
+        raise OutputPathError(f"{option} {path}: cannot create the folder {folder} ({exc.strerror or exc}); "
+                              f"choose another path") from None
     if path.is_dir():
         raise OutputPathError(f"{option} {path} is a folder; name a file in it")
     if not os.access(folder, os.W_OK | os.X_OK):
