@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -60,43 +61,46 @@ _SAID = (typer.Exit, typer.Abort, sys.modules[typer.Exit.__module__].ClickExcept
 
 
 _terminated = False  # whether the interrupt being unwound came as SIGTERM (exit 143, not 130)
-# After SIGTERM, how long the cancelled main task may take to unwind before the event loop is
-# interrupted outright (a cancellation can be lost, e.g. by `asyncio.wait_for` on Python 3.11).
+# After the signal, how long every task may take to unwind before the event loop is left outright.
 _GRACE_S = 3.0
 
 
-def _interrupt_loop() -> None:
-    raise KeyboardInterrupt  # from a loop callback: out of run_forever, then asyncio.run cancels every task
+def _interrupt_loop(loop: asyncio.AbstractEventLoop) -> None:
+    # From a loop callback, not from inside some task's code: out of run_forever, then asyncio.run
+    # cancels every task and waits for them (their `async with` and `finally` run). Should a task
+    # not hear that (a loop that catches what its cancelled call raised), the next one leaves that
+    # wait too: asyncio.run closes the loop and the `with` blocks outside it still run.
+    loop.call_later(_GRACE_S, _interrupt_loop, loop)
+    raise KeyboardInterrupt
 
 
-def _sigterm_as_ctrl_c(signum: int, frame: FrameType | None) -> None:
+def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
     # SIGTERM's default ends the process on the spot: no `finally`, no `with` exit, so an embedded
-    # Redis would outlive it. Handled as Ctrl-C is instead: inside `asyncio.run` its handler cancels
-    # the main task (so every `async with` and `finally` runs) and then raises KeyboardInterrupt;
-    # elsewhere Python's raises it at once. A second SIGTERM ends the process on the spot; the
-    # embedded Redis still stops then, by its parent-death signal.
+    # Redis would outlive it. It and Ctrl-C unwind instead; a second of the same ends the process
+    # at once (the embedded Redis then stops by its parent-death signal).
     global _terminated
-    _terminated = True
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    with contextlib.suppress(RuntimeError):  # no loop running
-        asyncio.get_running_loop().call_later(_GRACE_S, _interrupt_loop)
-    on_interrupt = signal.getsignal(signal.SIGINT)
-    if callable(on_interrupt):
-        on_interrupt(signal.SIGINT, frame)
-    else:
-        raise KeyboardInterrupt
+    _terminated = signum == signal.SIGTERM
+    signal.signal(signum, signal.SIG_DFL)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # no loop: plain code, which unwinds from wherever it is
+        raise KeyboardInterrupt from None
+    loop.call_soon_threadsafe(_interrupt_loop, loop)
 
 
 @contextlib.contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
+def _signals_unwind() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():  # e.g. a test's CliRunner in a thread
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)
+    # A signal the parent set to be ignored (SIGINT of a shell's background job) stays ignored.
+    previous = {sig: signal.signal(sig, _on_stop_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class LazyGroup(TyperGroup):
@@ -104,7 +108,7 @@ class LazyGroup(TyperGroup):
     and the error boundary (see the module's docstring)."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
-        with _sigterm_unwinds():
+        with _signals_unwind():
             return super().main(*args, **kwargs)
 
     def invoke(self, ctx: Any) -> Any:
@@ -365,7 +369,27 @@ def asyncapi(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as stopped:
+        if stopped.code == EXIT_SIGINT or stopped.code == EXIT_SIGTERM:
+            _leave_despite_stray_threads(stopped.code)
+        raise
+
+
+def _leave_despite_stray_threads(code: int) -> None:
+    """Exit now, even if an interrupted cleanup left a library's thread behind (a database
+    connection's worker that was never closed): Python would wait for it at exit, for ever. What the
+    command started has been stopped by now (the `with` blocks ran on the way out)."""
+    stray = [t for t in threading.enumerate()
+             if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if not stray:
+        return
+    _log.debug("leaving %d threads behind: %s", len(stray), [t.name for t in stray])
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
