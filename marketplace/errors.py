@@ -108,27 +108,18 @@ def settings_error(exc: ValidationError) -> ConfigError:
 
     errors = exc.errors()
     first = errors[0]
-    field = str(first["loc"][0]) if first["loc"] else ""
-    names = env_names().get(field) or env_names().get(_field_of_alias(field), [field.upper()])
+    loc = str(first["loc"][0]) if first["loc"] else ""
+    # The location is the field's name, or the alias the value came by (`REDIS_URL`).
+    field = next((f for f, names in env_names().items() if loc == f or loc.upper() in names), loc)
+    variable = loc.upper() if loc.upper() in env_names().get(field, []) else env_names().get(field, [loc.upper()])[0]
     value = first.get("input")
+    shown = ""
     if isinstance(value, str):
-        shown = mask_url(value) if field.endswith("url") or "URL" in field else value
-        shown = f"={shown[:60]!r}"
-    else:
-        shown = ""
+        shown = "=" + repr((mask_url(value) if field.endswith("_url") else value)[:60])
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     rule = str(first["msg"]).removeprefix("Value error, ")
-    return ConfigError(f"setting {names[0]}{shown}: {rule}{more}; fix it in the environment or .env, "
+    return ConfigError(f"setting {variable}{shown}: {rule}{more}; fix it in the environment or .env, "
                        f"or unset it for the default")
-
-
-def _field_of_alias(name: str) -> str:
-    from marketplace.settings import env_names
-
-    for field, names in env_names().items():
-        if name == field or name.upper() in names:
-            return field
-    return name
 
 
 def user_error_for(exc: BaseException) -> UserError | None:

@@ -41,7 +41,8 @@ class Settings(BaseSettings):
         "postgresql+asyncpg://... for PostgreSQL",
     )
     db_schema: str | None = Field(
-        default=None, description="PostgreSQL schema to keep the tables in (created if missing)",
+        default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$",  # a plain identifier: it is put into SQL as is
+        description="PostgreSQL schema to keep the tables in (created if missing)",
     )
     state_dir: Path = Path(".nvf")
     stream_prefix: str = Field(default="nvf", pattern=r"^[A-Za-z0-9_.-]+$")

@@ -37,6 +37,7 @@ def test_the_kinds_have_distinct_nonzero_exit_codes() -> None:
     ("NVF_BATCH_SIZE", "0", "greater than or equal to 1"),
     ("NVF_LOG_FORMAT", "xml", "'auto', 'json' or 'console'"),
     ("NVF_POLLING_MS", "soon", "valid integer"),
+    ("NVF_DB_SCHEMA", "Bad-Schema", "should match pattern"),
 ])
 def test_a_bad_setting_names_the_variable_and_the_rule(tmp_path: Path, variable: str, value: str, rule: str) -> None:
     result = run_nvf(["config"], clean_env(tmp_path, **{variable: value}), tmp_path)
