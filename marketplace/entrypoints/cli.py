@@ -61,46 +61,51 @@ _SAID = (typer.Exit, typer.Abort, sys.modules[typer.Exit.__module__].ClickExcept
 
 
 _terminated = False  # whether the interrupt being unwound came as SIGTERM (exit 143, not 130)
-# After the signal, how long every task may take to unwind before the event loop is left outright.
+# After SIGTERM, how long the cancelled main task may take to unwind before the event loop is
+# interrupted outright (a cancellation can be lost: the demo's settling loop sometimes loses one).
 _GRACE_S = 3.0
 
 
 def _interrupt_loop(loop: asyncio.AbstractEventLoop) -> None:
     # From a loop callback, not from inside some task's code: out of run_forever, then asyncio.run
     # cancels every task and waits for them (their `async with` and `finally` run). Should a task
-    # not hear that (a loop that catches what its cancelled call raised), the next one leaves that
-    # wait too: asyncio.run closes the loop and the `with` blocks outside it still run.
+    # not hear that either, the next one leaves that wait too: asyncio.run closes the loop and the
+    # `with` blocks outside it (the embedded Redis) still run.
     loop.call_later(_GRACE_S, _interrupt_loop, loop)
     raise KeyboardInterrupt
 
 
-def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
+def _sigterm_as_ctrl_c(signum: int, frame: FrameType | None) -> None:
     # SIGTERM's default ends the process on the spot: no `finally`, no `with` exit, so an embedded
-    # Redis would outlive it. It and Ctrl-C unwind instead; a second of the same ends the process
-    # at once (the embedded Redis then stops by its parent-death signal).
+    # Redis would outlive it. Handled as Ctrl-C is instead: inside `asyncio.run` its handler cancels
+    # the main task (so every `async with` and `finally` runs), then raises KeyboardInterrupt; a
+    # second Ctrl-C's worth follows after a grace period. Outside a loop Python's raises it at once.
+    # A second SIGTERM ends the process on the spot (the embedded Redis then stops by its
+    # parent-death signal). Ctrl-C itself is left to Python and asyncio (and uvicorn, which
+    # re-raises it after its own graceful stop).
     global _terminated
-    _terminated = signum == signal.SIGTERM
-    signal.signal(signum, signal.SIG_DFL)
-    try:
+    _terminated = True
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    with contextlib.suppress(RuntimeError):  # no loop running
         loop = asyncio.get_running_loop()
-    except RuntimeError:  # no loop: plain code, which unwinds from wherever it is
-        raise KeyboardInterrupt from None
-    loop.call_soon_threadsafe(_interrupt_loop, loop)
+        loop.call_later(_GRACE_S, _interrupt_loop, loop)
+    on_interrupt = signal.getsignal(signal.SIGINT)
+    if callable(on_interrupt):
+        on_interrupt(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
-def _signals_unwind() -> Iterator[None]:
+def _sigterm_unwinds() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():  # e.g. a test's CliRunner in a thread
         yield
         return
-    # A signal the parent set to be ignored (SIGINT of a shell's background job) stays ignored.
-    previous = {sig: signal.signal(sig, _on_stop_signal) for sig in (signal.SIGINT, signal.SIGTERM)
-                if signal.getsignal(sig) is not signal.SIG_IGN}
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        signal.signal(signal.SIGTERM, previous)
 
 
 class LazyGroup(TyperGroup):
@@ -108,7 +113,7 @@ class LazyGroup(TyperGroup):
     and the error boundary (see the module's docstring)."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
-        with _signals_unwind():
+        with _sigterm_unwinds():
             return super().main(*args, **kwargs)
 
     def invoke(self, ctx: Any) -> Any:
