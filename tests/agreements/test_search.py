@@ -18,6 +18,8 @@ from marketplace.services.provider_search import SearchQuery, preview, search_pr
 from marketplace.services.refusals import Refused
 from tests.agreements.terms import terms
 
+pytestmark = pytest.mark.integration  # every test here searches a real database
+
 REQUIRED = {
     "cataract": ["grå starr", "gråstarr", "katarakt", "starroperation"],
     "inguinal-hernia": ["ljumskbråck", "bråck", "inguinalbråck", "lårbråck"],

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from decimal import Decimal
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -144,6 +145,7 @@ def check_invariants(state: CaseState) -> None:
     assert state.guarantee_date == state.waiting_since + timedelta(days=90)
 
 
+@pytest.mark.slow  # 300 random sequences: the longest test of the unit subset
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_random_command_sequences_keep_the_machine_defined_and_replayable(data: st.DataObject) -> None:

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from events import CaseStateChanged, SecureMessageDelivered, SecureReceiptSubmitted, Streams, new_envelope
 from events.envelope import parse_envelope
 from marketplace.adapters.outbox import DATA_FIELD
@@ -62,6 +64,7 @@ class RoutedMidPoll:
         return getattr(self._client, name)
 
 
+@pytest.mark.integration
 async def test_a_unit_listed_after_the_agent_read_its_book_gets_its_referral(settings, database,
                                                                             redis_client) -> None:
     streams = Streams(settings.stream_prefix)

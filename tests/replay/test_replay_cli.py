@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import shared_path
 
 NVF = [sys.executable, "-m", "marketplace.entrypoints.cli"]
@@ -17,6 +19,7 @@ def _nvf(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*NVF, *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
+@pytest.mark.slow  # generates, replays and charts a stream in two processes
 def test_generate_then_replay_a_stream_with_report_and_charts(tmp_path: Path) -> None:
     stream = tmp_path / "small-stream.json"
     made = _nvf("stream", "generate", str(shared_path("scenarios", "small.json")), "--weeks", "6", "--seed", "5",

@@ -24,6 +24,7 @@ def sandbox(request: pytest.FixtureRequest) -> SandboxRun:
     return run_sandbox(load_sample(request.param), list(ONLINE), publish_before_breach=PRE_BREACH_DAYS)
 
 
+@pytest.mark.slow  # whole replays of the shipped streams
 def test_every_policy_is_replayed_and_reported(sandbox: SandboxRun) -> None:
     labels = [r.label for r in sandbox.report.rows]
     assert labels[:5] == list(ONLINE)
@@ -39,6 +40,7 @@ def test_every_policy_is_replayed_and_reported(sandbox: SandboxRun) -> None:
     assert sandbox.report.row("fcfs").to_fcfs["placed"] == 1.0
 
 
+@pytest.mark.slow  # whole replays of the shipped streams
 def test_continuous_optimal_places_nearly_what_hindsight_does_and_waits_least(sandbox: SandboxRun) -> None:
     report = sandbox.report
     continuous = report.row("continuous").metrics
@@ -52,6 +54,7 @@ def test_continuous_optimal_places_nearly_what_hindsight_does_and_waits_least(sa
     assert continuous.wait_days <= report.row("fcfs").metrics.wait_days
 
 
+@pytest.mark.slow  # whole replays of the shipped streams
 def test_publishing_before_the_breach_reduces_breaches(sandbox: SandboxRun) -> None:
     before = sandbox.report.row("continuous").metrics
     after = sandbox.report.row(f"continuous+pre{PRE_BREACH_DAYS}d").metrics
@@ -79,6 +82,7 @@ def test_continuous_rounds_read_only_what_changed() -> None:
     assert result.rounds > patients / 3
 
 
+@pytest.mark.slow  # whole replays of the shipped streams
 def test_same_seed_same_report(tmp_path: Path) -> None:
     outputs = []
     for i in range(2):

@@ -43,6 +43,7 @@ from marketplace.agreements.csv_import import ImportFileError, plan_import
 from marketplace.agreements.rules import check_terms
 from marketplace.entrypoints.bootstrap import redis_server
 from marketplace.entrypoints.commands.db import ready
+from marketplace.errors import parse_day
 from marketplace.log_config import configure_logging
 from marketplace.services.agreements import to_domain
 from marketplace.services.provider_search import ProviderHit, SearchQuery, preview, search_providers
@@ -72,12 +73,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _day(value: str | None, name: str) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise _fail(f"{name}: {value!r} is not a date (YYYY-MM-DD)") from None
+    return parse_day(value, name)
 
 
 def _validation_line(exc: ValidationError) -> str:

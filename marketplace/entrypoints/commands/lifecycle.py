@@ -19,6 +19,7 @@ from marketplace.adapters.orm import CaseRow, RejectionRow, TimelineRow
 from marketplace.adapters.party_clients import PartyClients
 from marketplace.adapters.redis_users import AccessError, prepare_access
 from marketplace.entrypoints.bootstrap import redis_server
+from marketplace.errors import parse_day
 from marketplace.lifecycle import LeadTime, market_stats
 from marketplace.parties import ingress_parties
 from marketplace.services.case_commands import COMMANDS_BY_NAME
@@ -124,8 +125,8 @@ def stats(
 ) -> None:
     """Lead times (need -> match, match -> referral, referral -> performed), cases per state and cases near
     or past their care-guarantee date, per home region and care area, from the case timelines."""
+    day = parse_day(today, "--today") or date.today()
     settings = Settings()
-    day = date.fromisoformat(today) if today else date.today()
     result = asyncio.run(_market_stats(settings, day))
     if result.overall is None:
         console.print("no cases yet")

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from marketplace.errors import check_output_file
 from matchers.allocation import Allocation
 from matchers.clearing import clear
 from matchers.explanation import RequestExplanation, explain
@@ -91,6 +92,7 @@ def match(
     """Run one clearing round offline and write the allocation, one line per patient."""
     console = Console()
     started = time.perf_counter()
+    check_output_file(out, "--out")
     try:
         book = load_scenario(scenario)
     except ScenarioError as exc:

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from marketplace.errors import check_output_file
 from marketplace.replay.policies import ONLINE, POLICIES
 from marketplace.replay.stream import StreamError
 
@@ -45,6 +46,9 @@ def register(app: typer.Typer, console: Console | None = None) -> None:
         from marketplace.replay.report import render, write_charts, write_json
         from marketplace.replay.sandbox import open_stream, run_sandbox
 
+        for path, option in ((json_out, "--json"), (charts, "--charts")):
+            if path is not None:
+                check_output_file(path, option)
         chosen = list(policy or ONLINE)
         unknown = [p for p in chosen if p not in POLICIES]
         if unknown:
@@ -96,6 +100,7 @@ def register(app: typer.Typer, console: Console | None = None) -> None:
         from marketplace.replay.stream import write_stream
         from matchers.scenario import ScenarioError, load_scenario
 
+        check_output_file(out, "--out")
         try:
             book = load_scenario(scenario)
         except (ScenarioError, OSError) as exc:
@@ -118,6 +123,7 @@ def register(app: typer.Typer, console: Console | None = None) -> None:
         from marketplace.replay.stream import write_stream
         from marketplace.settings import Settings
 
+        check_output_file(out, "--out")
         settings = Settings()
 
         async def read() -> object:

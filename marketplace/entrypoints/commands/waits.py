@@ -16,6 +16,7 @@ from rich.table import Table
 from marketplace.adapters.database import Database
 from marketplace.adapters.waits_orm import UnitCapacityRow
 from marketplace.entrypoints.commands.db import ready
+from marketplace.errors import parse_day
 from marketplace.log_config import configure_logging
 from marketplace.services.capacity import feed
 from marketplace.services.waiting_times import (
@@ -54,12 +55,7 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _today(text: str | None) -> date:
-    if text is None:
-        return date.today()
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise _fail(f"--today {text!r} is not a date as YYYY-MM-DD") from exc
+    return parse_day(text, "--today") or date.today()
 
 
 def _check_care_area(care_area: str | None) -> None:
