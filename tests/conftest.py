@@ -73,7 +73,7 @@ def settings(tmp_path: Path, database_kind: str, redis_url: str) -> Settings:
 
 @pytest.fixture
 async def database(settings: Settings) -> AsyncIterator[Database]:
-    db = Database(settings.effective_database_url, schema=settings.db_schema)
+    db = Database.of(settings)
     await db.create_all()
     yield db
     await db.drop_schema()

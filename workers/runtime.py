@@ -54,7 +54,7 @@ class Runtime:
         # stops at 100 by default, fewer than the intake and notifier roles run together.
         broker = RedisBroker(redis_url, graceful_timeout=10.0, logger=structlog.get_logger("faststream"),
                              log_level=logging.DEBUG, max_connections=MAX_CONNECTIONS)
-        db = db or Database(settings.effective_database_url, schema=settings.db_schema)
+        db = db or Database.of(settings)
         streams = Streams(settings.stream_prefix)
         return cls(settings=settings, streams=streams, db=db, broker=broker,
                    relay=OutboxRelay(db, None, producers=producers), context=ServiceContext(streams=streams),

@@ -20,6 +20,7 @@ from marketplace.adapters import (
     orm,  # noqa: F401  (registers the tables)
     waits_orm,  # noqa: F401  (waiting times and the free-capacity feed)
 )
+from marketplace.settings import Settings
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -45,6 +46,11 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+
+    @classmethod
+    def of(cls, settings: Settings) -> Database:
+        """The database the settings name (SQLite in the state folder unless DATABASE_URL is set)."""
+        return cls(settings.effective_database_url, schema=settings.db_schema)
 
     @property
     def is_sqlite(self) -> bool:

@@ -58,7 +58,7 @@ class DemoResult:
 async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, console: Console,
                    policy: str = "optimal", reset: bool = True) -> DemoResult:
     started = time.perf_counter()
-    db = Database(settings.effective_database_url, schema=settings.db_schema)
+    db = Database.of(settings)
     if reset:
         # The demo owns its store: start from an empty book each time, on a schema at head (whatever
         # NVF_DB_AUTO_MIGRATE says: the store is the demo's own).

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from marketplace.adapters.checkpoint_key import load_key
 from marketplace.adapters.database import Database
+from marketplace.entrypoints.commands.db import ready
 from marketplace.lifecycle.timeline import Head, TimelineEntry, verify_with_head
 from marketplace.services.timeline import load_head, load_timeline
 from marketplace.settings import Settings
@@ -84,8 +85,9 @@ def describe_entry(entry: TimelineEntry) -> str:
 
 async def show_timeline(settings: Settings, case_ref: str, *, console: Console, check: bool = False,
                         as_json: bool = False) -> int:
-    db = Database(settings.effective_database_url, schema=settings.db_schema)
+    db = Database.of(settings)
     try:
+        await ready(db, settings)
         async with db.session() as session:
             entries = await load_timeline(session, case_ref)
             head = await load_head(session, case_ref)

@@ -236,7 +236,7 @@ async def api_in_namespace(settings: Settings) -> AsyncIterator[Api]:
         "db_schema": f"{settings.db_schema}_api" if settings.db_schema else None,
         "database_url": settings.database_url if settings.db_schema
         else settings.effective_database_url.replace("marketplace.db", f"api-{tag}.db")})
-    db = Database(own.effective_database_url, schema=own.db_schema)
+    db = Database.of(own)
     await db.create_all()
     app = create_app(own, own.redis_url or "", roles=ROLES, sweeper=False)
     import redis.asyncio as aioredis

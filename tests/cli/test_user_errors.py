@@ -95,3 +95,11 @@ def test_a_missing_output_folder_is_made(tmp_path: Path) -> None:
     result = run_nvf(["asyncapi", "--out", "new/folder/asyncapi.json"], clean_env(tmp_path), tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "new" / "folder" / "asyncapi.json").stat().st_size > 0
+
+
+def test_reads_on_a_fresh_store_show_an_empty_market_not_a_traceback(tmp_path: Path) -> None:
+    stats = run_nvf(["stats"], clean_env(tmp_path), tmp_path)
+    assert stats.returncode == 0 and "Traceback" not in stats.stderr, stats.stderr[-2000:]
+    assert "withdrawn" in stats.stdout
+    timeline = run_nvf(["timeline", "case-1"], clean_env(tmp_path), tmp_path)
+    assert "Traceback" not in timeline.stderr + timeline.stdout, timeline.stderr[-2000:]

@@ -21,7 +21,7 @@ from tests.reliability.conftest import worker_env
 @pytest.fixture
 async def empty_db(settings: Settings) -> AsyncIterator[Database]:
     """The test's own database (own schema on PostgreSQL) with nothing in it."""
-    db = Database(settings.effective_database_url, schema=settings.db_schema)
+    db = Database.of(settings)
     yield db
     await db.drop_schema()
     await db.dispose()
@@ -105,7 +105,7 @@ def test_nvf_db_upgrade_twice_is_a_no_op(settings: Settings, tmp_path: Path, emp
 
 async def test_upgrades_at_the_same_moment_migrate_once(settings: Settings, empty_db: Database) -> None:
     """Eight connections asking at once (the processes' race, without their start-up times to spread them)."""
-    others = [Database(settings.effective_database_url, schema=settings.db_schema) for _ in range(8)]
+    others = [Database.of(settings) for _ in range(8)]
     try:
         results = await asyncio.gather(*(schema.upgrade(db) for db in others))
     finally:

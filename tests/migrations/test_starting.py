@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def empty_db(settings: Settings) -> AsyncIterator[Database]:
-    db = Database(settings.effective_database_url, schema=settings.db_schema)
+    db = Database.of(settings)
     yield db
     await db.drop_schema()
     await db.dispose()

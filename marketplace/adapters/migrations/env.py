@@ -52,7 +52,7 @@ async def _run_standalone() -> None:
     from marketplace.settings import Settings
 
     settings = Settings()
-    db = Database(settings.effective_database_url, schema=settings.db_schema)
+    db = Database.of(settings)
     try:
         async with db.engine.begin() as conn:
             await conn.run_sync(run_on)

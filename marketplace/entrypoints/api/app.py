@@ -89,7 +89,7 @@ def create_api(settings: Settings, redis_url: str, *, roles: Sequence[str] = ROL
     """The region API's app (the pages are added beside it by `entrypoints/server.py`); `roles` are
     the workers it hosts (none: the API alone, beside workers run elsewhere)."""
     verifier, issuer = _verifier(settings)
-    db = Database(settings.effective_database_url, schema=settings.db_schema)
+    db = Database.of(settings)
     st = ApiState(settings=settings, db=db, verifier=verifier, issuer=issuer, rate=ClientRate(settings.api_rate),
                   roles=tuple(roles))
 

@@ -118,7 +118,7 @@ async def _send_one(settings: Settings, payload: Payload, producer: str, wait: f
     console.print(f"published {envelope.type} as region {producer} (event {eid})")
     if not wait:
         return 0
-    db = Database(settings.effective_database_url, schema=settings.db_schema)
+    db = Database.of(settings)
     try:
         await ready(db, settings)
         processed, refused, changed = await _verdicts(db, [eid], wait)
@@ -236,7 +236,7 @@ def import_cmd(
     changed: set[str] = set()
     if plan.rows:
         async def go() -> tuple[set[str], dict[str, RejectionRow], set[str]]:
-            db = Database(settings.effective_database_url, schema=settings.db_schema)
+            db = Database.of(settings)
             try:
                 await ready(db, settings)
                 # Rows imported before (the same content, so the same event id) are unchanged now.
@@ -332,7 +332,7 @@ def search(
                         has_agreement=has_agreement, as_of=_day(as_of, "--as-of") or date.today(), limit=limit)
 
     async def go() -> Any:
-        db = Database(settings.effective_database_url, schema=settings.db_schema)
+        db = Database.of(settings)
         try:
             await ready(db, settings)
             async with db.session() as session:
@@ -380,7 +380,7 @@ def preview_cmd(
     day = _day(as_of, "--as-of") or date.today()
 
     async def go() -> Any:
-        db = Database(settings.effective_database_url, schema=settings.db_schema)
+        db = Database.of(settings)
         try:
             await ready(db, settings)
             async with db.session() as session:
@@ -416,7 +416,7 @@ def list_cmd(
         raise _fail(f"--status: {status!r} is not one of draft, registered, ended")
 
     async def go() -> list[AgreementRow]:
-        db = Database(settings.effective_database_url, schema=settings.db_schema)
+        db = Database.of(settings)
         try:
             await ready(db, settings)
             async with db.session() as session:
@@ -450,7 +450,7 @@ def show(agreement_id: Annotated[str, typer.Argument(help="the agreement's id")]
     settings = _settings()
 
     async def go() -> tuple[AgreementRow | None, list[AgreementVersionRow]]:
-        db = Database(settings.effective_database_url, schema=settings.db_schema)
+        db = Database.of(settings)
         try:
             await ready(db, settings)
             async with db.session() as session:

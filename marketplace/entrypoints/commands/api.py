@@ -72,7 +72,7 @@ def serve(
 
 
 async def _schema_ready(settings: Settings) -> None:
-    db = Database(settings.effective_database_url, schema=settings.db_schema)
+    db = Database.of(settings)
     try:
         await ready(db, settings)
     finally:
@@ -80,7 +80,7 @@ async def _schema_ready(settings: Settings) -> None:
 
 
 async def _with_db(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    db = Database(settings.effective_database_url, schema=settings.db_schema)
+    db = Database.of(settings)
     try:
         await ready(db, settings)
         async with db.session() as session:

@@ -51,7 +51,7 @@ async def ready(db: Database, settings: Settings) -> None:
 def _run(work: Callable[[Database], Awaitable[T]]) -> T:
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
-    db = Database(settings.effective_database_url, schema=settings.db_schema)
+    db = Database.of(settings)
 
     async def go() -> T:
         try:

@@ -19,6 +19,7 @@ from marketplace.adapters.orm import CaseRow, RejectionRow, TimelineRow
 from marketplace.adapters.party_clients import PartyClients
 from marketplace.adapters.redis_users import AccessError, prepare_access
 from marketplace.entrypoints.bootstrap import redis_server
+from marketplace.entrypoints.commands.db import ready
 from marketplace.errors import parse_day
 from marketplace.lifecycle import LeadTime, market_stats
 from marketplace.parties import ingress_parties
@@ -65,8 +66,9 @@ def do(
 
 async def _issue(settings: Settings, name: str, case_ref: str, producer: str, args: dict[str, Any],
                  wait: float) -> int:
-    db = Database(settings.effective_database_url, schema=settings.db_schema)
+    db = Database.of(settings)
     try:
+        await ready(db, settings)
         async with db.session() as session:
             case = await session.get(CaseRow, case_ref)
         if case is None:
@@ -152,8 +154,9 @@ def stats(
 
 
 async def _market_stats(settings: Settings, day: date) -> Any:
-    db = Database(settings.effective_database_url, schema=settings.db_schema)
+    db = Database.of(settings)
     try:
+        await ready(db, settings)
         async with db.session() as session:
             rows = (await session.exec(select(TimelineRow).order_by(col(TimelineRow.case_ref),
                                                                     col(TimelineRow.version)))).all()

@@ -127,7 +127,7 @@ def register(app: typer.Typer, console: Console | None = None) -> None:
         settings = Settings()
 
         async def read() -> object:
-            db = Database(settings.effective_database_url, schema=settings.db_schema)
+            db = Database.of(settings)
             try:
                 return await record_from_database(db)
             finally:

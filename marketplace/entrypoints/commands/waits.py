@@ -75,7 +75,7 @@ def _settings() -> Settings:
 
 
 async def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
-    db = Database(settings.effective_database_url, schema=settings.db_schema)
+    db = Database.of(settings)
     try:
         await ready(db, settings)
         return await work(db)
