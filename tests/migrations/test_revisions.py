@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,15 +15,6 @@ from marketplace.adapters.database import Database
 from marketplace.settings import Settings
 from tests.integration.test_cli import run_nvf
 from tests.reliability.conftest import worker_env
-
-
-@pytest.fixture
-async def empty_db(settings: Settings) -> AsyncIterator[Database]:
-    """The test's own database (own schema on PostgreSQL) with nothing in it."""
-    db = Database.of(settings)
-    yield db
-    await db.drop_schema()
-    await db.dispose()
 
 
 async def _tables(db: Database) -> set[str]:

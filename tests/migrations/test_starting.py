@@ -5,7 +5,7 @@ crashed); with automatic migration off a process refuses a schema that is behind
 from __future__ import annotations
 
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +21,6 @@ from workers.app import ROLES
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def empty_db(settings: Settings) -> AsyncIterator[Database]:
-    db = Database.of(settings)
-    yield db
-    await db.drop_schema()
-    await db.dispose()
 
 
 @pytest.fixture
