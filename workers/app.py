@@ -23,6 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from events.parties import channel_party
 from events.streams import GROUP_CAPACITY, GROUP_INTAKE, GROUP_MATCHER, GROUP_NOTIFIER, GROUP_TIMELINE, Streams
+from marketplace.adapters.periodic import Periodic
 from marketplace.parties import ingress_parties
 from marketplace.services import capacity, clearing, intake, notification, provenance, timeline
 from marketplace.services.context import ServiceContext
@@ -34,7 +35,7 @@ from workers.partitions import FencedHandler, Partition, PartitionManager
 from workers.runtime import Runtime
 from workers.tasks import cancel_and_wait
 from workers.transactions import TRANSACTION_ATTEMPTS
-from workers.trimming import trim_forever
+from workers.trimming import trim_acknowledged
 
 log = structlog.get_logger(__name__)
 
@@ -208,16 +209,20 @@ async def _running(runtime: Runtime, roles: Iterable[str]) -> AsyncIterator[Work
     await runtime.broker.start()
     workers.start()
     background: list[asyncio.Task[Any]] = [asyncio.create_task(runtime.relay.run(), name="outbox-relay")]
+    trimmer: Periodic | None = None
     if runtime.settings.trim_interval_s > 0:
         # The streams this process consumes, trimmed against every group of every role on them
         # (another role's backlog counts); each is trimmed by a process that consumes it.
         own = {stream for stream, _ in pairs}
         everything = [(s, g) for s, g in stream_groups(runtime, ROLES) if s in own]
-        background.append(asyncio.create_task(
-            trim_forever(runtime.redis, everything, runtime.settings.trim_interval_s), name="trimmer"))
+        trimmer = Periodic("trimmer", runtime.settings.trim_interval_s,
+                           lambda: trim_acknowledged(runtime.redis, everything))
+        trimmer.start()
     try:
         yield workers
     finally:
+        if trimmer is not None:
+            trimmer.stop()
         await cancel_and_wait(*background)
         await workers.stop()
         await runtime.broker.stop()

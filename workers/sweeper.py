@@ -10,9 +10,9 @@ from __future__ import annotations
 import uuid
 
 import structlog
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from marketplace.adapters.locks import FencedLock
+from marketplace.adapters.periodic import Periodic
 from marketplace.services.deadlines import sweep
 from marketplace.services.notification import pump
 from workers.runtime import Runtime
@@ -26,7 +26,7 @@ class DeadlineSweeper:
         self.lock_ttl_ms = lock_ttl_ms
         self.holder = f"{runtime.settings.consumer_name}:{uuid.uuid4().hex[:8]}"
         self._lock: FencedLock | None = None
-        self._scheduler: AsyncIOScheduler | None = None
+        self._periodic: Periodic | None = None
 
     @property
     def lock(self) -> FencedLock:
@@ -59,22 +59,14 @@ class DeadlineSweeper:
             await self.runtime.relay.flush()
         return count
 
-    async def _safe_tick(self) -> None:
-        try:
-            await self.tick()
-        except Exception:
-            log.exception("sweeper.failed")
-
     def start(self) -> None:
-        self._scheduler = AsyncIOScheduler(timezone="UTC")
-        self._scheduler.add_job(self._safe_tick, "interval", seconds=self.interval_s, max_instances=1,
-                                coalesce=True, id="deadline-sweep")
-        self._scheduler.start()
+        self._periodic = Periodic("deadline-sweep", self.interval_s, self.tick)
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
-            self._scheduler = None
+        if self._periodic is not None:
+            self._periodic.stop()
+            self._periodic = None
         try:
             await self.lock.release()
         except Exception:

@@ -10,7 +10,6 @@ read by people and regions) is never trimmed here.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from typing import Any
 
@@ -64,14 +63,3 @@ async def trim_acknowledged(redis: Any, pairs: Iterable[tuple[str, str]]) -> dic
     if any(removed.values()):
         log.info("streams.trimmed", removed={k: v for k, v in removed.items() if v})
     return removed
-
-
-async def trim_forever(redis: Any, pairs: list[tuple[str, str]], interval_s: float) -> None:
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            await trim_acknowledged(redis, pairs)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("streams.trim_failed", error=f"{type(exc).__name__}: {exc}")

@@ -4,7 +4,6 @@ the broker, and stops them in reverse."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 import uuid
@@ -19,6 +18,7 @@ from events import Streams
 from events.parties import SCHEDULER
 from marketplace.adapters.database import Database
 from marketplace.adapters.party_clients import PartyClients
+from marketplace.adapters.periodic import Periodic
 from marketplace.adapters.redis_users import prepare_access
 from marketplace.entrypoints.api import problems
 from marketplace.entrypoints.api.channel import Channel
@@ -41,7 +41,6 @@ from marketplace.settings import Settings
 from workers.app import ROLES, running
 from workers.runtime import Runtime
 from workers.sweeper import DeadlineSweeper
-from workers.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 API_VERSION = "1.0.0"
@@ -73,15 +72,10 @@ def _verifier(settings: Settings) -> tuple[Verifier, EmbeddedIssuer | None]:
     return issuer, issuer
 
 
-async def _purge_forever(db: Database) -> None:
-    while True:
-        await asyncio.sleep(_PURGE_INTERVAL_S)
-        try:
-            purged = await idempotency.purge_expired(db)
-            if purged:
-                log.info("api.idempotency_keys_purged", count=purged)
-        except Exception:
-            log.exception("api.idempotency_purge_failed")
+async def _purge_expired_keys(db: Database) -> None:
+    purged = await idempotency.purge_expired(db)
+    if purged:
+        log.info("api.idempotency_keys_purged", count=purged)
 
 
 def create_api(settings: Settings, redis_url: str, *, roles: Sequence[str] = ROLES, sweeper: bool = True,
@@ -102,7 +96,8 @@ def create_api(settings: Settings, redis_url: str, *, roles: Sequence[str] = ROL
         credentials = await prepare_access(settings, redis_url)
         parties = PartyClients(redis_url, credentials)
         st.channel = Channel(parties, Streams(settings.stream_prefix), db, settings.api_outcome_wait_s)
-        background = [asyncio.create_task(_purge_forever(db), name="idempotency-purge")]
+        purge = Periodic("idempotency-purge", _PURGE_INTERVAL_S, lambda: _purge_expired_keys(db))
+        purge.start()
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(db.dispose)
             stack.push_async_callback(parties.aclose)
@@ -117,7 +112,7 @@ def create_api(settings: Settings, redis_url: str, *, roles: Sequence[str] = ROL
             try:
                 yield
             finally:
-                await cancel_and_wait(*background)
+                purge.stop()
                 st.runtime = st.workers = None
         log.info("api.stopped")
 
