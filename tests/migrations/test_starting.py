@@ -100,6 +100,17 @@ def test_compose_runs_the_migration_once_before_the_workers_and_the_api() -> Non
     assert {name for name, s in services.items() if s.get("command", [None])[:2] == ["nvf", "run"]} == set(ROLES)
 
 
+def test_compose_publishes_on_loopback_only_and_never_on_the_usual_ports() -> None:
+    published = {name: s["ports"] for name, s in _compose().items() if s.get("ports")}
+    assert set(published) == {"redis", "postgres", "api"}
+    for name, ports in published.items():
+        for port in ports:
+            host_ip, host_port, _container = port.split(":", 2)
+            assert host_ip == "127.0.0.1", (name, port)
+            # A Redis or PostgreSQL already on the host keeps its port.
+            assert "6379}" not in host_port and "5432}" not in host_port, (name, port)
+
+
 async def test_the_compose_commands_as_processes_migrate_once_then_start_the_workers(
         settings: Settings, empty_db: Database, processes: Workers) -> None:
     """What `docker compose up` runs, in its order, minus Docker: `migrate`, then every role with the
