@@ -17,6 +17,7 @@ from marketplace.adapters.orm import OutboxRow
 from marketplace.adapters.outbox import DATA_FIELD, OutboxRelay
 from marketplace.adapters.seen_messages import DatabaseSeenMessages, receive
 from marketplace.services.delivery import Courier, OutboxDelivery, Undeliverable
+from marketplace.services.directory import Federation
 from notifiers.delivery import RetryPolicy
 from notifiers.envelope import SealedMessage
 from notifiers.message_types import MatchNotice
@@ -151,3 +152,47 @@ async def test_nothing_is_lost_or_done_twice_when_the_notifier_dies_mid_delivery
     # One notice each for the unit and the home region; the unit processed its notice once.
     assert len(rows) == 2
     assert outcomes == [(ReceiptStatus.ACCEPTED, None, True), (ReceiptStatus.REJECTED, "duplicate", False)]
+
+
+NEW_UNIT = "SE2321000016-NYA01"  # a unit of the provider that no address book lists yet
+
+
+def _to_new_unit(federation) -> SealedMessage:
+    body = MatchNotice(match_id=MATCH, case_ref=CASE, offer_id="off-01", request_id="req-25")
+    return seal(federation, body, "202100-9994", PROVIDER_ORG, NEW_UNIT)
+
+
+def _real_courier(federation) -> Courier:
+    # The notifier's own delivery, looking again in the book on disk before giving up on an address.
+    return Courier(lambda session, c: OutboxDelivery(session, c, federation.book, refresh=federation.fresh_book),
+                   POLICY)
+
+
+async def test_an_unlisted_address_is_retried_until_its_unit_is_listed_then_delivered(database, ctx, clock,
+                                                                                      federation):
+    courier = _real_courier(federation)
+    async with database.session() as session:
+        row = await courier.enqueue(session, ctx, _to_new_unit(federation), case_ref=CASE, submitted_by="notifier")
+        assert (row.status, row.attempts) == ("retrying", 1)
+        assert row.last_error == f"{NEW_UNIT} is not an address of {PROVIDER_ORG}"
+        # Another process lists the unit in the shared address book (as the notifier does for a match).
+        Federation(federation.directory).unit(NEW_UNIT, "01")
+        clock.now += timedelta(seconds=30)
+        await courier.pump(session, ctx)
+        delivered = await staged(session, ctx.streams.inbox(PROVIDER_ORG))
+    assert (row.status, row.attempts) == ("handed_over", 2)
+    assert [d.message_id for d in delivered] == [row.message_id]
+
+
+async def test_an_address_never_listed_is_parked_and_escalated(database, ctx, clock, federation):
+    courier = _real_courier(federation)
+    async with database.session() as session:
+        row = await courier.enqueue(session, ctx, _to_new_unit(federation), case_ref=CASE, submitted_by="notifier")
+        for _ in range(POLICY.max_attempts):
+            clock.now += POLICY.max_delay
+            await courier.pump(session, ctx)
+        escalations = await staged(session, ctx.streams.messages, ["message.escalated"])
+        delivered = await staged(session, ctx.streams.inbox(PROVIDER_ORG))
+    assert (row.status, row.attempts) == ("dead_lettered", POLICY.max_attempts)
+    assert [(e.message_id, e.reason) for e in escalations] == [(row.message_id, "undeliverable")]
+    assert delivered == []
