@@ -37,6 +37,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 from sqlmodel import SQLModel
 
+from marketplace.errors import ConfigError
+
 
 class Database(Protocol):
     """What migrating needs of `adapters.database.Database` (which calls into this module)."""
@@ -60,8 +62,9 @@ _LOCK_MIGRATE = 7_315_003  # advisory lock class (beside search_index's keys); t
 _NOT_MIGRATED = ("care_area_terms_fts",)
 
 
-class SchemaNotCurrent(RuntimeError):
-    """The database's schema is not the one this version of nvf runs on; the message says what to do."""
+class SchemaNotCurrent(ConfigError):
+    """The database's schema is not the one this version of nvf runs on; the message says what to do
+    (a user's error of the deployment: one line and the configuration exit code, like a bad setting)."""
 
 
 @dataclass(frozen=True, slots=True)

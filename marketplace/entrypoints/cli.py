@@ -235,7 +235,6 @@ def run(
     from events.parties import SCHEDULER
     from marketplace.adapters.redis_users import prepare_access
     from marketplace.entrypoints.bootstrap import redis_server
-    from marketplace.entrypoints.commands.db import refusing_stale_schema
     from workers.app import ROLES, running
     from workers.runtime import Runtime
     from workers.sweeper import DeadlineSweeper
@@ -273,7 +272,7 @@ def run(
         await runtime.db.dispose()
         log.info("workers.stopped")
 
-    with redis_server(settings) as redis_url, refusing_stale_schema():
+    with redis_server(settings) as redis_url:
         asyncio.run(serve(redis_url))
 
 

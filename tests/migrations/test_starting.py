@@ -15,6 +15,7 @@ import yaml
 
 from marketplace.adapters import schema
 from marketplace.adapters.database import Database
+from marketplace.errors import ConfigError
 from marketplace.settings import Settings
 from tests.integration.test_cli import run_nvf
 from tests.reliability.conftest import Workers, wait_for, worker_env
@@ -60,7 +61,7 @@ async def test_every_role_started_at_once_on_a_fresh_database_migrates_it_once(
 
 
 def _refusal(result: subprocess.CompletedProcess[str]) -> None:
-    assert result.returncode == 1
+    assert result.returncode == ConfigError.exit_code
     # Besides the log's records (JSON lines, e.g. the Redis users applied before), one line for the user.
     lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("{")]
     assert len(lines) == 1, result.stderr

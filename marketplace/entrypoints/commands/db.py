@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import typer
@@ -23,29 +22,10 @@ db_app = typer.Typer(help="The database schema: bring it to this version's (`upg
                      no_args_is_help=True)
 
 
-def _refuse(exc: schema.SchemaNotCurrent) -> typer.Exit:
-    # One line whatever the terminal's width: it names the fix.
-    err_console.print(f"[red]database:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
-    return typer.Exit(1)
-
-
-@contextlib.contextmanager
-def refusing_stale_schema() -> Iterator[None]:
-    """Around a command's `asyncio.run`: a schema behind this version's (automatic migration off) or
-    ahead of it is one line and exit 1, not a traceback."""
-    try:
-        yield
-    except schema.SchemaNotCurrent as exc:
-        raise _refuse(exc) from exc
-
-
 async def ready(db: Database, settings: Settings) -> None:
-    """At a command's start: the schema at head (upgraded when NVF_DB_AUTO_MIGRATE allows), or exit 1
-    with one line."""
-    try:
-        await db.ensure_schema(auto_migrate=settings.db_auto_migrate)
-    except schema.SchemaNotCurrent as exc:
-        raise _refuse(exc) from exc
+    """At a command's start: the schema at head, upgraded when NVF_DB_AUTO_MIGRATE allows; else
+    `schema.SchemaNotCurrent`, which the CLI shows as one line naming `nvf db upgrade`."""
+    await db.ensure_schema(auto_migrate=settings.db_auto_migrate)
 
 
 def _run(work: Callable[[Database], Awaitable[T]]) -> T:
@@ -60,8 +40,7 @@ def _run(work: Callable[[Database], Awaitable[T]]) -> T:
             await db.dispose()
 
     try:
-        with refusing_stale_schema():
-            return asyncio.run(go())
+        return asyncio.run(go())
     except OSError as exc:  # the server is not there (asyncpg raises the socket's error)
         err_console.print(f"[red]database unreachable:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
         raise typer.Exit(1) from exc
