@@ -10,7 +10,7 @@ shows a user a traceback for them. The codes follow BSD's sysexits where one fit
 | 2 | `BadInput` | a bad argument or option: a date, a file that is not a scenario (also Click's own usage errors) |
 | 69 | `ServiceUnavailable` | Redis or the database cannot be reached (EX_UNAVAILABLE) |
 | 73 | `OutputPathError` | an output file cannot be written where asked: its folder cannot be created (EX_CANTCREAT) |
-| 78 | `ConfigError` | a setting (environment variable or `.env`) is invalid (EX_CONFIG) |
+| 78 | `ConfigError` | a bad setting (variable or `.env`), or a schema behind this version's (EX_CONFIG) |
 """
 
 from __future__ import annotations
