@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import structlog
+from redis.exceptions import ResponseError
 
 log = structlog.get_logger(__name__)
 
@@ -31,19 +32,19 @@ async def safe_floor(redis: Any, stream: str, groups: Iterable[str]) -> str | No
     """The lowest id any expected group still needs, or None when the stream must not be trimmed."""
     try:
         infos = await redis.xinfo_groups(stream)
-    except Exception:
-        return None  # no such stream
+    except ResponseError as exc:
+        if "no such key" in str(exc).lower():
+            return None  # no stream yet: nothing to trim
+        raise
     by_name = {_text(info["name"]): info for info in infos}
     floors = []
     for group in set(groups):
         info = by_name.get(group)
         if info is None:
             return None
-        if int(info.get("pending") or 0):
-            summary = await redis.xpending(stream, group)
-            floors.append(_text(summary["min"]))
-        else:
-            floors.append(_text(info["last-delivered-id"]))
+        pending_min = (await redis.xpending(stream, group))["min"] if int(info.get("pending") or 0) else None
+        # Acknowledged between the two reads: the last delivered id, as read first, is still a safe floor.
+        floors.append(_text(pending_min if pending_min is not None else info["last-delivered-id"]))
     if not floors:
         return None
     return min(floors, key=_key)
