@@ -10,9 +10,9 @@ who waits with which terms. Over the weeks:
   the capacity its units freed up that week, so what a region publishes in a week arrives in one
   export (the same moment) and a clearing round has choices to make among several patients and
   several offers;
-- each offer (a capacity block of the scenario) falls in a random week and goes out on its
-  region's list day of that week, its window opening 3 to 14 days later and as long as in the
-  scenario (21 to 70 days);
+- each offer of the scenario (a unit's block of capacity over a window) falls in a random week
+  and goes out on its region's list day of that week, its window opening 3 to 14 days later and
+  as long as in the scenario (21 to 70 days);
 - a share of each request's patients (`backlog`) is already past the guarantee at the start and
   goes out on their region's first list day; the others get guarantee dates spread over the
   weeks, and their home region lists them when it sees the breach coming: on its last list day
@@ -112,30 +112,14 @@ def generate_stream(scenario: Scenario, options: GeneratorOptions) -> Stream:
         capacity = max(1, round(offer.capacity * options.scale * options.capacity_factor))
         week = start + timedelta(days=7 * rng.randrange(0, max(1, options.weeks - 1)) + 6)
         at = _working_moment(rng, _list_day_on_or_before(list_day[offer.region], week, start))
-        lead = rng.randint(3, 14)
-        opens = at.date() + timedelta(days=lead)
+        opens = at.date() + timedelta(days=rng.randint(3, 14))
         length = _clamp((offer.window_end - offer.window_start).days, 21, 70)
-        gone = (opens + timedelta(days=rng.randint(0, length // 2))
-                if rng.random() < options.offer_withdrawal_rate else None)
-        # The unit's capacity over the window, released as one block per week of it (a theatre
-        # list), each on the region's list day `lead` days or more before its week begins.
-        weeks = -(-length // 7)
-        for k in range(weeks):
-            block_start = opens + timedelta(days=7 * k)
-            if gone is not None and block_start > gone:
-                break  # the region took the rest of the capacity back
-            slots = capacity // weeks + (k < capacity % weeks)
-            if slots == 0:
-                continue
-            block_end = min(block_start + timedelta(days=6), opens + timedelta(days=length))
-            block_at = at if k == 0 else max(at, _working_moment(rng, _list_day_on_or_before(
-                list_day[offer.region], block_start - timedelta(days=lead), start)))
-            block = replace(offer, offer_id=f"{offer.offer_id}-w{k + 1}", capacity=slots,
-                            window_start=block_start, window_end=block_end)
-            events.append(OfferArrival(block_at, block))
-            last_day = max(last_day, block_end)
-            if gone is not None and block_start <= gone <= block_end:
-                events.append(OfferWithdrawal(_working_moment(rng, gone, spread=True), block.offer_id))
+        published = replace(offer, capacity=capacity, window_start=opens, window_end=opens + timedelta(days=length))
+        events.append(OfferArrival(at, published))
+        last_day = max(last_day, published.window_end)
+        if rng.random() < options.offer_withdrawal_rate:
+            gone = opens + timedelta(days=rng.randint(0, length // 2))
+            events.append(OfferWithdrawal(_working_moment(rng, gone, spread=True), offer.offer_id))
     requests = [r for r in scenario.requests if options.care_area in (None, r.care_area)]
     withdrawals: list[tuple[date, str]] = []
     for request in requests:

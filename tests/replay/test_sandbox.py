@@ -17,11 +17,16 @@ from marketplace.replay.report import render, write_charts, write_json
 from marketplace.replay.sandbox import SAMPLES, SandboxRun, load_sample, run_sandbox
 
 PRE_BREACH_DAYS = 30
+# With the weight, a patient whose breach is d <= 30 days away counts (31 - d) * 10 more wait days:
+# one about to breach outranks anyone who has waited up to 310 days longer (the already breached
+# backlog), so the capacity goes first to the breaches that can still be avoided (README).
+PRE_BREACH_WEIGHT = 10
 
 
 @pytest.fixture(scope="module", params=SAMPLES)
 def sandbox(request: pytest.FixtureRequest) -> SandboxRun:
-    return run_sandbox(load_sample(request.param), list(ONLINE), publish_before_breach=PRE_BREACH_DAYS)
+    return run_sandbox(load_sample(request.param), list(ONLINE), publish_before_breach=PRE_BREACH_DAYS,
+                       breach_weight=PRE_BREACH_WEIGHT)
 
 
 @pytest.mark.slow  # whole replays of the shipped streams
@@ -44,14 +49,20 @@ def test_every_policy_is_replayed_and_reported(sandbox: SandboxRun) -> None:
 def test_continuous_optimal_places_nearly_what_hindsight_does_and_waits_least(sandbox: SandboxRun) -> None:
     report = sandbox.report
     continuous = report.row("continuous").metrics
-    # The knee-replacement stream misses 98 % by one patient of 48 (a slot declined two days
-    # before its offer's window closed): see the README's replay section.
-    floor = 0.97 if "knee" in report.stream else 0.98
-    assert continuous.placed >= floor * report.hindsight.placed
+    assert continuous.placed >= 0.98 * report.hindsight.placed
     assert continuous.wait_days < report.row("monthly").metrics.wait_days
-    # Equal on the shipped streams: a continuous round meets one change at a time, where optimal
-    # and first come, first served choose alike (README).
-    assert continuous.wait_days <= report.row("fcfs").metrics.wait_days
+    assert continuous.wait_days < report.row("weekly").metrics.wait_days
+
+
+@pytest.mark.slow  # whole replays of the shipped streams
+def test_continuous_optimal_and_first_come_first_served_wait_alike(sandbox: SandboxRun) -> None:
+    # Not fewer wait-days than FCFS: both place as many patients in (nearly) every round, and
+    # total wait-days depend only on how many are placed when, not on who (README). What differs
+    # is who gets which slot, and so which parties decline: within 1 % either way.
+    continuous = sandbox.report.row("continuous").metrics
+    fcfs = sandbox.report.row("fcfs").metrics
+    assert continuous.placed == fcfs.placed
+    assert abs(continuous.wait_days - fcfs.wait_days) <= 0.01 * fcfs.wait_days
 
 
 @pytest.mark.slow  # whole replays of the shipped streams
