@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from marketplace.replay.engine import Replay
 from marketplace.replay.policies import ONLINE, POLICIES
 from marketplace.replay.report import render, write_charts, write_json
 from marketplace.replay.sandbox import SAMPLES, SandboxRun, load_sample, run_sandbox
+from matchers.incremental import OpenBook
+from matchers.model import Offer, Patient, Request
 
 PRE_BREACH_DAYS = 30
 # With the weight, a patient whose breach is d <= 30 days away counts (31 - d) * 10 more wait days:
@@ -126,3 +129,21 @@ def test_a_replayed_case_is_its_lifecycle_history() -> None:
     assert types.index("case.match_held") < types.index("case.patient_accepted_offer") < types.index(
         "case.care_performed")
     assert verify(append_all([], placed.history)).ok
+
+
+def test_a_returned_slot_reads_the_longest_waiters_not_every_request_class() -> None:
+    # A book like a large stream's: many small requests (each region's weekly lists), one slot.
+    # The slot comes back (a declined proposal): the next round reads the one longest waiter who
+    # may take it, not one patient of every request class (which made large streams crawl).
+    start = date(2026, 3, 2)
+    book = OpenBook()
+    book.add_offer(Offer("off-1", "01", "SE-1", "cataract", 1, start, start + timedelta(days=30), 9000))
+    for i in range(200):
+        book.add_patients(Request(f"req-{i:03d}", "03", "cataract", start, start + timedelta(days=90), None, None,
+                                  (), False, (Patient(f"case-{i:03d}", start - timedelta(days=i)),)))
+    first = book.clear(start)
+    assert [p.case_ref for p in first.placements if p.placed] == ["case-199"]
+    book.return_slots("off-1")
+    again = book.clear(start + timedelta(days=1))
+    assert book.last_round.patients == 1
+    assert [p.case_ref for p in again.placements if p.placed] == ["case-198"]
