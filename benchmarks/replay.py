@@ -4,8 +4,10 @@ Turns a scenario (default large.json: 50 000 patients, 600 offers) into a stream
 replays it under the chosen policies with progress shown, and prints a table: events, rounds,
 patients the rounds read, seconds; and, on a smaller scenario (default medium.json), the
 continuous policy with incremental rounds against the same replay re-solving the whole book
-every round (same outcome, the work it saves). Scenarios come from DIR, else $NVF_SCENARIOS,
-else ../shared/scenarios beside the repo.
+every round (same outcome, the work it saves). `--sizes 0.25,0.5,1` first replays the scenario
+continuously at those shares of its patients and capacity (the generator's `scale`) and prints
+seconds per size: how the replay grows with the market. Scenarios come from DIR, else
+$NVF_SCENARIOS, else ../shared/scenarios beside the repo.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weeks", type=int, default=12)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--policies", default="continuous,weekly", help="comma-separated policies")
+    parser.add_argument("--sizes", default="0.25,0.5,1",
+                        help="shares of the scenario to replay continuously for seconds per size ('' to skip)")
     parser.add_argument("--compare", default="medium",
                         help="scenario for incremental vs full re-solve ('' to skip)")
     args = parser.parse_args(argv)
@@ -75,10 +79,23 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(column, justify="left" if column in ("stream", "policy") else "right")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console)
+    sizes = Table(title=f"continuous replay of {args.scenario} by size, {args.weeks} weeks, seed {args.seed}")
+    for column in ("share", "patients", "slots", "events", "rounds", "patients read by rounds", "placed",
+                   "seconds", "cpu s", "cpu s per 1 000 patients"):
+        sizes.add_column(column, justify="right")
     with progress:
+        scenario = load_scenario(directory / f"{args.scenario}.json")
+        for share in [float(x) for x in args.sizes.split(",") if x]:
+            sized = generate_stream(scenario, GeneratorOptions(weeks=args.weeks, seed=args.seed, scale=share))
+            result, seconds, cpu = _replay(sized, "continuous", progress, f"{args.scenario} x {share:g} / continuous")
+            m = replay_metrics(result)
+            sizes.add_row(f"{share:g}", str(sized.patient_count), str(sum(o.capacity for o in sized.offers)),
+                          str(len(sized.events)), str(result.rounds), str(result.round_patients), str(m.placed),
+                          f"{seconds:.1f}", f"{cpu:.1f}", f"{1000 * cpu / max(1, sized.patient_count):.2f}")
+        if args.sizes:
+            console.print(sizes)
         started = time.perf_counter()
-        stream = generate_stream(load_scenario(directory / f"{args.scenario}.json"),
-                                 GeneratorOptions(weeks=args.weeks, seed=args.seed))
+        stream = generate_stream(scenario, GeneratorOptions(weeks=args.weeks, seed=args.seed))
         console.print(f"{args.scenario}: {len(stream.events)} events, {stream.patient_count} patients, "
                       f"{sum(o.capacity for o in stream.offers)} slots, generated in "
                       f"{time.perf_counter() - started:.1f} s")
@@ -115,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             # among equal optima may fall differently, and then later answers differ.
             console.print(f"placed: incremental {inc.placed}, full re-solve {full.placed}; "
                           f"wait-days {inc.wait_days} and {full.wait_days}")
+    if args.sizes:
+        console.print(sizes)
     console.print(table)
     return 0
 

@@ -37,14 +37,27 @@ room), with the same placements, wait days and cost, so the optimum (or the gree
 a patient with nothing to take never changes what anybody else gets) is the same. The round
 leaves the invariant true again, and the first round (everything dirty) starts it.
 
-*Ranked within a class.* A patient who did not change may take only changed offers, so a request
-class (one request, one set of excluded offers) can place at most the free slots of the changed
-offers it may take. Its patients may all take the same offers at the same cost, so swapping a
-placed patient for a higher-ranked unplaced one of the class keeps an allocation feasible and its
-cost, and does not lower objective 2: some optimum places only the class's first-ranked patients
-(rank: priority, then case_ref), and the round reads only those, as many as the slots. Greedy
-serves the class in its own order (longest wait, then case_ref) and offers only fill up, so a
-patient of the class past the slots it can have would find them taken: it reads the same number.
+*Ranked per changed offer* (the contract's objective, and greedy: every priority is the wait
+days). Patients who did not change may take only changed offers with room, so at most S of them
+are placed, S the free slots of the changed offers of their care area. For each changed offer
+`o` the round reads the unchanged patients who may take `o`, longest waiter first (the book keeps
+each care area's patients in that order, so this stops early), S of them and every one waiting
+as long as the last. An unchanged patient `a` it leaves out is placed by no optimum: were `a` on
+`o`, of the patients read for `o` (at least S, each waiting strictly longer than `a`) at most
+S - 1 are placed, and moving `o`'s slot from `a` to one left unplaced places as many and more
+wait days. Nor by greedy, which serves longest waiters first: for each offer `o` that `a` may
+take, the S read for it come before `a`; if one of them was left unplaced, `o` was full at their
+turn, else all S were placed on changed slots and took all of them; either way `o` is full at
+`a`'s turn. The round leaves the invariant true: an offer with room
+after it would have been given to one of its readers left unplaced.
+
+*Ranked within a class* (with the pre-breach weight, the order of priority changes with the
+day). A patient who did not change may take only changed offers, so a request class (one
+request, one set of excluded offers) can place at most the free slots of the changed offers it
+may take. Its patients may all take the same offers at the same cost, so swapping a placed
+patient for a higher-ranked unplaced one of the class keeps an allocation feasible and its cost,
+and does not lower objective 2: some optimum places only the class's first-ranked patients
+(rank: priority, then case_ref), and the round reads only those, as many as the slots.
 
 So a round costs what the change touches: a new patient is solved against the few offers with
 room, and patients nothing new can place are never read. `tests/matchers/test_incremental.py`
@@ -53,6 +66,7 @@ checks this against a full re-solve of the whole book with Hypothesis.
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
@@ -91,6 +105,10 @@ class OpenBook:
         self.requests: dict[str, _OpenRequest] = {}
         self._request_of: dict[str, str] = {}  # case_ref -> request_id, patients on the book
         self._by_area: dict[str, set[str]] = defaultdict(set)  # care area -> request ids with patients
+        # Per care area, the patients on the book longest waiter first: (waiting_since, case_ref).
+        self._queue: dict[str, list[tuple[date, str]]] = defaultdict(list)
+        self._open: dict[str, set[str]] = defaultdict(set)  # care area -> offer ids with room
+        self._pruned_until = date.min
         self._dirty_offers: set[str] = set()
         self._dirty_patients: set[str] = set()
         self.last_round = RoundSize(0, 0, 0)
@@ -105,17 +123,26 @@ class OpenBook:
             raise ValueError(f"offer {offer.offer_id!r}: capacity must not be negative")
         self.offers[offer.offer_id] = offer
         self._dirty_offers.add(offer.offer_id)
+        self._set_room(offer)
+
+    def _set_room(self, offer: Offer) -> None:
+        if offer.capacity > 0:
+            self._open[offer.care_area].add(offer.offer_id)
+        else:
+            self._open[offer.care_area].discard(offer.offer_id)
 
     def return_slots(self, offer_id: str, slots: int = 1) -> None:
         """A released hold gives its slot back to the offer."""
         offer = self.offers[offer_id]
         self.offers[offer_id] = replace(offer, capacity=offer.capacity + slots)
         self._dirty_offers.add(offer_id)
+        self._set_room(self.offers[offer_id])
 
     def withdraw_offer(self, offer_id: str) -> int:
         """The providing region takes back the capacity still free; returns how many slots."""
         offer = self.offers[offer_id]
         self.offers[offer_id] = replace(offer, capacity=0)
+        self._set_room(self.offers[offer_id])
         return offer.capacity
 
     def add_patients(self, request: Request, patients: Iterable[Patient] | None = None) -> None:
@@ -129,6 +156,7 @@ class OpenBook:
                 raise ValueError(f"patient {p.case_ref!r} is already on the book")
             entry.patients[p.case_ref] = p
             self._request_of[p.case_ref] = request.request_id
+            bisect.insort(self._queue[entry.request.care_area], (p.waiting_since, p.case_ref))
             self._dirty_patients.add(p.case_ref)
         if entry.patients:
             self._by_area[entry.request.care_area].add(request.request_id)
@@ -139,7 +167,9 @@ class OpenBook:
         if request_id is None:
             return False
         entry = self.requests[request_id]
-        del entry.patients[case_ref]
+        patient = entry.patients.pop(case_ref)
+        queue = self._queue[entry.request.care_area]
+        del queue[bisect.bisect_left(queue, (patient.waiting_since, case_ref))]
         if not entry.patients:
             self._by_area[entry.request.care_area].discard(request_id)
         self._dirty_patients.discard(case_ref)
@@ -179,6 +209,66 @@ class OpenBook:
             request_id = self._request_of[case_ref]
             if care_areas is None or self.requests[request_id].request.care_area in care_areas:
                 chosen[request_id].add(case_ref)
+        if policy == "greedy" or objective.is_contract:
+            self._ranked_by_offer(as_of, care_areas, chosen)
+        else:
+            self._ranked_by_class(as_of, care_areas, policy, objective, chosen)
+        requests = []
+        areas: set[str] = set()
+        for request_id in sorted(chosen):
+            entry = self.requests[request_id]
+            if chosen[request_id]:
+                requests.append(replace(entry.request,
+                                        patients=tuple(entry.patients[c] for c in sorted(chosen[request_id]))))
+                areas.add(entry.request.care_area)
+        return Scenario(self.name, as_of, self.agreements, self._with_room(as_of, areas), tuple(requests))
+
+    def _with_room(self, as_of: date, areas: Collection[str]) -> tuple[Offer, ...]:
+        """The offers of `areas` with room on `as_of`, by offer id. Offers that expired are
+        dropped from the index once the rounds' day passes them (rounds go forward in time; a
+        round on an earlier day reads every offer instead)."""
+        if as_of < self._pruned_until:
+            return tuple(o for _, o in sorted(self.offers.items())
+                         if o.capacity > 0 and o.window_end >= as_of and o.care_area in areas)
+        self._pruned_until = as_of
+        kept: list[Offer] = []
+        for area in areas:
+            expired = [o for o in self._open[area] if self.offers[o].window_end < as_of]
+            self._open[area].difference_update(expired)
+            kept += (self.offers[o] for o in self._open[area])
+        return tuple(sorted(kept, key=lambda o: o.offer_id))
+
+    def _ranked_by_offer(self, as_of: date, care_areas: Collection[str] | None,
+                         chosen: dict[str, set[str]]) -> None:
+        """Unchanged patients who may be placed when every priority is the wait days (the
+        contract, and greedy's order): per changed offer with room, those who may take it,
+        longest waiter first, as many as the changed offers' free slots of its care area, and
+        everyone waiting as long as the last of them (see the module docstring)."""
+        dirty = [o for o in self._dirty(care_areas) if o.capacity > 0 and o.window_end >= as_of]
+        slots: dict[str, int] = defaultdict(int)
+        for offer in dirty:
+            slots[offer.care_area] += offer.capacity
+        for offer in dirty:
+            budget, found, last = slots[offer.care_area], 0, -1
+            for _, case_ref in self._queue[offer.care_area]:
+                if case_ref in self._dirty_patients:
+                    continue
+                request_id = self._request_of[case_ref]
+                entry = self.requests[request_id]
+                patient = entry.patients[case_ref]
+                wait = patient.wait_days(as_of)
+                if found >= budget and wait != last:
+                    break  # the queue is longest waiter first: nobody further on ranks as high
+                if offer.offer_id in patient.excluded_offers or not self._may_take(entry.request, offer, as_of):
+                    continue
+                chosen[request_id].add(case_ref)
+                found, last = found + 1, wait
+
+    def _ranked_by_class(self, as_of: date, care_areas: Collection[str] | None, policy: Policy,
+                         objective: Objective, chosen: dict[str, set[str]]) -> None:
+        """Unchanged patients who may be placed when the priority also weighs days to breach
+        (the order of waiting changes with the day): per request class, as many of its first
+        ranked as the free slots of the changed offers it may take."""
         # Patients who did not change may take only the changed offers (the invariant); per
         # request class, at most the free slots of those offers it may take can be placed.
         room: dict[tuple[str, frozenset[str]], int] = defaultdict(int)
@@ -204,17 +294,6 @@ class OpenBook:
                     unchanged.sort(key=lambda p: (-objective.priority(p, as_of), p.case_ref))
                 unchanged = unchanged[:slots]
             chosen[request_id].update(p.case_ref for p in unchanged)
-        requests = []
-        areas: set[str] = set()
-        for request_id in sorted(chosen):
-            entry = self.requests[request_id]
-            if chosen[request_id]:
-                requests.append(replace(entry.request,
-                                        patients=tuple(entry.patients[c] for c in sorted(chosen[request_id]))))
-                areas.add(entry.request.care_area)
-        offers = tuple(o for _, o in sorted(self.offers.items())
-                       if o.capacity > 0 and o.window_end >= as_of and o.care_area in areas)
-        return Scenario(self.name, as_of, self.agreements, offers, tuple(requests))
 
     def _may_take(self, request: Request, offer: Offer, as_of: date) -> bool:
         # Rules 1 and 3-7 never change for a pair; rule 2 (expiry) is the only one that depends on
@@ -246,6 +325,7 @@ class OpenBook:
             self.remove_patient(p.case_ref)
             offer = self.offers[p.offer_id]
             self.offers[p.offer_id] = replace(offer, capacity=offer.capacity - 1)
+            self._set_room(self.offers[p.offer_id])
         if care_areas is None:
             self._dirty_offers.clear()
             self._dirty_patients.clear()

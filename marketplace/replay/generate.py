@@ -4,14 +4,22 @@ Seeded, so the same scenario, weeks, seed and options give the same stream, byte
 The scenario gives the market's shape: who offers what, at which price and window length, and
 who waits with which terms. Over the weeks:
 
-- each offer is published on a random working day, its window opening 3 to 14 days later and as
-  long as in the scenario (21 to 70 days);
+- every region publishes on one working day of the week of its own (seeded): its **weekly
+  list**. Regions do not broker one patient or one slot at a time: a home region's waiting-list
+  office sends the week's list of patients it cannot treat in time, and a providing region sends
+  the capacity its units freed up that week, so what a region publishes in a week arrives in one
+  export (the same moment) and a clearing round has choices to make among several patients and
+  several offers;
+- each offer of the scenario (a unit's block of capacity over a window) falls in a random week
+  and goes out on its region's list day of that week, its window opening 3 to 14 days later and
+  as long as in the scenario (21 to 70 days);
 - a share of each request's patients (`backlog`) is already past the guarantee at the start and
-  published in the first days; the others get guarantee dates spread over the weeks, and their
-  home region publishes them when it sees the breach coming: 0 to 10 days before it (the
-  current practice that pre-breach matching moves earlier). A request is published once per day
-  with that day's patients, its window open from then for as long as in the scenario (45 to 120
-  days); each patient carries the predicted `breach_date` (their guarantee date);
+  goes out on their region's first list day; the others get guarantee dates spread over the
+  weeks, and their home region lists them when it sees the breach coming: on its last list day
+  at least 0 to 10 days before the breach (the current practice that pre-breach matching moves
+  earlier), never before the start. A request goes out once per list day with that list's
+  patients, its window open from then for as long as in the scenario (90 to 150 days); each
+  patient carries the predicted `breach_date` (their guarantee date);
 - a share of patients is withdrawn later (their home region found care itself), and a share of
   offers withdrawn part-way through their window;
 - `scale` keeps a seeded share of the patients and the same share of every offer's capacity;
@@ -79,17 +87,31 @@ def _working_moment(rng: random.Random, day: date, spread: bool = False) -> date
     return day_start(day, 8) + timedelta(minutes=rng.randrange(0, 9 * 60) if spread else 0)
 
 
+def _list_days(scenario: Scenario, rng: random.Random) -> dict[str, int]:
+    """Each region's list day (ISO weekday 1-5), seeded, in the regions' sorted order."""
+    regions = sorted({o.region for o in scenario.offers} | {r.region for r in scenario.requests})
+    return {region: rng.randint(1, 5) for region in regions}
+
+
+def _list_day_on_or_before(weekday: int, day: date, start: date) -> date:
+    """The region's last list day on or before `day`, but not before its first one from `start`."""
+    last = day - timedelta(days=(day.isoweekday() - weekday) % 7)
+    first = start + timedelta(days=(weekday - start.isoweekday()) % 7)
+    return max(last, first)
+
+
 def generate_stream(scenario: Scenario, options: GeneratorOptions) -> Stream:
     rng = random.Random(options.seed)
     start = scenario.as_of
     horizon = options.weeks * 7
     events: list[StreamEvent] = []
     last_day = start
+    list_day = _list_days(scenario, rng)
     offers = [o for o in scenario.offers if options.care_area in (None, o.care_area)]
     for offer in offers:
         capacity = max(1, round(offer.capacity * options.scale * options.capacity_factor))
-        day = start + timedelta(days=rng.randrange(0, max(1, horizon - 7)))
-        at = _working_moment(rng, day)
+        week = start + timedelta(days=7 * rng.randrange(0, max(1, options.weeks - 1)) + 6)
+        at = _working_moment(rng, _list_day_on_or_before(list_day[offer.region], week, start))
         opens = at.date() + timedelta(days=rng.randint(3, 14))
         length = _clamp((offer.window_end - offer.window_start).days, 21, 70)
         published = replace(offer, capacity=capacity, window_start=opens, window_end=opens + timedelta(days=length))
@@ -107,10 +129,11 @@ def generate_stream(scenario: Scenario, options: GeneratorOptions) -> Stream:
                 continue
             if rng.random() < options.backlog:
                 guarantee = start - timedelta(days=rng.randint(1, 150))
-                day = start + timedelta(days=rng.randint(0, 3))
+                day = start
             else:
                 guarantee = start + timedelta(days=rng.randrange(0, horizon))
-                day = max(start, guarantee - timedelta(days=rng.randint(0, 10)))
+                day = guarantee - timedelta(days=rng.randint(0, 10))
+            day = _list_day_on_or_before(list_day[request.region], day, start)
             by_day[day].append(Patient(patient.case_ref, guarantee - timedelta(days=GUARANTEE_DAYS),
                                        breach_date=guarantee))
             if rng.random() < options.case_withdrawal_rate:

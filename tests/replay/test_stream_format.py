@@ -50,7 +50,26 @@ def test_generated_arrivals_fall_in_the_weeks_and_windows_follow_publication() -
             assert (e.at.date() - stream.start).days < 4 * 7 + 3  # a weekend may push it to Monday
         if isinstance(e, RequestArrival):
             assert e.request.window_start == e.at.date()
-    assert any(isinstance(e, CaseWithdrawal) for e in parse_stream(_stream_json(weeks=12)).events)
+    # At a rate that makes at least one certain in practice (at 3 % a small stream may have none).
+    withdrawing = generate_stream(spring_cataract_campaign(),
+                                  GeneratorOptions(weeks=12, seed=3, scale=0.3, case_withdrawal_rate=0.2))
+    assert any(isinstance(e, CaseWithdrawal) for e in withdrawing.events)
+
+
+def test_each_region_publishes_its_weekly_list_on_one_weekday() -> None:
+    # Regions publish in batches (a home region's list of patients, a providing region's freed
+    # capacity), not one arrival at a time: every offer and request of a region goes out at 08:00
+    # on the same weekday.
+    stream = generate_stream(spring_cataract_campaign(), GeneratorOptions(weeks=12, seed=3))
+    days: dict[str, set[int]] = {}
+    for e in stream.events:
+        if isinstance(e, OfferArrival | RequestArrival):
+            region = e.offer.region if isinstance(e, OfferArrival) else e.request.region
+            days.setdefault(region, set()).add(e.at.isoweekday())
+            assert (e.at.hour, e.at.minute) == (8, 0)
+    assert days and all(len(weekdays) == 1 for weekdays in days.values())
+    # A list carries several patients: fewer request arrivals than patients.
+    assert len(stream.requests) < stream.patient_count / 2
 
 
 @pytest.mark.parametrize("area", SAMPLES)

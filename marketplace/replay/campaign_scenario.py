@@ -1,0 +1,39 @@
+"""Write the built-in spring 2026 cataract campaign as a scenario file (the contract's format), the
+source of the shipped `cataract` sample stream:
+
+    python -m marketplace.replay.campaign_scenario spring.json
+    nvf stream generate spring.json --weeks 12 --seed 1 --care-area cataract \
+        --out marketplace/replay/samples/cataract.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from marketplace.demo_campaign import spring_cataract_campaign
+from marketplace.replay.stream import _offer_json, _request_json
+from matchers.model import Scenario
+
+
+def scenario_json(scenario: Scenario) -> dict[str, Any]:
+    return {"name": scenario.name, "as_of": scenario.as_of.isoformat(),
+            "agreements": [{"purchaser": a.purchaser, "provider": a.provider, "care_area": a.care_area}
+                           for a in scenario.agreements],
+            "offers": [_offer_json(o) for o in scenario.offers],
+            "requests": [_request_json(r) for r in scenario.requests]}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m marketplace.replay.campaign_scenario OUT.json", file=sys.stderr)
+        return 2
+    Path(argv[0]).write_text(json.dumps(scenario_json(spring_cataract_campaign()), ensure_ascii=False, indent=1)
+                             + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
