@@ -1,7 +1,9 @@
 """`nvf demo`: the whole marketplace in one process, on the embedded defaults.
 
 The regions publish their offers and requests onto the bus, the workers validate, store and clear
-the book, and the proposed matches are read back from the database.
+the book, and the proposed matches are read back from the database. Then the parties carry a sample
+of the held cases on, over the months of a campaign played on a simulated clock (`demo_clock`):
+the whole run, workers and deadline sweeps included, reads the time from it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +33,16 @@ from rich.progress import (
 from rich.table import Table
 from sqlmodel import col, func, select
 
+from events.parties import SCHEDULER
 from marketplace.adapters.database import Database
 from marketplace.adapters.message_orm import SecureMessageRow
 from marketplace.adapters.orm import CaseRow, MatchRow, PlacementRow
 from marketplace.adapters.party_clients import PartyClients
 from marketplace.adapters.redis_users import prepare_access
-from marketplace.demo_parties import PLAY_STEPS, play_parties
+from marketplace.demo_clock import SimulatedClock
+from marketplace.demo_parties import Deadlines, PartyOutcome, play_parties
 from marketplace.entrypoints.progress import wait_until_settled
+from marketplace.lifecycle.swedish_time import swedish_date
 from marketplace.scenario_events import BusIds, bus_id, clearing_requests, new_run_id, region_events
 from marketplace.services.waiting_times import import_sample
 from marketplace.settings import Settings
@@ -44,6 +50,7 @@ from matchers.model import Scenario
 from matchers.reference import regions
 from workers.app import ROLES, running, stream_groups
 from workers.runtime import Runtime
+from workers.sweeper import DeadlineSweeper
 
 
 @dataclass
@@ -53,6 +60,22 @@ class DemoResult:
     seconds: float
     matches: list[MatchRow]
     showcase: str | None = None  # a case that went furthest along its lifecycle
+    play: PartyOutcome | None = None
+    clock: SimulatedClock | None = None
+
+
+class _Sweeps(Deadlines):
+    """The play's deadline sweeps: the marketplace's own sweeper, run whenever the simulated clock
+    moves (the demo hosts no interval sweeper: a wall-clock interval means nothing here)."""
+
+    def __init__(self, sweeper: DeadlineSweeper, settle: Any) -> None:
+        self.sweeper, self._settle = sweeper, settle
+
+    async def sweep(self) -> int:
+        return await self.sweeper.tick()
+
+    async def settle(self) -> None:
+        await self._settle()
 
 
 async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, console: Console,
@@ -67,6 +90,9 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
     # Each role, region and the operator connects as its own Redis user (marketplace/access.py).
     credentials = await prepare_access(settings, redis_url)
     runtime = Runtime.create(settings, redis_url, db=db, credentials=credentials)
+    # Every event, deadline and receipt of the run is dated on the campaign's own calendar.
+    clock = SimulatedClock.campaign(scenario.as_of)
+    runtime.context.clock = clock
     parties = PartyClients(redis_url, credentials)
     since_ms = int(time.time() * 1000)
     run_id = new_run_id()
@@ -92,6 +118,8 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
             # The operator asks for the rounds once intake has taken in every region's input: the
             # regions' streams are apart, so nothing else orders a round after them.
             await wait_until_settled(runtime.redis, db, pairs, [])
+            # The regions list their needs in the morning; the operator clears the book at noon.
+            clock.advance(timedelta(hours=4))
             await parties.publish(runtime.streams, rounds)
             clearing = progress.add_task("workers clear the book and tell the parties", total=len(round_ids))
             backlog_task = progress.add_task("entries in flight", total=None)
@@ -105,13 +133,25 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
             try:
                 await wait_until_settled(runtime.redis, db, pairs, round_ids, on_tick=tick)
                 # The regions' own systems carry a sample of the placed cases on: referral, care, payment.
-                play = progress.add_task("party play", total=len(PLAY_STEPS))
+                play = progress.add_task("party play", total=None)
 
                 def step(name: str, cases: int) -> None:
-                    progress.update(play, advance=1, description=f"party play: {name} ({cases} cases)")
+                    progress.update(play, advance=1, description=f"party play, {swedish_date(clock())}: "
+                                                                  f"{name} ({cases} cases)")
 
-                await play_parties(parties, db, runtime.streams, settings.state_dir, since_ms=since_ms, on_step=step)
-                progress.update(play, completed=len(PLAY_STEPS), description="party play: done")
+                scheduler = runtime.for_party(SCHEDULER) if credentials is not None else runtime
+                if scheduler is not runtime:
+                    await scheduler.connect()
+                try:
+                    sweeps = _Sweeps(DeadlineSweeper(scheduler),
+                                     lambda: wait_until_settled(runtime.redis, db, pairs, round_ids))
+                    outcome = await play_parties(parties, db, runtime.streams, settings.state_dir,
+                                                 since_ms=since_ms, on_step=step, clock=clock, deadlines=sweeps)
+                    await sweeps.sweeper.lock.release()
+                finally:
+                    if scheduler is not runtime:
+                        await scheduler.broker.stop()
+                progress.update(play, description="party play: done")
                 await wait_until_settled(runtime.redis, db, pairs, round_ids, on_tick=tick)
             finally:
                 counter.cancel()
@@ -122,7 +162,7 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
         showcase = await _furthest_case(db)
     await db.dispose()
     return DemoResult(run_id=run_id, rows=rows, seconds=time.perf_counter() - started, matches=matches,
-                      showcase=showcase)
+                      showcase=showcase, play=outcome, clock=clock)
 
 
 async def _show_counts(db: Database, progress: Progress, clearing: TaskID, messages: TaskID,
@@ -237,9 +277,18 @@ def render_summary(console: Console, scenario: Scenario, result: DemoResult) -> 
     console.print(f"placed {totals[0]:.0f} of {totals[1]:.0f} patients, {totals[2]:.0f} wait days; "
                   f"procedures {totals[3]:,.0f} SEK + ancillary {totals[4]:,.0f} SEK; "
                   f"{result.seconds:.1f} s end to end (run {result.run_id})".replace(",", "\u202f"))
+    play, clock = result.play, result.clock
+    today = f" --today {swedish_date(clock())}" if clock is not None else ""
+    if play is not None and play.started_at and play.ended_at:
+        sampled = len(play.carried) + len(play.declined) + len(play.expired) + len(play.patient_declined)
+        console.print(f"party play, {swedish_date(play.started_at)} to {swedish_date(play.ended_at)} (simulated): "
+                      f"{sampled} held cases followed; {len(play.settled)} of {len(play.carried)} carried to "
+                      f"settlement, {len(play.declined)} declined by the provider, {len(play.expired)} holds "
+                      f"expired unanswered, {len(play.patient_declined)} declined by the patient; the other "
+                      f"holds lapsed unanswered")
     if result.showcase:
         console.print(f"\nFollow a case: [bold]nvf timeline {result.showcase} --verify[/bold]   "
-                      f"Market health: [bold]nvf stats[/bold]   "
+                      f"Market health: [bold]nvf stats{today}[/bold]   "
                       f"The bus: [bold]nvf tail --from-start --type match.proposed[/bold] (while a demo runs)\n"
                       'Find providers: [bold]nvf agreements search "grå starr" --region 25 --has-agreement[/bold]   '
                       f"Waiting times per region: [bold]nvf waits --care-area cataract[/bold]   "
