@@ -59,7 +59,7 @@ from marketplace.adapters.outbox import DATA_FIELD
 from marketplace.adapters.party_clients import PartyClients
 from marketplace.adapters.seen_messages import DatabaseSeenMessages
 from marketplace.demo_clock import SimulatedClock, working_morning
-from marketplace.lifecycle.swedish_time import swedish_date
+from marketplace.lifecycle.swedish_time import SWEDISH_TIME, start_of_swedish_day, swedish_date
 from marketplace.services.directory import AddressBookFile, ensure_keys, key_directory, with_unit
 from marketplace.services.lifecycle import load_case
 from matchers.reference import regions
@@ -135,6 +135,8 @@ class PartyOutcome:
     """Cases whose provider never answered: the hold lapsed at its deadline."""
     patient_declined: list[str] = field(default_factory=list)
     settled: list[str] = field(default_factory=list)
+    late: list[str] = field(default_factory=list)
+    """Carried cases whose care came after their guarantee date (the sweeper warned on each)."""
     plans: dict[str, CasePlan] = field(default_factory=dict)
     steps: dict[str, int] = field(default_factory=dict)
     """How many cases reached the state each step of the play aims at."""
@@ -450,39 +452,60 @@ def _weekday(day: date) -> date:
     return day
 
 
-def plan_case(case_ref: str, fate: str, matched_at: datetime, hold_expires_at: datetime | None) -> CasePlan:
-    """When each party of `case_ref` acts, from its match on: the provider answers within hours to
-    two days (or, `HOLD_EXPIRES`, never: the hold lapses a minute after its deadline), the home
-    region offers the slot the same day, the patient answers in 1 to 4.5 days (inside the patient's
-    5-day hold), the referral goes the next working morning, the provider books care 2 to 6 weeks out,
-    performs it that day, follows up about two weeks later, invoices within a week of the follow-up,
-    and the home region pays within 5 to 30 days."""
+def _office_hours(moment: datetime, rng: random.Random) -> datetime:
+    """`moment`, or if it falls outside office hours (8-17 Swedish time, Monday to Friday) a moment
+    in the first hours of the next working morning: people act at work."""
+    local = moment.astimezone(SWEDISH_TIME)
+    if local.weekday() < 5 and 8 <= local.hour < 17:
+        return moment
+    day = local.date() if local.hour < 8 else local.date() + timedelta(days=1)
+    return working_morning(day) + timedelta(minutes=rng.randint(0, 150))
+
+
+def plan_case(case_ref: str, fate: str, matched_at: datetime, hold_expires_at: datetime | None,
+              patient_window: timedelta = timedelta(days=5)) -> CasePlan:
+    """When each party of `case_ref` acts, from its match on, in office hours: the provider answers
+    within hours to two days (or, `HOLD_EXPIRES`, never: the hold lapses a minute after its
+    deadline), the home region offers the slot the same day, the patient answers in 1 to 4.5 days
+    (inside the patient's hold), the referral goes the next working day, the provider books care 2
+    to 6 weeks out and performs it on that day, follows up about two weeks later, invoices within a
+    week of the follow-up, and the home region pays 5 to 30 days after the invoice."""
     rng = _rng(case_ref)
+    lapse = hold_expires_at or matched_at + timedelta(hours=48)
+    actions: list[Action] = []
 
-    def act(at: datetime, step: str) -> Action:
-        return Action(at, case_ref, step)
+    def act(at: datetime, step: str, *, latest: datetime | None = None) -> datetime:
+        at = _office_hours(at, rng)
+        if latest is not None:
+            at = min(at, latest)  # inside the hold, whatever office hours say
+        if actions:
+            at = max(at, actions[-1].at + timedelta(minutes=1))  # a case's actions in their order
+        actions.append(Action(at, case_ref, step))
+        return at
 
-    answered = matched_at + timedelta(hours=rng.uniform(2, 44))
-    if fate == PROVIDER_DECLINES:
-        return CasePlan(case_ref, fate, (act(answered, "decline_match"),))
     if fate == HOLD_EXPIRES:
-        lapse = (hold_expires_at or matched_at + timedelta(hours=48)) + timedelta(minutes=1)
-        return CasePlan(case_ref, fate, (act(lapse, "hold_expired"),))
-    offered = answered + timedelta(hours=rng.uniform(0.5, 5))
-    answer = offered + timedelta(days=rng.uniform(1, 4.5))
-    actions = [act(answered, "accept_match"), act(offered, "offer_to_patient"), act(answer, "record_patient_answer")]
+        return CasePlan(case_ref, fate, (Action(lapse + timedelta(minutes=1), case_ref, "hold_expired"),))
+    answered = act(matched_at + timedelta(hours=rng.uniform(2, 44)),
+                   "decline_match" if fate == PROVIDER_DECLINES else "accept_match",
+                   latest=lapse - timedelta(minutes=30))
+    if fate == PROVIDER_DECLINES:
+        return CasePlan(case_ref, fate, tuple(actions))
+    patient_lapse = answered + patient_window
+    offered = act(answered + timedelta(hours=rng.uniform(0.5, 5)), "offer_to_patient",
+                  latest=patient_lapse - timedelta(hours=2))
+    answer = act(offered + timedelta(days=rng.uniform(1, 4.5)), "record_patient_answer",
+                 latest=patient_lapse - timedelta(minutes=30))
     if fate == PATIENT_DECLINES:
         return CasePlan(case_ref, fate, tuple(actions))
-    referred = working_morning(swedish_date(answer) + timedelta(days=1)) + timedelta(minutes=rng.randint(0, 180))
-    booked = referred + timedelta(hours=rng.uniform(2, 30))
+    referred = act(working_morning(swedish_date(answer) + timedelta(days=1))
+                   + timedelta(minutes=rng.randint(0, 480)), "referral")
+    act(referred + timedelta(hours=rng.uniform(2, 30)), "schedule")
     scheduled_for = _weekday(swedish_date(referred) + timedelta(days=rng.randint(14, 42)))
-    performed = working_morning(scheduled_for, dtime(15, 0)) + timedelta(minutes=rng.randint(0, 90))
-    followed_up = working_morning(scheduled_for + timedelta(days=rng.randint(12, 16))) \
-        + timedelta(minutes=rng.randint(0, 240))
-    invoiced = followed_up + timedelta(days=rng.uniform(1, 7))
-    paid = invoiced + timedelta(days=rng.uniform(5, 30))
-    actions += [act(referred, "referral"), act(booked, "schedule"), act(performed, "record_performed"),
-                act(followed_up, "record_follow_up"), act(invoiced, "invoice"), act(paid, "payment")]
+    act(working_morning(scheduled_for, dtime(14, 0)) + timedelta(minutes=rng.randint(0, 150)), "record_performed")
+    followed_up = act(working_morning(scheduled_for + timedelta(days=rng.randint(12, 16)))
+                      + timedelta(minutes=rng.randint(0, 480)), "record_follow_up")
+    invoiced = act(followed_up + timedelta(days=rng.uniform(1, 7)), "invoice")
+    act(invoiced + timedelta(days=rng.uniform(5, 30)), "payment")
     return CasePlan(case_ref, fate, tuple(actions), scheduled_for)
 
 
@@ -592,11 +615,13 @@ async def play_parties(parties: PartyClients, db: Database, streams: Streams, st
         agenda = sorted((a for p in plans.values() for a in p.actions), key=lambda a: (a.at, a.case_ref))
         for action in agenda:
             ref, m = action.case_ref, matches[action.case_ref]
-            if clock is not None and action.at > clock():
+            while clock is not None and action.at > clock():
                 # Every message sent so far has its receipt before time jumps on (else the courier
-                # would count the jump as a receipt overdue), then the clock moves and the sweeper looks.
+                # would count the jump as a receipt overdue); then the clock moves, a day at most
+                # (the sweeper looks each simulated morning, so a warning is dated its own day).
                 await _until_answered(db, None, timeout_s=timeout_s, events=message_events)
-                clock.advance_to(action.at)
+                midnight = start_of_swedish_day(swedish_date(clock()) + timedelta(days=1)) + timedelta(minutes=1)
+                clock.advance_to(min(action.at, midnight))
                 await sweep()
             expected = await _act(action, m, plans[ref], federation, agents, db, command, submission)
             await send_pending()
@@ -613,6 +638,11 @@ async def play_parties(parties: PartyClients, db: Database, streams: Streams, st
                 on_step(action.step, counts[action.step])
         outcome.settled.sort()
         outcome.ended_at = now()
+        async with db.session() as session:
+            for ref in outcome.carried:
+                state = await load_case(session, ref)
+                if state is not None and state.performed_on is not None and state.performed_on > state.guarantee_date:
+                    outcome.late.append(ref)
         await _until_answered(db, list(matches), timeout_s=timeout_s, events=message_events)
         if on_step is not None:
             on_step("receipts", len(matches))

@@ -284,8 +284,9 @@ def render_summary(console: Console, scenario: Scenario, result: DemoResult) -> 
         console.print(f"party play, {swedish_date(play.started_at)} to {swedish_date(play.ended_at)} (simulated): "
                       f"{sampled} held cases followed; {len(play.settled)} of {len(play.carried)} carried to "
                       f"settlement, {len(play.declined)} declined by the provider, {len(play.expired)} holds "
-                      f"expired unanswered, {len(play.patient_declined)} declined by the patient; the other "
-                      f"holds lapsed unanswered")
+                      f"expired unanswered, {len(play.patient_declined)} declined by the patient "
+                      f"(the holds of the cases not followed lapsed unanswered too); {len(play.late)} of the "
+                      f"carried were cared for after their guarantee date, with the sweeper's warnings")
     if result.showcase:
         console.print(f"\nFollow a case: [bold]nvf timeline {result.showcase} --verify[/bold]   "
                       f"Market health: [bold]nvf stats{today}[/bold]   "
