@@ -560,6 +560,7 @@ async def play_parties(parties: PartyClients, db: Database, streams: Streams, st
     agent_task = asyncio.create_task(agents.run(), name="demo-party-agents")
     pending: dict[str, list[tuple[str, Payload, tuple[object, ...]]]] = defaultdict(list)
     counts: dict[str, int] = defaultdict(int)
+    submitted: list[str] = []  # ids of the messages the parties sent, until each has its receipt
 
     case_events = StreamEvents(parties, streams.cases)
     await case_events.start()
@@ -578,8 +579,10 @@ async def play_parties(parties: PartyClients, db: Database, streams: Streams, st
 
     def submission(body: MessageBody, *, sender_code: str, recipient: OrganisationEntry, ref: str,
                    address: str | None = None, label: str = "") -> None:
-        pending[sender_code].append(federation.sealed(body, sender_code=sender_code, recipient=recipient,
-                                                      case_ref=ref, address=address, label=label))
+        item = federation.sealed(body, sender_code=sender_code, recipient=recipient, case_ref=ref, address=address,
+                                 label=label)
+        pending[sender_code].append(item)
+        submitted.append(str(item[2][2]))
 
     async def sweep() -> None:
         if await deadlines.sweep():
@@ -619,6 +622,8 @@ async def play_parties(parties: PartyClients, db: Database, streams: Streams, st
                 # Every message sent so far has its receipt before time jumps on (else the courier
                 # would count the jump as a receipt overdue); then the clock moves, a day at most
                 # (the sweeper looks each simulated morning, so a warning is dated its own day).
+                await _until_receipted(db, submitted, timeout_s=timeout_s, events=message_events)
+                submitted.clear()
                 await _until_answered(db, None, timeout_s=timeout_s, events=message_events)
                 midnight = start_of_swedish_day(swedish_date(clock()) + timedelta(days=1)) + timedelta(minutes=1)
                 clock.advance_to(min(action.at, midnight))
@@ -743,6 +748,27 @@ async def _act(action: Action, m: MatchRow, plan: CasePlan, federation: Federati
                     amount_sek=str(state.outstanding_sek))
         return {"settled"}
     raise ValueError(f"no such step of the play: {step}")
+
+
+async def _until_receipted(db: Database, message_ids: list[str], *, timeout_s: float,
+                           events: StreamEvents) -> None:
+    """Until the marketplace has recorded every one of these messages and its receipt (a message it
+    has not taken in yet would be handed over, and its receipt awaited, at a later simulated time);
+    gives up after `timeout_s` without progress."""
+    deadline = time.monotonic() + timeout_s
+    best = -1
+    while message_ids and time.monotonic() < deadline:
+        async with db.session() as session:
+            done = len((await session.exec(select(SecureMessageRow.message_id).where(
+                col(SecureMessageRow.message_id).in_(message_ids),
+                col(SecureMessageRow.receipt_status).is_not(None)))).all())
+        if done == len(message_ids):
+            return
+        if done > best:
+            best, deadline = done, time.monotonic() + timeout_s
+        await events.next()
+    if message_ids:
+        log.warning("demo_parties.receipts_missing", messages=len(message_ids))
 
 
 async def _until_answered(db: Database, refs: list[str] | None, *, timeout_s: float,

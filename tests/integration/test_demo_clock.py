@@ -14,12 +14,13 @@ import pytest
 from rich.console import Console
 from sqlmodel import col, select
 
+from marketplace.adapters.message_orm import SecureMessageRow
 from marketplace.adapters.orm import TimelineRow
 from marketplace.demo_campaign import AS_OF, spring_cataract_campaign
 from marketplace.demo_clock import SimulatedClock, working_morning
 from marketplace.demo_parties import CARRIED, HOLD_EXPIRES, PATIENT_DECLINES, fates, plan_case
 from marketplace.entrypoints.commands.lifecycle import _market_stats
-from marketplace.entrypoints.demo import run_demo
+from marketplace.entrypoints.demo import render_summary, run_demo
 from marketplace.lifecycle.swedish_time import SWEDISH_TIME, swedish_date
 
 
@@ -134,6 +135,18 @@ async def test_after_a_demo_stats_show_the_campaign_as_played(settings, database
             assert swedish_date(_when(breach[0])) == max(guarantee + timedelta(days=1), AS_OF)
         else:
             assert breach == []
+    # And the warnings of the cases still waiting came as the simulated days passed, each on its day.
+    later = [row for rows in timelines.values() for row in rows
+             if row.event_type == "case.guarantee_warning_raised" and swedish_date(_when(row)) > AS_OF]
+    assert {row.payload["days_left"] for row in later} >= {14, 7, -1}
+    assert all(swedish_date(_when(row)) == date.fromisoformat(row.payload["due_on"]) for row in later)
+    # No message waited past its receipt deadline on the simulated clock.
+    async with database.session() as session:
+        escalated = (await session.exec(select(SecureMessageRow.message_id)
+                                        .where(col(SecureMessageRow.escalated_at).is_not(None)))).all()
+    assert escalated == []
+
+    render_summary(Console(file=shown, width=400), spring_cataract_campaign(), result)
     text = shown.getvalue()
     assert f"{len(play.late)} of the carried were cared for after their guarantee date" in text
     assert f"nvf stats --today {end}" in text
