@@ -59,7 +59,7 @@ from marketplace.adapters.outbox import DATA_FIELD
 from marketplace.adapters.party_clients import PartyClients
 from marketplace.adapters.seen_messages import DatabaseSeenMessages
 from marketplace.demo_clock import SimulatedClock, working_morning
-from marketplace.lifecycle.swedish_time import SWEDISH_TIME, start_of_swedish_day, swedish_date
+from marketplace.lifecycle.swedish_time import SWEDISH_TIME, swedish_date
 from marketplace.services.directory import AddressBookFile, ensure_keys, key_directory, with_unit
 from marketplace.services.lifecycle import load_case
 from matchers.reference import regions
@@ -527,6 +527,11 @@ def fates(refs: list[str], *, decline_every: int = 8, expire_every: int = 10,
     return out
 
 
+def sweeper_morning(day: date) -> datetime:
+    """06:00 Swedish time on `day`, weekend or not: when the demo's sweeper looks."""
+    return datetime.combine(day, dtime(6, 0), tzinfo=SWEDISH_TIME)
+
+
 class Deadlines:
     """What the play needs of the marketplace's deadline sweeper, for a clock the play moves itself:
     `sweep()` stages what is due now (expired holds, guarantee warnings) and returns how many;
@@ -620,13 +625,16 @@ async def play_parties(parties: PartyClients, db: Database, streams: Streams, st
             ref, m = action.case_ref, matches[action.case_ref]
             while clock is not None and action.at > clock():
                 # Every message sent so far has its receipt before time jumps on (else the courier
-                # would count the jump as a receipt overdue); then the clock moves, a day at most
-                # (the sweeper looks each simulated morning, so a warning is dated its own day).
+                # would count the jump as a receipt overdue); then the clock moves, a day at most:
+                # the sweeper looks each simulated morning at 06:00, so a warning is dated its own day.
+                # (Not at midnight: on SQLite a guarantee deadline is stored as Swedish wall time read
+                # as UTC, so it falls due an hour or two late.)
                 await _until_receipted(db, submitted, timeout_s=timeout_s, events=message_events)
                 submitted.clear()
                 await _until_answered(db, None, timeout_s=timeout_s, events=message_events)
-                midnight = start_of_swedish_day(swedish_date(clock()) + timedelta(days=1)) + timedelta(minutes=1)
-                clock.advance_to(min(action.at, midnight))
+                local = clock().astimezone(SWEDISH_TIME)
+                morning = sweeper_morning(local.date() + timedelta(days=0 if local.hour < 6 else 1))
+                clock.advance_to(min(action.at, morning))
                 await sweep()
             expected = await _act(action, m, plans[ref], federation, agents, db, command, submission)
             await send_pending()
