@@ -590,7 +590,10 @@ async def play_parties(parties: PartyClients, db: Database, streams: Streams, st
         submitted.append(str(item[2][2]))
 
     async def sweep() -> None:
-        if await deadlines.sweep():
+        # A sweep stages at most a batch (1000); what is due beyond it, the next one takes.
+        for _ in range(100):
+            if not await deadlines.sweep():
+                return
             await deadlines.settle()
 
     try:
