@@ -15,6 +15,7 @@ import os
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -33,6 +34,7 @@ from rich.progress import (
 from rich.table import Table
 from sqlmodel import col, func, select
 
+from events import Envelope
 from events.parties import SCHEDULER
 from marketplace.adapters.database import Database
 from marketplace.adapters.message_orm import SecureMessageRow
@@ -96,7 +98,9 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
     parties = PartyClients(redis_url, credentials)
     since_ms = int(time.time() * 1000)
     run_id = new_run_id()
-    envelopes = list(region_events(scenario, run_id=run_id))
+    # The regions' input is dated when they send it, on the simulated calendar (a recorded log of
+    # the run then keeps offers, rounds and answers on one time line).
+    envelopes = _dated(region_events(scenario, run_id=run_id), clock)
     rounds = clearing_requests(scenario, run_id=run_id, policy=policy)
     round_ids = [r.payload["round_id"] for r in rounds]
     pairs = stream_groups(runtime, ROLES)
@@ -120,6 +124,7 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
             await wait_until_settled(runtime.redis, db, pairs, [])
             # The regions list their needs in the morning; the operator clears the book at noon.
             clock.advance(timedelta(hours=4))
+            rounds = _dated(rounds, clock)
             await parties.publish(runtime.streams, rounds)
             clearing = progress.add_task("workers clear the book and tell the parties", total=len(round_ids))
             backlog_task = progress.add_task("entries in flight", total=None)
@@ -163,6 +168,10 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
     await db.dispose()
     return DemoResult(run_id=run_id, rows=rows, seconds=time.perf_counter() - started, matches=matches,
                       showcase=showcase, play=outcome, clock=clock)
+
+
+def _dated(envelopes: Iterable[Envelope], clock: SimulatedClock) -> list[Envelope]:
+    return [e.model_copy(update={"occurred_at": clock()}) for e in envelopes]
 
 
 async def _show_counts(db: Database, progress: Progress, clearing: TaskID, messages: TaskID,
