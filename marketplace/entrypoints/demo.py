@@ -15,7 +15,7 @@ import os
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -70,7 +70,7 @@ class _Sweeps(Deadlines):
     """The play's deadline sweeps: the marketplace's own sweeper, run whenever the simulated clock
     moves (the demo hosts no interval sweeper: a wall-clock interval means nothing here)."""
 
-    def __init__(self, sweeper: DeadlineSweeper, settle: Any) -> None:
+    def __init__(self, sweeper: DeadlineSweeper, settle: Callable[[], Awaitable[None]]) -> None:
         self.sweeper, self._settle = sweeper, settle
 
     async def sweep(self) -> int:
