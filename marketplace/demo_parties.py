@@ -24,11 +24,13 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -56,7 +58,8 @@ from marketplace.adapters.orm import CaseRow, MatchRow
 from marketplace.adapters.outbox import DATA_FIELD
 from marketplace.adapters.party_clients import PartyClients
 from marketplace.adapters.seen_messages import DatabaseSeenMessages
-from marketplace.lifecycle.swedish_time import swedish_date
+from marketplace.demo_clock import SimulatedClock, working_morning
+from marketplace.lifecycle.swedish_time import SWEDISH_TIME, swedish_date
 from marketplace.services.directory import AddressBookFile, ensure_keys, key_directory, with_unit
 from marketplace.services.lifecycle import load_case
 from matchers.reference import regions
@@ -127,7 +130,19 @@ class PartyOutcome:
     carried: list[str] = field(default_factory=list)
     """Cases taken through referral, care, follow-up, invoice and payment."""
     declined: list[str] = field(default_factory=list)
+    """Cases whose provider declined the match."""
+    expired: list[str] = field(default_factory=list)
+    """Cases whose provider never answered: the hold lapsed at its deadline."""
+    patient_declined: list[str] = field(default_factory=list)
     settled: list[str] = field(default_factory=list)
+    late: list[str] = field(default_factory=list)
+    """Carried cases whose care came after their guarantee date (the sweeper warned on each)."""
+    plans: dict[str, CasePlan] = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)
+    """How many cases reached the state each step of the play aims at."""
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    """The (simulated) moments the play began and ended."""
     referrals_opened: int = 0
     messages_received: int = 0
     receipts_returned: int = 0
@@ -139,7 +154,10 @@ class PartyOutcome:
 class Federation:
     """The regions' own systems: one key store each, the shared address book, their inboxes."""
 
-    def __init__(self, parties: PartyClients, streams: Streams, key_dir: Path, start_id: str) -> None:
+    def __init__(self, parties: PartyClients, streams: Streams, key_dir: Path, start_id: str,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        # The systems' own clock: what they write and sign is dated by it (the demo's is simulated).
+        self.clock = clock
         # Each region's system speaks as its own Redis user.
         self.parties = parties
         self.streams = streams
@@ -186,7 +204,8 @@ class Federation:
                label: str = "") -> tuple[str, Payload, tuple[object, ...]]:
         """The submission of `body`, sealed by `sender_code`'s system: (stream, payload, id key)."""
         sealed = compose(body, sender=self.stores[self.codes[sender_code]], recipient=recipient,
-                         recipient_address=address, conversation_id=case_ref, in_reply_to=in_reply_to, label=label)
+                         recipient_address=address, conversation_id=case_ref, in_reply_to=in_reply_to, label=label,
+                         created_at=self.clock())
         payload = SecureMessageSubmitted(case_ref=case_ref, sealed=base64.b64encode(sealed.to_bytes()).decode())
         return self.streams.secure_submissions(sender_code), payload, (case_ref, body.TYPE, sealed.header.message_id)
 
@@ -211,6 +230,7 @@ class Agents:
         self.db = db
         self.outcome = outcome
         self.referrals: dict[str, str] = {}  # case_ref -> referral message id, as the unit received it
+        self.scheduled_for: dict[str, date] = {}  # case_ref -> the day the unit offers in its answer
         self.stopping = asyncio.Event()
         # One organisation's agent writes at a time: on SQLite concurrent writers only queue for
         # the one write lock (and time out behind the workers'); the reads and crypto stay parallel.
@@ -288,11 +308,12 @@ class Agents:
                 rejection: MessageRejected | None) -> list[tuple[str, Payload, tuple[object, ...]]]:
         """The signed receipt for one message (and, for a referral, the unit's answer)."""
         if message is not None:
-            receipt = new_receipt(org, message_id=message.header.message_id, recipient_org=message.header.sender_org)
+            receipt = new_receipt(org, message_id=message.header.message_id, recipient_org=message.header.sender_org,
+                                  now=self.f.clock())
         else:
             assert rejection is not None
             receipt = new_receipt(org, message_id=rejection.message_id, recipient_org=rejection.sender_org,
-                                  rejection=rejection)
+                                  rejection=rejection, now=self.f.clock())
             log.warning("demo_parties.message_refused_by_receiver", org=org, reason=rejection.reason,
                         message_id=str(rejection.message_id) if rejection.message_id else None)
         signed = sign_receipt(receipt, store)
@@ -313,7 +334,8 @@ class Agents:
         home = book.get(message.header.sender_org)
         assert home is not None
         answer = ReferralAnswer(match_id=referral.match_id, case_ref=referral.case_ref, decision="accepted",
-                                scheduled_for=swedish_date(message.header.created_at) + timedelta(days=14))
+                                scheduled_for=self.scheduled_for.get(
+                                    referral.case_ref, swedish_date(message.header.created_at) + timedelta(days=14)))
         out.append(self.f.sealed(answer, sender_code=code, recipient=home, case_ref=referral.case_ref,
                                  in_reply_to=message.header.message_id, label="Svar på remiss"))
         return out
@@ -393,35 +415,165 @@ async def wait_for(db: Database, expected: dict[str, set[str]], *, timeout_s: fl
 
 
 # The steps of the parties' play, in order, as `play_parties` reports them to `on_step`.
-PLAY_STEPS = ("decline_match", "accept_match", "offer_to_patient", "record_patient_answer", "referral", "schedule",
-              "record_performed", "record_follow_up", "invoice", "payment", "receipts")
+PLAY_STEPS = ("decline_match", "hold_expired", "accept_match", "offer_to_patient", "record_patient_answer",
+              "referral", "schedule", "record_performed", "record_follow_up", "invoice", "payment", "receipts")
+
+# What each case of the sample does (see `fates`).
+CARRIED, PROVIDER_DECLINES, HOLD_EXPIRES, PATIENT_DECLINES = "carried", "provider_declines", "hold_expires", \
+    "patient_declines"
+
+
+@dataclass(frozen=True)
+class Action:
+    """One party's action on one case at a simulated moment."""
+
+    at: datetime
+    case_ref: str
+    step: str
+
+
+@dataclass(frozen=True)
+class CasePlan:
+    """A case's part in the play: its fate and the moments of its actions (deterministic per case)."""
+
+    case_ref: str
+    fate: str
+    actions: tuple[Action, ...]
+    scheduled_for: date | None = None
+
+
+def _rng(case_ref: str) -> random.Random:
+    return random.Random(int.from_bytes(hashlib.sha256(f"nvf-demo-play/{case_ref}".encode()).digest()[:8], "big"))
+
+
+def _weekday(day: date) -> date:
+    while day.weekday() >= 5:
+        day += timedelta(days=1)
+    return day
+
+
+def _office_hours(moment: datetime, rng: random.Random) -> datetime:
+    """`moment`, or if it falls outside office hours (8-17 Swedish time, Monday to Friday) a moment
+    in the first hours of the next working morning: people act at work."""
+    local = moment.astimezone(SWEDISH_TIME)
+    if local.weekday() < 5 and 8 <= local.hour < 17:
+        return moment
+    day = local.date() if local.hour < 8 else local.date() + timedelta(days=1)
+    return working_morning(day) + timedelta(minutes=rng.randint(0, 150))
+
+
+def plan_case(case_ref: str, fate: str, matched_at: datetime, hold_expires_at: datetime | None,
+              patient_window: timedelta = timedelta(days=5)) -> CasePlan:
+    """When each party of `case_ref` acts, from its match on, in office hours: the provider answers
+    within hours to two days (or, `HOLD_EXPIRES`, never: the hold lapses a minute after its
+    deadline), the home region offers the slot the same day, the patient answers in 1 to 4.5 days
+    (inside the patient's hold), the referral goes the next working day, the provider books care 2
+    to 6 weeks out and performs it on that day, follows up about two weeks later, invoices within a
+    week of the follow-up, and the home region pays 5 to 30 days after the invoice."""
+    rng = _rng(case_ref)
+    lapse = hold_expires_at or matched_at + timedelta(hours=48)
+    actions: list[Action] = []
+
+    def act(at: datetime, step: str, *, latest: datetime | None = None) -> datetime:
+        at = _office_hours(at, rng)
+        if latest is not None:
+            at = min(at, latest)  # inside the hold, whatever office hours say
+        if actions:
+            at = max(at, actions[-1].at + timedelta(minutes=1))  # a case's actions in their order
+        actions.append(Action(at, case_ref, step))
+        return at
+
+    if fate == HOLD_EXPIRES:
+        return CasePlan(case_ref, fate, (Action(lapse + timedelta(minutes=1), case_ref, "hold_expired"),))
+    answered = act(matched_at + timedelta(hours=rng.uniform(2, 44)),
+                   "decline_match" if fate == PROVIDER_DECLINES else "accept_match",
+                   latest=lapse - timedelta(minutes=30))
+    if fate == PROVIDER_DECLINES:
+        return CasePlan(case_ref, fate, tuple(actions))
+    patient_lapse = answered + patient_window
+    offered = act(answered + timedelta(hours=rng.uniform(0.5, 5)), "offer_to_patient",
+                  latest=patient_lapse - timedelta(hours=2))
+    answer = act(offered + timedelta(days=rng.uniform(1, 4.5)), "record_patient_answer",
+                 latest=patient_lapse - timedelta(minutes=30))
+    if fate == PATIENT_DECLINES:
+        return CasePlan(case_ref, fate, tuple(actions))
+    referred = act(working_morning(swedish_date(answer) + timedelta(days=1))
+                   + timedelta(minutes=rng.randint(0, 480)), "referral")
+    act(referred + timedelta(hours=rng.uniform(2, 30)), "schedule")
+    scheduled_for = _weekday(swedish_date(referred) + timedelta(days=rng.randint(14, 42)))
+    act(working_morning(scheduled_for, dtime(14, 0)) + timedelta(minutes=rng.randint(0, 150)), "record_performed")
+    followed_up = act(working_morning(scheduled_for + timedelta(days=rng.randint(12, 16)))
+                      + timedelta(minutes=rng.randint(0, 480)), "record_follow_up")
+    invoiced = act(followed_up + timedelta(days=rng.uniform(1, 7)), "invoice")
+    act(invoiced + timedelta(days=rng.uniform(5, 30)), "payment")
+    return CasePlan(case_ref, fate, tuple(actions), scheduled_for)
+
+
+def fates(refs: list[str], *, decline_every: int = 8, expire_every: int = 10,
+          patient_declines_every: int = 10) -> dict[str, str]:
+    """Every `decline_every`-th case gets a provider decline; of the others, every `expire_every`-th
+    (from the fifth) a provider that never answers, and every `patient_declines_every`-th (from the
+    ninth) a patient who says no; the rest are carried to payment."""
+    out = {}
+    for i, ref in enumerate(refs):
+        if decline_every and i % decline_every == decline_every - 1:
+            out[ref] = PROVIDER_DECLINES
+        elif expire_every and i % expire_every == min(4, expire_every - 1):
+            out[ref] = HOLD_EXPIRES
+        elif patient_declines_every and i % patient_declines_every == min(8, patient_declines_every - 1):
+            out[ref] = PATIENT_DECLINES
+        else:
+            out[ref] = CARRIED
+    return out
+
+
+def sweeper_morning(day: date) -> datetime:
+    """06:00 Swedish time on `day`, weekend or not: when the demo's sweeper looks."""
+    return datetime.combine(day, dtime(6, 0), tzinfo=SWEDISH_TIME)
+
+
+class Deadlines:
+    """What the play needs of the marketplace's deadline sweeper, for a clock the play moves itself:
+    `sweep()` stages what is due now (expired holds, guarantee warnings) and returns how many;
+    `settle()` waits until the marketplace has taken in what was staged."""
+
+    async def sweep(self) -> int:
+        return 0
+
+    async def settle(self) -> None:
+        return None
 
 
 async def play_parties(parties: PartyClients, db: Database, streams: Streams, state_dir: Path, *,
-                       since_ms: int = 0, sample: int = 40, decline_every: int = 8, timeout_s: float = 60.0,
-                       on_step: Callable[[str, int], None] | None = None) -> PartyOutcome:
-    """Carry up to `sample` placed cases through the rest of the process (every `decline_every`-th
-    gets a provider decline instead)."""
+                       since_ms: int = 0, sample: int = 40, decline_every: int = 8, expire_every: int = 10,
+                       patient_declines_every: int = 10, timeout_s: float = 60.0,
+                       on_step: Callable[[str, int], None] | None = None,
+                       clock: SimulatedClock | None = None, deadlines: Deadlines | None = None) -> PartyOutcome:
+    """Carry up to `sample` held cases through the rest of the process, each on its own schedule
+    (`plan_case`), in the order of the simulated moments of their actions.
+
+    With `clock` (the marketplace's clock) the play moves it to each action's moment before taking
+    it, and after every move asks `deadlines` to sweep: holds lapse, guarantee warnings are raised
+    as the simulated days pass. Without one the play runs on the wall clock (actions at once)."""
     started = time.perf_counter()
     outcome = PartyOutcome()
+    deadlines = deadlines or Deadlines()
+    now: Callable[[], datetime] = clock if clock is not None else (lambda: datetime.now(UTC))
     # Inbox entries older than the run (`since_ms`) belong to an earlier one.
-    federation = Federation(parties, streams, key_directory(state_dir), f"{since_ms}-0")
+    federation = Federation(parties, streams, key_directory(state_dir), f"{since_ms}-0", clock=now)
     agents = Agents(federation, db, outcome)
     agent_task = asyncio.create_task(agents.run(), name="demo-party-agents")
     pending: dict[str, list[tuple[str, Payload, tuple[object, ...]]]] = defaultdict(list)
+    counts: dict[str, int] = defaultdict(int)
+    submitted: list[str] = []  # ids of the messages the parties sent, until each has its receipt
 
-    def done(step_name: str, cases: int) -> None:
-        log.debug("demo_parties.step_done", step=step_name, cases=cases,
-                  seconds=round(time.perf_counter() - started, 2))
-        if on_step is not None:
-            on_step(step_name, cases)
     case_events = StreamEvents(parties, streams.cases)
     await case_events.start()
     message_events = StreamEvents(parties, streams.messages)
     await message_events.start()
 
     async def send_pending() -> None:
-        # Each party's entries of a step in one pipelined round trip, as its own user.
+        # Each party's entries of an action in one pipelined round trip, as its own user.
         for producer, items in list(pending.items()):
             await federation.publish_many(producer, items)
         pending.clear()
@@ -432,8 +584,17 @@ async def play_parties(parties: PartyClients, db: Database, streams: Streams, st
 
     def submission(body: MessageBody, *, sender_code: str, recipient: OrganisationEntry, ref: str,
                    address: str | None = None, label: str = "") -> None:
-        pending[sender_code].append(federation.sealed(body, sender_code=sender_code, recipient=recipient,
-                                                      case_ref=ref, address=address, label=label))
+        item = federation.sealed(body, sender_code=sender_code, recipient=recipient, case_ref=ref, address=address,
+                                 label=label)
+        pending[sender_code].append(item)
+        submitted.append(str(item[2][2]))
+
+    async def sweep() -> None:
+        # A sweep stages at most a batch (1000); what is due beyond it, the next one takes.
+        for _ in range(100):
+            if not await deadlines.sweep():
+                return
+            await deadlines.settle()
 
     try:
         async with db.session() as session:
@@ -444,96 +605,63 @@ async def play_parties(parties: PartyClients, db: Database, streams: Streams, st
         stride = max(1, len(held) // sample) if sample else len(held) + 1
         chosen = list(held)[::stride][:sample]
         matches = {case.case_ref: match for case, match in chosen}
-        declined = {ref for i, ref in enumerate(matches) if decline_every and i % decline_every == decline_every - 1}
-        carried = [ref for ref in matches if ref not in declined]
-        outcome.declined, outcome.carried = sorted(declined), carried
-
-        async def step(refs: Iterable[str], name: str, producer_of: str, expected: set[str],
-                       **args_of: Any) -> None:
-            refs = list(refs)
-            for ref in refs:
-                m = matches[ref]
-                producer = m.providing_region if producer_of == "provider" else m.requesting_region
-                args = {k: (v(ref, m) if callable(v) else v) for k, v in args_of.items()}
-                command(ref, name, producer, **args)
-            await send_pending()
-            await wait_for(db, {ref: expected for ref in refs}, timeout_s=timeout_s, events=case_events)
-            done(name, len(refs))
-
-        today = swedish_date(datetime.now(UTC))
-        await step(declined, "decline_match", "provider", {"on_book"},
-                   match_id=lambda r, m: m.match_id, reason_code="no_capacity")
-        await step(carried, "accept_match", "provider", {"provider_accepted"}, match_id=lambda r, m: m.match_id)
-        await step(carried, "offer_to_patient", "home", {"offered_to_patient"})
-        await step(carried, "record_patient_answer", "home", {"patient_accepted"},
-                   match_id=lambda r, m: m.match_id, accepted=True)
-
-        # The home region's system builds the referral only past the staged-release gate.
+        fate = fates(list(matches), decline_every=decline_every, expire_every=expire_every,
+                     patient_declines_every=patient_declines_every)
+        plans: dict[str, CasePlan] = {}
         async with db.session() as session:
-            cases = {c.case_ref: c for c in (await session.exec(
-                select(CaseRow).where(col(CaseRow.case_ref).in_(carried)))).all()}
-        for ref in carried:
-            m = matches[ref]
-            case = cases[ref]
-            who = synthetic_identity(ref)
-            referral = build_referral(
-                CaseStateChanged(case_ref=ref, from_state=None, to_state=case.state, version=max(case.version, 1)),
-                match_id=m.match_id, care_area=m.care_area, personal_identity_number=who.personal_identity_number,
-                given_name=who.given_name, family_name=who.family_name, clinical_summary=CLINICAL_SUMMARY)
-            provider = with_unit(federation.book, m.unit_hsa_id, region_code=m.providing_region).by_address(
-                m.unit_hsa_id)
-            assert provider is not None
-            submission(referral, sender_code=m.requesting_region, recipient=provider, ref=ref,
-                       address=m.unit_hsa_id, label="Remiss")
-        await send_pending()
-        await wait_for(db, {ref: {"referral_acknowledged"} for ref in carried}, timeout_s=timeout_s,
-                       events=case_events)
-        done("referral", len(carried))
-
-        await step(carried, "schedule", "provider", {"scheduled"},
-                   scheduled_for=(today + timedelta(days=14)).isoformat())
-        await step(carried, "record_performed", "provider", {"performed"}, performed_on=today.isoformat())
-        for ref in carried:
-            m = matches[ref]
-            submission(
-                CarePerformedReport(match_id=m.match_id, case_ref=ref, performed_on=today,
-                                    procedure_codes=(PROCEDURES.get(m.care_area, "XXX00"),),
-                                    summary="Åtgärd utförd utan komplikationer."),
-                sender_code=m.providing_region, recipient=federation.org(m.requesting_region), ref=ref,
-                label="Utförd vård")
-        await send_pending()
-        await step(carried, "record_follow_up", "provider", {"followed_up"})
-        for ref in carried:
-            m = matches[ref]
-            submission(
-                FollowUp(match_id=m.match_id, case_ref=ref, followed_up_on=today, outcome="as_expected"),
-                sender_code=m.providing_region, recipient=federation.org(m.requesting_region), ref=ref,
-                label="Uppföljning")
-        await send_pending()
-        await step(carried, "invoice", "provider", {"invoiced", "settled"},
-                   invoice_id=lambda r, m: _invoice_id(m.match_id))
-        for ref in carried:
-            m = matches[ref]
-            async with db.session() as session:
+            for ref in matches:
                 state = await load_case(session, ref)
-            owed = state.settlement.invoice_total_sek if state and state.settlement else Decimal(str(m.price_sek))
-            submission(
-                Invoice(invoice_id=_invoice_id(m.match_id), match_id=m.match_id, case_ref=ref, issued_on=today,
-                        due_on=today + timedelta(days=30),
-                        lines=(InvoiceLine(kind="care", description="Åtgärd till låst pris", amount_sek=owed),),
-                        total_sek=owed),
-                sender_code=m.providing_region, recipient=federation.org(m.requesting_region), ref=ref,
-                label="Faktura")
-            if state is not None and state.outstanding_sek > 0:
-                command(ref, "record_payment", m.requesting_region,
-                        payment_ref=f"pay-{safe_token(m.match_id.encode(), 10)}",
-                        amount_sek=str(state.outstanding_sek))
-        await send_pending()
-        states = await wait_for(db, {ref: {"settled"} for ref in carried}, timeout_s=timeout_s, events=case_events)
-        outcome.settled = sorted(ref for ref in carried if states.get(ref) == "settled")
-        done("payment", len(carried))
+                matched_at = state.matched_at if state and state.matched_at else now()
+                plans[ref] = plan_case(ref, fate[ref], matched_at, state.hold_expires_at if state else None)
+        agents.scheduled_for = {ref: p.scheduled_for for ref, p in plans.items() if p.scheduled_for}
+        outcome.plans = plans
+        outcome.declined = sorted(r for r, f in fate.items() if f == PROVIDER_DECLINES)
+        outcome.expired = sorted(r for r, f in fate.items() if f == HOLD_EXPIRES)
+        outcome.patient_declined = sorted(r for r, f in fate.items() if f == PATIENT_DECLINES)
+        outcome.carried = [r for r, f in fate.items() if f == CARRIED]
+        outcome.started_at = now()
+        # What was due at the clearing already (a case past its guarantee before it was matched).
+        await sweep()
+
+        agenda = sorted((a for p in plans.values() for a in p.actions), key=lambda a: (a.at, a.case_ref))
+        for action in agenda:
+            ref, m = action.case_ref, matches[action.case_ref]
+            while clock is not None and action.at > clock():
+                # Every message sent so far has its receipt before time jumps on (else the courier
+                # would count the jump as a receipt overdue); then the clock moves, a day at most:
+                # the sweeper looks each simulated morning at 06:00, so a warning is dated its own day.
+                # (Not at midnight: on SQLite a guarantee deadline is stored as Swedish wall time read
+                # as UTC, so it falls due an hour or two late.)
+                await _until_receipted(db, submitted, timeout_s=timeout_s, events=message_events)
+                submitted.clear()
+                await _until_answered(db, None, timeout_s=timeout_s, events=message_events)
+                local = clock().astimezone(SWEDISH_TIME)
+                morning = sweeper_morning(local.date() + timedelta(days=0 if local.hour < 6 else 1))
+                clock.advance_to(min(action.at, morning))
+                await sweep()
+            expected = await _act(action, m, plans[ref], federation, agents, db, command, submission)
+            await send_pending()
+            if expected:
+                states = await wait_for(db, {ref: expected}, timeout_s=timeout_s, events=case_events)
+                if states.get(ref) in expected:
+                    counts[action.step] += 1
+                    if action.step == "invoice":
+                        await _send_invoice(ref, m, swedish_date(action.at), federation, db, submission)
+                        await send_pending()
+                    if action.step == "payment":
+                        outcome.settled.append(ref)
+            if on_step is not None:
+                on_step(action.step, counts[action.step])
+        outcome.settled.sort()
+        outcome.ended_at = now()
+        async with db.session() as session:
+            for ref in outcome.carried:
+                state = await load_case(session, ref)
+                if state is not None and state.performed_on is not None and state.performed_on > state.guarantee_date:
+                    outcome.late.append(ref)
         await _until_answered(db, list(matches), timeout_s=timeout_s, events=message_events)
-        done("receipts", len(matches))
+        if on_step is not None:
+            on_step("receipts", len(matches))
     finally:
         agents.stopping.set()
         try:
@@ -543,26 +671,132 @@ async def play_parties(parties: PartyClients, db: Database, streams: Streams, st
     # A last look once the readers have stopped (not beside them: two readers of one inbox would
     # each answer the same message, the second with a duplicate refusal).
     await agents.poll()
+    outcome.steps = dict(counts)
     outcome.seconds = time.perf_counter() - started
     log.info("demo_parties.done", carried=len(outcome.carried), declined=len(outcome.declined),
+             expired=len(outcome.expired), patient_declined=len(outcome.patient_declined),
              settled=len(outcome.settled), referrals_opened=outcome.referrals_opened,
              messages_received=outcome.messages_received, receipts_returned=outcome.receipts_returned,
              refusals=outcome.refusals, seconds=round(outcome.seconds, 2))
     return outcome
 
 
-async def _until_answered(db: Database, refs: list[str], *, timeout_s: float, events: StreamEvents) -> None:
-    """Until every message of these cases has its receipt (so their timelines are complete); gives up
-    after `timeout_s` without a new receipt."""
+async def _send_invoice(ref: str, m: MatchRow, issued_on: date, federation: Federation, db: Database,
+                        submission: Callable[..., None]) -> None:
+    """The invoice as the provider's system sends it, for what the marketplace settled on."""
+    async with db.session() as session:
+        state = await load_case(session, ref)
+    owed = state.settlement.invoice_total_sek if state and state.settlement else Decimal(str(m.price_sek))
+    submission(Invoice(invoice_id=_invoice_id(m.match_id), match_id=m.match_id, case_ref=ref, issued_on=issued_on,
+                       due_on=issued_on + timedelta(days=30),
+                       lines=(InvoiceLine(kind="care", description="Åtgärd till låst pris", amount_sek=owed),),
+                       total_sek=owed),
+               sender_code=m.providing_region, recipient=federation.org(m.requesting_region), ref=ref,
+               label="Faktura")
+
+
+async def _act(action: Action, m: MatchRow, plan: CasePlan, federation: Federation, agents: Agents, db: Database,
+               command: Callable[..., None], submission: Callable[..., None]) -> set[str]:
+    """Stage one action's commands and messages; returns the states the case may then be in."""
+    ref, step, provider, home = action.case_ref, action.step, m.providing_region, m.requesting_region
+    today = swedish_date(action.at)
+    if step == "decline_match":
+        command(ref, step, provider, match_id=m.match_id, reason_code="no_capacity")
+        return {"on_book"}
+    if step == "hold_expired":
+        return {"on_book"}  # the sweeper lapsed it (the provider never answered)
+    if step == "accept_match":
+        command(ref, step, provider, match_id=m.match_id)
+        return {"provider_accepted"}
+    if step == "offer_to_patient":
+        command(ref, step, home)
+        return {"offered_to_patient"}
+    if step == "record_patient_answer":
+        if plan.fate == PATIENT_DECLINES:
+            command(ref, step, home, match_id=m.match_id, accepted=False, reason_code="date_unsuitable")
+            return {"on_book"}
+        command(ref, step, home, match_id=m.match_id, accepted=True)
+        return {"patient_accepted"}
+    if step == "referral":
+        # The home region's system builds the referral only past the staged-release gate.
+        async with db.session() as session:
+            case = await session.get(CaseRow, ref)
+        assert case is not None
+        who = synthetic_identity(ref)
+        referral = build_referral(
+            CaseStateChanged(case_ref=ref, from_state=None, to_state=case.state, version=max(case.version, 1)),
+            match_id=m.match_id, care_area=m.care_area, personal_identity_number=who.personal_identity_number,
+            given_name=who.given_name, family_name=who.family_name, clinical_summary=CLINICAL_SUMMARY)
+        unit = with_unit(federation.book, m.unit_hsa_id, region_code=provider).by_address(m.unit_hsa_id)
+        assert unit is not None
+        submission(referral, sender_code=home, recipient=unit, ref=ref, address=m.unit_hsa_id, label="Remiss")
+        return {"referral_acknowledged"}
+    if step == "schedule":
+        assert plan.scheduled_for is not None
+        command(ref, step, provider, scheduled_for=plan.scheduled_for.isoformat())
+        return {"scheduled"}
+    if step == "record_performed":
+        assert plan.scheduled_for is not None
+        command(ref, step, provider, performed_on=plan.scheduled_for.isoformat())
+        submission(CarePerformedReport(match_id=m.match_id, case_ref=ref, performed_on=plan.scheduled_for,
+                                       procedure_codes=(PROCEDURES.get(m.care_area, "XXX00"),),
+                                       summary="Åtgärd utförd utan komplikationer."),
+                   sender_code=provider, recipient=federation.org(home), ref=ref, label="Utförd vård")
+        return {"performed"}
+    if step == "record_follow_up":
+        command(ref, step, provider)
+        submission(FollowUp(match_id=m.match_id, case_ref=ref, followed_up_on=today, outcome="as_expected"),
+                   sender_code=provider, recipient=federation.org(home), ref=ref, label="Uppföljning")
+        return {"followed_up"}
+    if step == "invoice":
+        command(ref, step, provider, invoice_id=_invoice_id(m.match_id))
+        return {"invoiced", "settled"}
+    if step == "payment":
+        async with db.session() as session:
+            state = await load_case(session, ref)
+        if state is not None and state.outstanding_sek > 0:
+            command(ref, "record_payment", home, payment_ref=f"pay-{safe_token(m.match_id.encode(), 10)}",
+                    amount_sek=str(state.outstanding_sek))
+        return {"settled"}
+    raise ValueError(f"no such step of the play: {step}")
+
+
+async def _until_receipted(db: Database, message_ids: list[str], *, timeout_s: float,
+                           events: StreamEvents) -> None:
+    """Until the marketplace has recorded every one of these messages and its receipt (a message it
+    has not taken in yet would be handed over, and its receipt awaited, at a later simulated time);
+    gives up after `timeout_s` without progress."""
+    deadline = time.monotonic() + timeout_s
+    best = -1
+    while message_ids and time.monotonic() < deadline:
+        async with db.session() as session:
+            done = len((await session.exec(select(SecureMessageRow.message_id).where(
+                col(SecureMessageRow.message_id).in_(message_ids),
+                col(SecureMessageRow.receipt_status).is_not(None)))).all())
+        if done == len(message_ids):
+            return
+        if done > best:
+            best, deadline = done, time.monotonic() + timeout_s
+        await events.next()
+    if message_ids:
+        log.warning("demo_parties.receipts_missing", messages=len(message_ids))
+
+
+async def _until_answered(db: Database, refs: list[str] | None, *, timeout_s: float,
+                          events: StreamEvents) -> None:
+    """Until every message handed over for these cases (None: for any case) has its receipt (so their
+    timelines are complete); gives up after `timeout_s` without a new receipt."""
     deadline = time.monotonic() + timeout_s
     fewest: int | None = None
     while time.monotonic() < deadline:
         async with db.session() as session:
-            open_ = (await session.exec(select(SecureMessageRow.message_id).where(
-                col(SecureMessageRow.case_ref).in_(refs), col(SecureMessageRow.receipt_status).is_(None)))).all()
+            query = select(SecureMessageRow.message_id).where(col(SecureMessageRow.receipt_status).is_(None))
+            query = query.where(col(SecureMessageRow.status) == "handed_over") if refs is None else \
+                query.where(col(SecureMessageRow.case_ref).in_(refs))
+            open_ = (await session.exec(query)).all()
         if not open_:
             return
         if fewest is None or len(open_) < fewest:
             fewest, deadline = len(open_), time.monotonic() + timeout_s
         await events.next()
-    log.warning("demo_parties.receipts_missing", cases=len(refs))
+    log.warning("demo_parties.receipts_missing", cases=len(refs) if refs is not None else None)

@@ -1,7 +1,9 @@
 """`nvf demo`: the whole marketplace in one process, on the embedded defaults.
 
 The regions publish their offers and requests onto the bus, the workers validate, store and clear
-the book, and the proposed matches are read back from the database.
+the book, and the proposed matches are read back from the database. Then the parties carry a sample
+of the held cases on, over the months of a campaign played on a simulated clock (`demo_clock`):
+the whole run, workers and deadline sweeps included, reads the time from it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import os
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +32,19 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
-from sqlmodel import col, func, select
+from sqlmodel import col, func, select, update
 
+from events import Envelope
+from events.parties import SCHEDULER
 from marketplace.adapters.database import Database
 from marketplace.adapters.message_orm import SecureMessageRow
-from marketplace.adapters.orm import CaseRow, MatchRow, PlacementRow
+from marketplace.adapters.orm import CaseRow, ClearingRoundRow, MatchRow, PlacementRow
 from marketplace.adapters.party_clients import PartyClients
 from marketplace.adapters.redis_users import prepare_access
-from marketplace.demo_parties import PLAY_STEPS, play_parties
+from marketplace.demo_clock import SimulatedClock
+from marketplace.demo_parties import Deadlines, PartyOutcome, play_parties
 from marketplace.entrypoints.progress import wait_until_settled
+from marketplace.lifecycle.swedish_time import swedish_date
 from marketplace.scenario_events import BusIds, bus_id, clearing_requests, new_run_id, region_events
 from marketplace.services.waiting_times import import_sample
 from marketplace.settings import Settings
@@ -44,6 +52,7 @@ from matchers.model import Scenario
 from matchers.reference import regions
 from workers.app import ROLES, running, stream_groups
 from workers.runtime import Runtime
+from workers.sweeper import DeadlineSweeper
 
 
 @dataclass
@@ -53,6 +62,22 @@ class DemoResult:
     seconds: float
     matches: list[MatchRow]
     showcase: str | None = None  # a case that went furthest along its lifecycle
+    play: PartyOutcome | None = None
+    clock: SimulatedClock | None = None
+
+
+class _Sweeps(Deadlines):
+    """The play's deadline sweeps: the marketplace's own sweeper, run whenever the simulated clock
+    moves (the demo hosts no interval sweeper: a wall-clock interval means nothing here)."""
+
+    def __init__(self, sweeper: DeadlineSweeper, settle: Callable[[], Awaitable[None]]) -> None:
+        self.sweeper, self._settle = sweeper, settle
+
+    async def sweep(self) -> int:
+        return await self.sweeper.tick()
+
+    async def settle(self) -> None:
+        await self._settle()
 
 
 async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, console: Console,
@@ -67,10 +92,15 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
     # Each role, region and the operator connects as its own Redis user (marketplace/access.py).
     credentials = await prepare_access(settings, redis_url)
     runtime = Runtime.create(settings, redis_url, db=db, credentials=credentials)
+    # Every event, deadline and receipt of the run is dated on the campaign's own calendar.
+    clock = SimulatedClock.campaign(scenario.as_of)
+    runtime.context.clock = clock
     parties = PartyClients(redis_url, credentials)
     since_ms = int(time.time() * 1000)
     run_id = new_run_id()
-    envelopes = list(region_events(scenario, run_id=run_id))
+    # The regions' input is dated when they send it, on the simulated calendar (a recorded log of
+    # the run then keeps offers, rounds and answers on one time line).
+    envelopes = _dated(region_events(scenario, run_id=run_id), clock)
     rounds = clearing_requests(scenario, run_id=run_id, policy=policy)
     round_ids = [r.payload["round_id"] for r in rounds]
     pairs = stream_groups(runtime, ROLES)
@@ -92,6 +122,9 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
             # The operator asks for the rounds once intake has taken in every region's input: the
             # regions' streams are apart, so nothing else orders a round after them.
             await wait_until_settled(runtime.redis, db, pairs, [])
+            # The regions list their needs in the morning; the operator clears the book at noon.
+            clock.advance(timedelta(hours=4))
+            rounds = _dated(rounds, clock)
             await parties.publish(runtime.streams, rounds)
             clearing = progress.add_task("workers clear the book and tell the parties", total=len(round_ids))
             backlog_task = progress.add_task("entries in flight", total=None)
@@ -104,14 +137,27 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
             counter = asyncio.create_task(_count_messages(db, progress, clearing, messages, round_ids))
             try:
                 await wait_until_settled(runtime.redis, db, pairs, round_ids, on_tick=tick)
+                await _redate_rounds(db, round_ids, clock())
                 # The regions' own systems carry a sample of the placed cases on: referral, care, payment.
-                play = progress.add_task("party play", total=len(PLAY_STEPS))
+                play = progress.add_task("party play", total=None)
 
                 def step(name: str, cases: int) -> None:
-                    progress.update(play, advance=1, description=f"party play: {name} ({cases} cases)")
+                    progress.update(play, advance=1, description=f"party play, {swedish_date(clock())}: "
+                                                                  f"{name} ({cases} cases)")
 
-                await play_parties(parties, db, runtime.streams, settings.state_dir, since_ms=since_ms, on_step=step)
-                progress.update(play, completed=len(PLAY_STEPS), description="party play: done")
+                scheduler = runtime.for_party(SCHEDULER) if credentials is not None else runtime
+                if scheduler is not runtime:
+                    await scheduler.connect()
+                try:
+                    sweeps = _Sweeps(DeadlineSweeper(scheduler),
+                                     lambda: wait_until_settled(runtime.redis, db, pairs, round_ids))
+                    outcome = await play_parties(parties, db, runtime.streams, settings.state_dir,
+                                                 since_ms=since_ms, on_step=step, clock=clock, deadlines=sweeps)
+                    await sweeps.sweeper.lock.release()
+                finally:
+                    if scheduler is not runtime:
+                        await scheduler.broker.stop()
+                progress.update(play, description="party play: done")
                 await wait_until_settled(runtime.redis, db, pairs, round_ids, on_tick=tick)
             finally:
                 counter.cancel()
@@ -122,7 +168,22 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
         showcase = await _furthest_case(db)
     await db.dispose()
     return DemoResult(run_id=run_id, rows=rows, seconds=time.perf_counter() - started, matches=matches,
-                      showcase=showcase)
+                      showcase=showcase, play=outcome, clock=clock)
+
+
+async def _redate_rounds(db: Database, round_ids: list[str], completed_at: datetime) -> None:
+    # A round's row is dated by the database default (the wall clock), not the marketplace's clock:
+    # the demo, which owns its store, dates its rounds on the simulated calendar with everything
+    # else (a recorded log of the run replays on one time line). Can go once the clearing service
+    # stamps `completed_at` from its context's clock.
+    async with db.session() as session:
+        await session.exec(update(ClearingRoundRow).where(col(ClearingRoundRow.round_id).in_(round_ids))
+                           .values(completed_at=completed_at))
+        await session.commit()
+
+
+def _dated(envelopes: Iterable[Envelope], clock: SimulatedClock) -> list[Envelope]:
+    return [e.model_copy(update={"occurred_at": clock()}) for e in envelopes]
 
 
 async def _show_counts(db: Database, progress: Progress, clearing: TaskID, messages: TaskID,
@@ -237,9 +298,19 @@ def render_summary(console: Console, scenario: Scenario, result: DemoResult) -> 
     console.print(f"placed {totals[0]:.0f} of {totals[1]:.0f} patients, {totals[2]:.0f} wait days; "
                   f"procedures {totals[3]:,.0f} SEK + ancillary {totals[4]:,.0f} SEK; "
                   f"{result.seconds:.1f} s end to end (run {result.run_id})".replace(",", "\u202f"))
+    play, clock = result.play, result.clock
+    today = f" --today {swedish_date(clock())}" if clock is not None else ""
+    if play is not None and play.started_at and play.ended_at:
+        sampled = len(play.carried) + len(play.declined) + len(play.expired) + len(play.patient_declined)
+        console.print(f"party play, {swedish_date(play.started_at)} to {swedish_date(play.ended_at)} (simulated): "
+                      f"{sampled} held cases followed; {len(play.settled)} of {len(play.carried)} carried to "
+                      f"settlement, {len(play.declined)} declined by the provider, {len(play.expired)} holds "
+                      f"expired unanswered, {len(play.patient_declined)} declined by the patient "
+                      f"(the holds of the cases not followed lapsed unanswered too); {len(play.late)} of the "
+                      f"carried were cared for after their guarantee date, with the sweeper's warnings")
     if result.showcase:
         console.print(f"\nFollow a case: [bold]nvf timeline {result.showcase} --verify[/bold]   "
-                      f"Market health: [bold]nvf stats[/bold]   "
+                      f"Market health: [bold]nvf stats{today}[/bold]   "
                       f"The bus: [bold]nvf tail --from-start --type match.proposed[/bold] (while a demo runs)\n"
                       'Find providers: [bold]nvf agreements search "grå starr" --region 25 --has-agreement[/bold]   '
                       f"Waiting times per region: [bold]nvf waits --care-area cataract[/bold]   "
