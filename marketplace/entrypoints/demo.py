@@ -17,7 +17,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +32,13 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
-from sqlmodel import col, func, select, update
+from sqlmodel import col, func, select
 
 from events import Envelope
 from events.parties import SCHEDULER
 from marketplace.adapters.database import Database
 from marketplace.adapters.message_orm import SecureMessageRow
-from marketplace.adapters.orm import CaseRow, ClearingRoundRow, MatchRow, PlacementRow
+from marketplace.adapters.orm import CaseRow, MatchRow, PlacementRow
 from marketplace.adapters.party_clients import PartyClients
 from marketplace.adapters.redis_users import prepare_access
 from marketplace.demo_clock import SimulatedClock
@@ -137,7 +137,6 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
             counter = asyncio.create_task(_count_messages(db, progress, clearing, messages, round_ids))
             try:
                 await wait_until_settled(runtime.redis, db, pairs, round_ids, on_tick=tick)
-                await _redate_rounds(db, round_ids, clock())
                 # The regions' own systems carry a sample of the placed cases on: referral, care, payment.
                 play = progress.add_task("party play", total=None)
 
@@ -169,17 +168,6 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
     await db.dispose()
     return DemoResult(run_id=run_id, rows=rows, seconds=time.perf_counter() - started, matches=matches,
                       showcase=showcase, play=outcome, clock=clock)
-
-
-async def _redate_rounds(db: Database, round_ids: list[str], completed_at: datetime) -> None:
-    # A round's row is dated by the database default (the wall clock), not the marketplace's clock:
-    # the demo, which owns its store, dates its rounds on the simulated calendar with everything
-    # else (a recorded log of the run replays on one time line). Can go once the clearing service
-    # stamps `completed_at` from its context's clock.
-    async with db.session() as session:
-        await session.exec(update(ClearingRoundRow).where(col(ClearingRoundRow.round_id).in_(round_ids))
-                           .values(completed_at=completed_at))
-        await session.commit()
 
 
 def _dated(envelopes: Iterable[Envelope], clock: SimulatedClock) -> list[Envelope]:

@@ -321,4 +321,4 @@ async def _record(session: AsyncSession, envelope: Envelope, cmd: ClearingRoundR
     return ClearingRoundRow(
         round_id=cmd.round_id, care_area=cmd.care_area, as_of=cmd.as_of, policy=cmd.policy,
         patients=allocation.patients, placed=allocation.placed, wait_days=allocation.wait_days,
-        cost_sek=allocation.total_cost_sek, seconds=0.0)
+        cost_sek=allocation.total_cost_sek, seconds=0.0, completed_at=ctx.clock())

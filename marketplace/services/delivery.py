@@ -91,6 +91,7 @@ class OutboxDelivery:
         payload = SecureMessageDelivered(message_id=str(header.message_id), case_ref=header.conversation_id,
                                          sealed=b64(message.to_bytes()))
         envelope = new_envelope(payload, producer=PRODUCER, correlation_id=header.conversation_id,
+                                occurred_at=self.ctx.clock(),
                                 event_id=stable_event_id("sdk.delivered", header.message_id))
         stage(self.session, envelope, self.ctx.streams.inbox(header.recipient_org))
 
@@ -175,7 +176,7 @@ class Courier:
 
     def _sent(self, session: AsyncSession, ctx: ServiceContext, row: SecureMessageRow, message: SealedMessage) -> None:
         sent = message_sent_payload(message, row.case_ref)
-        stage(session, new_envelope(sent, producer=PRODUCER, correlation_id=row.case_ref,
+        stage(session, new_envelope(sent, producer=PRODUCER, correlation_id=row.case_ref, occurred_at=ctx.clock(),
                                     event_id=stable_event_id("message.sent", row.message_id)),
               ctx.streams.messages)
         log.info("message.sent", message_id=row.message_id, case_ref=row.case_ref,
@@ -222,7 +223,7 @@ class Courier:
         payload = MessageEscalated(message_id=row.message_id, case_ref=row.case_ref, message_type=row.message_type,
                                    recipient=row.recipient_org, reason=reason,
                                    attempts=row.attempts)
-        stage(session, new_envelope(payload, producer=PRODUCER, correlation_id=row.case_ref,
+        stage(session, new_envelope(payload, producer=PRODUCER, correlation_id=row.case_ref, occurred_at=ctx.clock(),
                                     event_id=stable_event_id("message.escalated", row.message_id, reason)),
               ctx.streams.messages)
         log.warning("message.escalated", message_id=row.message_id, case_ref=row.case_ref,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from datetime import UTC
 from typing import Any
 
 from sqlmodel import col, select
@@ -131,7 +132,9 @@ class CaseLedger:
         values: dict[str, Any] = {
             "state": state.status.value, "version": state.version, "excluded_offers": sorted(state.excluded_offer_ids),
             "current_match_id": state.match.match_id if state.match is not None and state.slot_reserved else None,
-            "guarantee_date": state.guarantee_date, "next_deadline_at": due.due_at if due is not None else None,
+            # In UTC: SQLite keeps a timestamp's wall time and drops its zone, and sweeps compare in UTC.
+            "guarantee_date": state.guarantee_date,
+            "next_deadline_at": due.due_at.astimezone(UTC) if due is not None else None,
             "updated_at": self.ctx.clock(),
         }
         ref = state.case_ref

@@ -105,12 +105,13 @@ class Receipts:
             row.status = "accepted" if receipt.status is ReceiptStatus.ACCEPTED else "rejected"
             session.add(row)
         received = receipt_received_payload(receipt, row.case_ref)
-        stage(session, new_envelope(received, producer=CONSUMER, correlation_id=row.case_ref,
+        stage(session, new_envelope(received, producer=CONSUMER, correlation_id=row.case_ref, occurred_at=ctx.clock(),
                                     event_id=stable_event_id("receipt.received", receipt.receipt_id)),
               ctx.streams.messages)
         if row.sender_org != MARKETPLACE_ORG:
             forwarded = SecureReceiptDelivered(message_id=row.message_id, receipt=submitted.receipt)
             stage(session, new_envelope(forwarded, producer=CONSUMER, correlation_id=row.case_ref,
+                                        occurred_at=ctx.clock(),
                                         event_id=stable_event_id("sdk.receipt.forwarded", receipt.receipt_id)),
                   ctx.streams.inbox(row.sender_org))
         log.info("receipt.received", message_id=row.message_id, case_ref=row.case_ref,
