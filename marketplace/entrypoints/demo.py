@@ -297,9 +297,11 @@ def render_summary(console: Console, scenario: Scenario, result: DemoResult) -> 
                       f"(the holds of the cases not followed lapsed unanswered too); {len(play.late)} of the "
                       f"carried were cared for after their guarantee date, with the sweeper's warnings")
     if result.showcase:
-        console.print(f"\nFollow a case: [bold]nvf timeline {result.showcase} --verify[/bold]   "
-                      f"Market health: [bold]nvf stats{today}[/bold]   "
-                      f"The bus: [bold]nvf tail --from-start --type match.proposed[/bold] (while a demo runs)\n"
-                      'Find providers: [bold]nvf agreements search "grå starr" --region 25 --has-agreement[/bold]   '
-                      f"Waiting times per region: [bold]nvf waits --care-area cataract[/bold]   "
-                      f"Units' free capacity: [bold]nvf capacity[/bold]")
+        # As the person can type it: `./dev nvf` when the demo was started through ./dev (no venv active).
+        nvf = os.environ.get("NVF_DEV_COMMAND") or "nvf"
+        console.print(f"\nFollow a case: [bold]{nvf} timeline {result.showcase} --verify[/bold]   "
+                      f"Market health: [bold]{nvf} stats{today}[/bold]   "
+                      f"The bus: [bold]{nvf} tail --from-start --type match.proposed[/bold] (while a demo runs)\n"
+                      f'Find providers: [bold]{nvf} agreements search "grå starr" --region 25 --has-agreement[/bold]   '
+                      f"Waiting times per region: [bold]{nvf} waits --care-area cataract[/bold]   "
+                      f"Units' free capacity: [bold]{nvf} capacity[/bold]")
