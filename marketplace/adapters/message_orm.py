@@ -8,10 +8,13 @@ marketplace cannot decrypt), receipts are ids and codes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import DateTime, Index, Text
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, SQLModel, col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from marketplace.adapters.orm import utcnow
 
@@ -72,3 +75,11 @@ class SeenMessageRow(SQLModel, table=True):
     owner: str = Field(primary_key=True, max_length=32, description="org number of the receiver")
     message_id: str = Field(primary_key=True, max_length=36)
     seen_at: datetime = Field(default_factory=utcnow, sa_type=_TZ)
+
+
+async def already_recorded(session: AsyncSession, key: Any, ids: Iterable[object]) -> set[str]:
+    """Which of `ids` already have a row, by the primary-key column `key` (one query)."""
+    wanted = sorted({str(i) for i in ids})
+    if not wanted:
+        return set()
+    return set((await session.exec(select(key).where(col(key).in_(wanted)))).all())

@@ -39,7 +39,7 @@ from events import (
     new_envelope,
 )
 from events.envelope import stable_event_id
-from marketplace.adapters.message_orm import MessageReceiptRow, SecureMessageRow
+from marketplace.adapters.message_orm import MessageReceiptRow, SecureMessageRow, already_recorded
 from marketplace.adapters.orm import CaseRow, MatchRow
 from marketplace.adapters.outbox import stage
 from marketplace.adapters.seen_messages import DatabaseSeenMessages
@@ -108,7 +108,7 @@ class Notifier:
         notices: list[Notice] = []
         notices += await self._match_notices(session, held)
         notices += [n for c in released if (n := self._release_notice(c)) is not None]
-        sent = await _existing_messages(session, [n.message_id for n in notices])
+        sent = await already_recorded(session, SecureMessageRow.message_id, [n.message_id for n in notices])
         for n in notices:
             # The id is derived from the case event, so a redelivered event finds its message sent.
             if str(n.message_id) in sent:
@@ -302,15 +302,6 @@ def _is_match_held(change: CaseStateChanged) -> bool:
     # Before the lifecycle named its events, a proposal was only a change of state.
     return change.event_type == "case.match_held" or (
         not change.event_type and change.to_state == CaseStatus.MATCH_PROPOSED.value)
-
-
-async def _existing_messages(session: AsyncSession, message_ids: Sequence[uuid.UUID | str]) -> set[str]:
-    """Which of these secure messages are already recorded (one query)."""
-    ids = sorted({str(m) for m in message_ids})
-    if not ids:
-        return set()
-    found = await session.exec(select(SecureMessageRow.message_id).where(col(SecureMessageRow.message_id).in_(ids)))
-    return set(found.all())
 
 
 def _text(value: object) -> str | None:

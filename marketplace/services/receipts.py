@@ -6,7 +6,6 @@ sender; an ACCEPTED receipt for a referral acknowledges it (`AcknowledgeReferral
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from events import Envelope, SecureReceiptDelivered, SecureReceiptSubmitted, new_envelope
 from events.envelope import stable_event_id
 from marketplace.adapters.appends import append
-from marketplace.adapters.message_orm import MessageReceiptRow, SecureMessageRow
+from marketplace.adapters.message_orm import MessageReceiptRow, SecureMessageRow, already_recorded
 from marketplace.adapters.outbox import stage
 from marketplace.lifecycle import AcknowledgeReferral, DomainError
 from marketplace.services.context import ServiceContext
@@ -54,7 +53,7 @@ class Receipts:
         message_ids = sorted({str(r.message_id) for _, _, r in checked if r.message_id})
         rows = {row.message_id: row for row in (await session.exec(select(SecureMessageRow).where(
             col(SecureMessageRow.message_id).in_(message_ids)))).all()} if message_ids else {}
-        recorded = await _recorded(session, [r.receipt_id for _, _, r in checked])
+        recorded = await already_recorded(session, MessageReceiptRow.receipt_id, [r.receipt_id for _, _, r in checked])
         for envelope, submitted, receipt in checked:
             await self._receipt(session, ctx, envelope, submitted, receipt, rows, recorded)
         await self.courier.pump(session, ctx)
@@ -126,12 +125,3 @@ class Receipts:
                 # The case moved on meanwhile (withdrawn, cancelled): the receipt stays recorded.
                 log.warning("referral.acknowledgement_refused", case_ref=row.case_ref, message_id=row.message_id,
                             reason=str(exc))
-
-
-async def _recorded(session: AsyncSession, receipt_ids: Sequence[uuid.UUID | str]) -> set[str]:
-    """Which of these receipts are already recorded (one query)."""
-    ids = sorted({str(r) for r in receipt_ids})
-    if not ids:
-        return set()
-    found = await session.exec(select(MessageReceiptRow.receipt_id).where(col(MessageReceiptRow.receipt_id).in_(ids)))
-    return set(found.all())
