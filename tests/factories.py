@@ -45,3 +45,24 @@ def market_events(run_id: str, count: int, *, requests_per_offer: int = 4, spare
                 producer=home, event_id=stable_event_id(run_id, "request", block, i))
             n += 1
         block += 1
+
+
+def unplaceable_requests(run_id: str, patients: int, *, per_request: int = 10,
+                         today: date | None = None) -> Iterator[Envelope]:
+    """Requests for `patients` patients in all, `per_request` each, spread over every care area and
+    region, that nothing can place: their price ceiling (1 SEK) is below every offer's price. They
+    stay on their care area's book, which every round must read, while other patients come and go."""
+    codes = sorted(regions())
+    areas = sorted(care_areas())
+    start = (today or datetime.now(UTC).date()) + timedelta(days=1)
+    end = start + timedelta(days=60)
+    tag = safe_token(run_id.encode(), 8)
+    for n, first in enumerate(range(0, patients, per_request)):
+        home = codes[n % len(codes)]
+        request_id = f"req-{tag}-dp-{n}"
+        yield new_envelope(RequestPublished(
+            request_id=request_id, region=home, care_area=areas[n % len(areas)], window_start=start, window_end=end,
+            max_price_sek=1,
+            patients=tuple(Patient(case_ref=f"case-{tag}-dp-{n}-{i}", waiting_since=start - timedelta(days=30))
+                           for i in range(min(per_request, patients - first)))),
+            producer=home, event_id=stable_event_id(run_id, "deep", n))
