@@ -16,15 +16,16 @@ Phases, in order:
    SQLAlchemy `after_cursor_execute` listener tallying rows per table and statement) takes a
    batch of offers, settles, then requests for them, and settles. Rows inserted, updated and
    deleted per offer and per request event, and outbox rows (each one XADD), per process, are
-   printed and handed to the same-work loop.
+   printed and handed to the same-work loop. The partition leases' renewals are left out: the
+   clock writes them, not the events.
 2. Throughput: `--events` offers and requests published as fast as the regions can (pipelined);
    events per second until the last request is matched. Same-work, then the marketplace.
 3. Latency at `--latency-rate` events per second with a deep book: first `--deep-patients`
    patients (`--per-request` a request) that nothing can place (tests/factories.unplaceable_requests:
    every care area, a price ceiling of 1 SEK, below every offer) are published and settled: for
    the marketplace, every one of them has had its `patient.not_placed` (so it is on its book and a
-   round has read it) and every consumer group is drained; for the same-work loop, its groups are
-   drained. Only then are offers and requests published at the set rate, and each request's
+   round has read it) and every consumer group has read everything (`drained`); for the same-work
+   loop, its groups have read and acked everything. Only then are offers and requests published at the set rate, and each request's
    publish-to-`match.proposed` time is taken here (XREAD of the matches stream).
 4. For reference only, not the comparison: the old bare redis-py loop (XREADGROUP + XACK, no
    database) at full rate.
