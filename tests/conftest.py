@@ -18,6 +18,8 @@ from marketplace.adapters.database import Database
 from marketplace.settings import Settings
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+# What the session logs (plain_logs); a test that turns it up puts it back to this.
+SESSION_LOG_LEVEL = "WARNING"
 
 
 def shared_path(*parts: str) -> Path:
@@ -34,7 +36,19 @@ def plain_logs() -> None:
     machine, during which the event loop stalls, reads time out and log more errors."""
     from marketplace.log_config import configure_logging
 
-    configure_logging("json", "WARNING")
+    configure_logging("json", SESSION_LOG_LEVEL)
+
+
+@pytest.fixture
+def debug_logs() -> Iterator[None]:
+    """Every log line the code writes, DEBUG up, for this test only (on stderr, as JSON lines)."""
+    from marketplace.log_config import configure_logging
+
+    configure_logging("json", "DEBUG")
+    try:
+        yield
+    finally:
+        configure_logging("json", SESSION_LOG_LEVEL)
 
 
 @pytest.fixture(scope="session")

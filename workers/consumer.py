@@ -60,6 +60,7 @@ from workers.batches import BatchProcessor, Guard, Handler
 from workers.entries import Entry, entries_as_read, entry_as_read, not_decoded, read_entry
 from workers.failures import is_transient
 from workers.groups import ensure_group
+from workers.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from faststream.redis.subscriber.usecases.basic import LogicSubscriber
@@ -184,8 +185,11 @@ class StreamConsumer:
         self._stop_event.set()
         task, self._supervisor = self._supervisor, None
         if task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, timeout=graceful_s + 1.0)
+            # asyncio.wait, not wait_for: a cancellation of the caller must go through, not be
+            # taken for the supervisor's (cancel_and_wait says why).
+            await asyncio.wait([task], timeout=graceful_s + 1.0)
+            with contextlib.suppress(Exception):  # a supervisor that failed has stopped all the same
+                await cancel_and_wait(task)
         await self._stop_subscribers()
 
     async def _supervise(self) -> None:

@@ -8,7 +8,7 @@ their own systems would.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import date
 from typing import Any
 
@@ -26,21 +26,26 @@ from events import (
     PatientNotPlaced,
     RequestWithdrawn,
     SecureMessageSubmitted,
+    SecureReceiptSubmitted,
+    Streams,
     new_envelope,
 )
 from events.envelope import parse_envelope
 from events.parties import RULE_PRODUCER_IS_CHANNEL
-from marketplace.adapters.message_orm import SecureMessageRow
+from marketplace.access import supports_selectors
+from marketplace.adapters.message_orm import MessageReceiptRow, SecureMessageRow
 from marketplace.adapters.orm import CaseRow, ClearingRoundRow, OfferRow, RejectionRow, TimelineRow
 from marketplace.adapters.outbox import DATA_FIELD
 from marketplace.adapters.party_clients import PartyClients
+from marketplace.adapters.redis_users import server_version
 from marketplace.lifecycle.timeline import verify
 from marketplace.log_config import configure_logging
 from marketplace.scenario_events import region_events
 from marketplace.services.timeline import load_timeline
 from matchers.reference import regions
 from matchers.scenario import parse_scenario
-from tests.integration.harness import marketplace, publish_raw, settle
+from tests.conftest import SESSION_LOG_LEVEL
+from tests.integration.harness import apply_access, marketplace, publish_raw, settle
 from workers.runtime import Runtime
 
 pytestmark = pytest.mark.integration
@@ -78,9 +83,12 @@ async def market(settings: Any, database: Any, redis_client: Any) -> AsyncIterat
     # the product writes them off a terminal: one JSON object each (the console renderer's rich
     # tracebacks of ~150 subscribers stopping take minutes on a busy machine).
     configure_logging("json", "INFO")
-    async with marketplace(settings, database, access=True) as runtime, \
-            PartyClients(settings.redis_url or "", runtime.credentials) as parties:
-        yield runtime, parties
+    try:
+        async with marketplace(settings, database, access=True) as runtime, \
+                PartyClients(settings.redis_url or "", runtime.credentials) as parties:
+            yield runtime, parties
+    finally:
+        configure_logging("json", SESSION_LOG_LEVEL)
 
 
 async def _send(parties: PartyClients, runtime: Runtime, party: str, *items: Any) -> None:
@@ -137,6 +145,75 @@ async def test_a_region_can_append_only_to_its_own_streams(market: Any) -> None:
     await settle(runtime)
     async with runtime.db.session() as session:
         assert (await session.get(OfferRow, "off-x1")) is not None
+
+
+ORG_01 = regions()["01"].org_number
+# The streams a role is tried on, by name.
+STREAMS: dict[str, Callable[[Streams], str]] = {
+    "ingress:01": lambda st: st.ingress("01"), "ingress:operator": lambda st: st.ingress("operator"),
+    "ingress:scheduler": lambda st: st.ingress("scheduler"), "book:cataract": lambda st: st.book("cataract"),
+    "matches": lambda st: st.matches, "cases": lambda st: st.cases, "messages": lambda st: st.messages,
+    "rejections": lambda st: st.rejections, "dead-letter": lambda st: st.dead_letter,
+    "to:01": lambda st: st.outgoing("01"), "sdk:inbox:01": lambda st: st.inbox(ORG_01),
+    "sdk:submitted:01": lambda st: st.secure_submissions("01"), "sdk:receipts:01": lambda st: st.secure_receipts("01"),
+}
+# What each role writes (README, "Who may touch what").
+OWN = {
+    "intake": ["book:cataract", "cases", "rejections", "to:01", "dead-letter"],
+    "matcher": ["matches", "cases", "rejections", "dead-letter"],
+    "notifier": ["messages", "cases", "sdk:inbox:01", "rejections", "to:01", "dead-letter"],
+    "timeline": ["rejections", "dead-letter"],
+    "scheduler": ["ingress:scheduler"],
+    "operator": ["ingress:operator"],
+}
+# Redis 6.2 has one key set per user for all its commands (README, "Redis 7 and Redis 6.2"): there the
+# server cannot refuse these; the producer check downstream refuses what lands there.
+CONSUMED_ON_62 = "Redis 6.2 has no read/write split: a role may append to the streams it consumes"
+OPERATOR_ON_62 = "Redis 6.2 has no read/write split: the operator reads, and so may append to, every stream"
+NOT_OWN = [
+    *(("intake", name, None) for name in ("matches", "messages", "sdk:inbox:01", "sdk:submitted:01",
+                                          "sdk:receipts:01")),
+    *(("intake", name, CONSUMED_ON_62) for name in ("ingress:01", "ingress:operator", "ingress:scheduler")),
+    *(("matcher", name, None) for name in ("messages", "ingress:01", "ingress:operator", "to:01", "sdk:inbox:01",
+                                           "sdk:submitted:01")),
+    ("matcher", "book:cataract", CONSUMED_ON_62),
+    *(("notifier", name, None) for name in ("matches", "book:cataract", "ingress:01", "ingress:operator")),
+    *(("notifier", name, CONSUMED_ON_62) for name in ("sdk:submitted:01", "sdk:receipts:01")),
+    *(("timeline", name, None) for name in ("ingress:01", "to:01", "sdk:inbox:01", "sdk:submitted:01")),
+    *(("timeline", name, CONSUMED_ON_62) for name in ("cases", "matches", "messages", "book:cataract")),
+    *(("scheduler", name, None) for name in ("ingress:operator", "ingress:01", "book:cataract", "cases", "matches",
+                                             "messages", "rejections", "to:01")),
+    *(("operator", name, OPERATOR_ON_62) for name in ("ingress:scheduler", "ingress:01", "book:cataract", "cases",
+                                                      "matches", "messages", "rejections", "sdk:submitted:01")),
+]
+
+
+@pytest.fixture
+async def roles(settings: Any, redis_client: Any) -> AsyncIterator[tuple[Streams, PartyClients]]:
+    """Every party's user on the server (no workers: only the server's answers are tried here)."""
+    async with PartyClients(settings.redis_url or "", await apply_access(settings)) as parties:
+        yield Streams(settings.stream_prefix), parties
+
+
+@pytest.mark.parametrize(("role", "name", "not_on_62"), [pytest.param(*case, id=f"{case[0]}-{case[1]}")
+                                                         for case in NOT_OWN])
+async def test_a_worker_role_cannot_append_to_a_stream_it_does_not_own(
+        role: str, name: str, not_on_62: str | None, roles: Any, redis_client: Any) -> None:
+    if not_on_62 and not supports_selectors(await server_version(redis_client)):
+        pytest.skip(not_on_62)
+    st, parties = roles
+    stream = STREAMS[name](st)
+    with pytest.raises(NoPermissionError):
+        await parties.client(role).xadd(stream, {DATA_FIELD: "{}"})
+    assert await redis_client.xlen(stream) == 0  # the server refused it: nothing was written
+
+
+@pytest.mark.parametrize("role", list(OWN))
+async def test_a_worker_role_appends_to_the_streams_it_owns(role: str, roles: Any, redis_client: Any) -> None:
+    st, parties = roles
+    for name in OWN[role]:
+        await parties.client(role).xadd(STREAMS[name](st), {DATA_FIELD: "{}"})
+    assert [await redis_client.xlen(STREAMS[name](st)) for name in OWN[role]] == [1] * len(OWN[role])
 
 
 async def test_a_regions_credentials_cannot_read_another_regions_stream_or_inbox(market: Any) -> None:
@@ -259,6 +336,7 @@ async def test_forged_entries_downstream_are_refused_recorded_and_never_applied(
     async with database.session() as session:
         timeline_before = len((await session.exec(select(TimelineRow).where(TimelineRow.case_ref == REF))).all())
         messages_before = len((await session.exec(select(SecureMessageRow))).all())
+        receipts_before = len((await session.exec(select(MessageReceiptRow))).all())
     forged = {
         # A clearing round straight onto a book partition, in the operator's name.
         st.book("cataract"): new_envelope(
@@ -280,6 +358,8 @@ async def test_forged_entries_downstream_are_refused_recorded_and_never_applied(
         # A sealed submission on region 25's stream, in region 01's name.
         st.secure_submissions("25"): new_envelope(SecureMessageSubmitted(case_ref=REF, sealed="AAAA"),
                                                   producer="01"),
+        # A business receipt on region 25's stream, in region 01's name: would record a receipt.
+        st.secure_receipts("25"): new_envelope(SecureReceiptSubmitted(receipt="AAAA"), producer="01"),
     }
     # A region's own credentials cannot even write there (the ACL); an admin client can (the check).
     for stream, envelope in forged.items():
@@ -292,6 +372,7 @@ async def test_forged_entries_downstream_are_refused_recorded_and_never_applied(
     # Each refused by every group that reads its stream, with a row and a log line.
     expected = {(st.book("cataract"), "matcher"), (st.matches, "timeline"), (st.cases, "notifier"),
                 (st.cases, "timeline"), (st.messages, "timeline"), (st.secure_submissions("25"), "notifier"),
+                (st.secure_receipts("25"), "notifier"),
                 # The free-capacity feed reads the books, matches and cases too, and screens them alike.
                 (st.book("cataract"), "capacity"), (st.matches, "capacity"), (st.cases, "capacity")}
     rows = set()
@@ -309,6 +390,7 @@ async def test_forged_entries_downstream_are_refused_recorded_and_never_applied(
         timeline = (await session.exec(select(TimelineRow).where(TimelineRow.case_ref == REF))).all()
         assert len(timeline) == timeline_before
         assert len((await session.exec(select(SecureMessageRow))).all()) == messages_before
+        assert len((await session.exec(select(MessageReceiptRow))).all()) == receipts_before
         assert not (await session.exec(select(TimelineRow).where(
             col(TimelineRow.event_id).in_([str(e.event_id) for e in forged.values()])))).all()
     assert (await _case(database)).state == "match_proposed"

@@ -1,12 +1,17 @@
 """A hostile or careless region's input against the real workers (Redis and the database): out of
 bounds, reused event ids, poison, identity-shaped strings. Each is refused (or dead-lettered),
-nothing of it is half-written, and the valid work around it goes on."""
+nothing of it is half-written, and the valid work around it goes on.
+
+The parties' Redis users are on (the embedded Redis 6.2, or the configured one): each worker role
+connects as its own user, and each party sends with its own credentials on its own stream."""
 
 from __future__ import annotations
 
 import json
 import re
 import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -16,7 +21,8 @@ from sqlmodel import SQLModel, select
 
 from events import ClearingRoundCompleted, ClearingRoundRequested, new_envelope
 from events.bounds import MAX_BODY_BYTES, MAX_PATIENTS, today
-from events.envelope import parse_envelope
+from events.envelope import parse_envelope, stable_event_id
+from events.parties import channel_party
 from marketplace.adapters.dead_letters import list_dead_letters
 from marketplace.adapters.orm import (
     CaseRow,
@@ -28,9 +34,14 @@ from marketplace.adapters.orm import (
     RequestRow,
 )
 from marketplace.adapters.outbox import DATA_FIELD
-from tests.integration.harness import marketplace, publish_events, settle
+from marketplace.adapters.party_clients import PartyClients
+from marketplace.parties import ingress_parties
+from matchers.reference import regions
+from tests.integration.harness import apply_access, marketplace, producer_of, publish_raw, settle
 from tests.reliability.checks import eventually
+from workers.app import ROLES
 from workers.groups import ensure_group
+from workers.runtime import Runtime
 
 pytestmark = pytest.mark.integration
 
@@ -66,6 +77,26 @@ def _request(n: int, request_id: str, case_refs: list[str], region: str = "25", 
                "window_start": START.isoformat(), "window_end": END.isoformat(),
                "patients": [{"case_ref": ref, "waiting_since": "2026-06-01"} for ref in case_refs]}
     return _envelope(n, "request.published", region, payload | changes)
+
+
+@asynccontextmanager
+async def _market(settings: Any, database: Any, roles: tuple[str, ...] = ROLES
+                  ) -> AsyncIterator[tuple[Runtime, PartyClients]]:
+    """The workers, each role as its own Redis user, and every party's own client (the test's
+    `redis_client` deletes the users afterwards)."""
+    async with marketplace(settings, database, roles, access=True) as runtime, \
+            PartyClients(settings.redis_url or "", runtime.credentials) as parties:
+        yield runtime, parties
+
+
+async def _publish(runtime: Runtime, parties: PartyClients, items: Sequence[Any]) -> None:
+    """Each item on the ingress stream of the party it names, sent with that party's credentials (or
+    region 01's, when it names no party we know), in order."""
+    known = set(ingress_parties())
+    for item in items:
+        claimed = producer_of(item)
+        party = claimed if claimed in known else "01"
+        await publish_raw(parties.client(party), runtime.streams.ingress(party), [item])
 
 
 async def _rows(database: Any, table: type[SQLModel]) -> list[Any]:
@@ -107,8 +138,8 @@ async def test_out_of_bounds_numbers_dates_and_strings_are_refused_naming_field_
     # A number JSON can write but no float can hold (Python reads it as infinity).
     bodies.append(json.dumps(_offer(14, "off-14")).replace('"price_sek": 9800', '"price_sek": 1e999'))
     good = [_offer(20, "off-20"), _request(21, "req-21", ["case-21"])]
-    async with marketplace(settings, database) as runtime:
-        await publish_events(runtime.redis, runtime.streams, [*bodies, *good])
+    async with _market(settings, database) as (runtime, parties):
+        await _publish(runtime, parties, [*bodies, *good])
         await settle(runtime)
         told = await _told(runtime.redis, runtime.streams.rejections)
         dead = await list_dead_letters(runtime.redis, runtime.streams.dead_letter)
@@ -129,9 +160,8 @@ async def test_out_of_bounds_numbers_dates_and_strings_are_refused_naming_field_
 
 async def test_a_bad_item_written_past_intake_is_left_out_and_the_round_clears_the_rest(
         settings, database, redis_client):
-    async with marketplace(settings, database) as runtime:
-        await publish_events(runtime.redis, runtime.streams,
-                          [_offer(1, "off-1"), _request(2, "req-2", ["case-2"])])
+    async with _market(settings, database) as (runtime, parties):
+        await _publish(runtime, parties, [_offer(1, "off-1"), _request(2, "req-2", ["case-2"])])
         await settle(runtime)
         # Rows no intake would take, written straight into the tables (an old version, a hand edit).
         async with database.session() as session:
@@ -146,7 +176,7 @@ async def test_a_bad_item_written_past_intake_is_left_out_and_the_round_clears_t
             await session.commit()
         clearing = new_envelope(ClearingRoundRequested(round_id="rnd-1", care_area="cataract", as_of=START),
                                 producer="operator")
-        await publish_events(runtime.redis, runtime.streams, [clearing])
+        await _publish(runtime, parties, [clearing])
         await settle(runtime, ["rnd-1"])
         completed = [parse_envelope(f[DATA_FIELD.encode()])[1] for _, f in
                      await runtime.redis.xrange(runtime.streams.matches)]
@@ -166,11 +196,11 @@ async def test_a_reused_event_id_with_other_content_is_refused_and_a_redelivery_
         settings, database, redis_client):
     first = json.dumps(_offer(1, "off-1"))
     other = json.dumps(_offer(1, "off-1", capacity=40))
-    async with marketplace(settings, database) as runtime:
-        await publish_events(runtime.redis, runtime.streams, [first])
+    async with _market(settings, database) as (runtime, parties):
+        await _publish(runtime, parties, [first])
         await settle(runtime)
         # The same bytes again (a redelivery), other content under the same id (twice), then new work.
-        await publish_events(runtime.redis, runtime.streams, [first, other, other, _offer(2, "off-2")])
+        await _publish(runtime, parties, [first, other, other, _offer(2, "off-2")])
         await settle(runtime)
         told = await _told(runtime.redis, runtime.streams.rejections)
 
@@ -200,31 +230,32 @@ POISON = {
 async def test_poison_reaches_the_dead_letters_through_reader_and_claimer_and_holds_up_nothing(
         settings, database, redis_client):
     settings = _fast(settings)
-    async with marketplace(settings, database, roles=("intake",)) as runtime:
-        stream = runtime.streams.ingress("13")  # the valid offers around the poison are region 13's
-        # Some poison is first read by a consumer that dies at once: only the claimer sees it. One
-        # transaction, so that the running reader cannot take these entries first.
+    stream = f"{settings.stream_prefix}:ingress:13"  # region 13 sends the poison and the valid offers around it
+    async with PartyClients(settings.redis_url or "", await apply_access(settings)) as parties:
+        region = parties.client("13")
+        # Some poison is first read by a consumer that dies at once, before the workers start: only
+        # the claimer sees it.
         await ensure_group(redis_client, stream, "intake")
-        async with redis_client.pipeline(transaction=True) as pipe:
-            for name in ("deep", "field_name_not_utf8", "no_data_field"):
-                pipe.xadd(stream, POISON[name])
-            pipe.xreadgroup("intake", "dead-consumer", {stream: ">"}, count=3)
-            taken = (await pipe.execute())[-1]
+        for name in ("deep", "field_name_not_utf8", "no_data_field"):
+            await region.xadd(stream, POISON[name])
+        taken = await redis_client.xreadgroup("intake", "dead-consumer", {stream: ">"}, count=3)
         assert len(taken[0][1]) == 3
-        # The rest, mixed with valid entries in the same batch, goes through the reader first.
-        async with redis_client.pipeline(transaction=False) as pipe:
-            pipe.xadd(stream, {DATA_FIELD: json.dumps(_offer(1, "off-1"))})
-            for name in ("deep_list", "body_not_utf8", "key_not_utf8", "not_json"):
-                pipe.xadd(stream, POISON[name])
-                pipe.xadd(stream, {DATA_FIELD: json.dumps(_offer(len(name), f"off-{len(name)}"))})
-            await pipe.execute()
+        async with _market(settings, database, roles=("intake",)) as (runtime, _):
+            assert runtime.streams.ingress("13") == stream
+            # The rest, mixed with valid entries in the same batch, goes through the reader first.
+            async with region.pipeline(transaction=False) as pipe:
+                pipe.xadd(stream, {DATA_FIELD: json.dumps(_offer(1, "off-1"))})
+                for name in ("deep_list", "body_not_utf8", "key_not_utf8", "not_json"):
+                    pipe.xadd(stream, POISON[name])
+                    pipe.xadd(stream, {DATA_FIELD: json.dumps(_offer(len(name), f"off-{len(name)}"))})
+                await pipe.execute()
 
-        async def all_dead() -> bool:
-            return await redis_client.xlen(runtime.streams.dead_letter) == len(POISON)
+            async def all_dead() -> bool:
+                return await redis_client.xlen(runtime.streams.dead_letter) == len(POISON)
 
-        await eventually(all_dead, 60, "every poison entry in the dead letters")
-        letters = await list_dead_letters(redis_client, runtime.streams.dead_letter)
-        pending = (await redis_client.xpending(stream, "intake"))["pending"]
+            await eventually(all_dead, 60, "every poison entry in the dead letters")
+            letters = await list_dead_letters(redis_client, runtime.streams.dead_letter)
+            pending = (await redis_client.xpending(stream, "intake"))["pending"]
 
     assert pending == 0
     assert all(letter.deliveries == 3 and letter.reason.startswith("unreadable: ") for letter in letters)
@@ -280,28 +311,62 @@ def _identity_inputs() -> list[Any]:
     return items
 
 
-async def test_identity_shaped_strings_reach_no_stream_row_or_log_line(settings, database, redis_client, capfd):
-    inputs = _identity_inputs()
+def _secure_identity_inputs() -> list[Any]:
+    """What region 25 controls on its secure-message streams (`sdk:submitted:25`, `sdk:receipts:25`):
+    identity-shaped case refs, correlation ids, and sealed bodies and receipts that are not what they
+    claim (the base64 alphabet holds a personnummer and a name)."""
+    n = iter(range(1000, 1100))
+    opaque = [f"{PNR12}AnnaAndersson", f"{PNR12}AnnaAnderssonAAA", f"{PNR}{SAMORDNING}AnnaAndersson="]
+    items: list[Any] = []
+    for bad in opaque:
+        items += [_envelope(next(n), "sdk.message.submitted", "25", {"case_ref": "case-5", "sealed": bad}),
+                  _envelope(next(n), "sdk.receipt.submitted", "25", {"receipt": bad})]
+    for bad in (f"case-{PNR}", NAME, "case-anna-andersson"):
+        items += [_envelope(next(n), "sdk.message.submitted", "25", {"case_ref": bad, "sealed": "AAAA"}),
+                  _envelope(next(n), "sdk.message.submitted", "25", {"case_ref": "case-5", "sealed": "AAAA"})
+                  | {"correlation_id": bad},
+                  _envelope(next(n), "sdk.receipt.submitted", "25", {"receipt": "AAAA"}) | {"correlation_id": bad}]
+    return items
+
+
+async def test_identity_shaped_strings_reach_no_stream_row_or_log_line(
+        settings, database, redis_client, debug_logs, capfd):
+    inputs, secure = _identity_inputs(), _secure_identity_inputs()
     good = [_offer(1, "off-20"), _request(2, "req-5", ["case-5"])]
-    async with marketplace(settings, database) as runtime:
-        await publish_events(runtime.redis, runtime.streams, good)
+    async with _market(settings, database) as (runtime, parties):
+        st = runtime.streams
+        await _publish(runtime, parties, good)
         await settle(runtime)
-        await publish_events(runtime.redis, runtime.streams, [*inputs, _offer(3, "off-21")])
+        await _publish(runtime, parties, [*inputs, _offer(3, "off-21")])
+        region = parties.client("25")
+        for item in secure:
+            target = st.secure_submissions("25") if item["type"] == "sdk.message.submitted" else \
+                st.secure_receipts("25")
+            await publish_raw(region, target, [item])
         await settle(runtime)
-        # Every stream of the marketplace but the one the regions write themselves.
         streams = [k.decode() async for k in redis_client.scan_iter(match=f"{settings.stream_prefix}:*")
                    if await redis_client.type(k) == b"stream"]
-        entries = []
+        # Every stream of the marketplace but those the parties write themselves (their ingress and
+        # secure-message streams), which hold what they sent.
+        entries: list[tuple[str, Any]] = []
+        written: list[tuple[str, Any]] = []
         for name in streams:
-            if not name.startswith(runtime.streams.ingress("")):
-                entries += [(name, fields) for _, fields in await redis_client.xrange(name)]
-        written = [f for name in streams if name.startswith(runtime.streams.ingress(""))
-                   for _, f in await redis_client.xrange(name)]
-    # The scan finds what the regions wrote (their own stream): it would find a leak.
-    shaped = sum(bool(IDENTITY.search(json.dumps(i))) for i in inputs)
-    assert shaped > 40 and sum(bool(IDENTITY.search(str(f))) for f in written) == shaped
+            rows = [(name, fields) for _, fields in await redis_client.xrange(name)]
+            (written if channel_party(st, name) is not None else entries).extend(rows)
+        inbox_25 = {str(parse_envelope(f[DATA_FIELD.encode()])[0].event_id)
+                    for _, f in await redis_client.xrange(st.inbox(regions()["25"].org_number))}
+    # The scan finds what the regions wrote (their own streams): it would find a leak.
+    shaped = sum(bool(IDENTITY.search(json.dumps(i))) for i in [*inputs, *secure])
+    assert shaped > 50 and sum(bool(IDENTITY.search(str(f))) for _, f in written) == shaped
     rejections = await _rows(database, RejectionRow)
-    assert len(rejections) == len(inputs)  # every one refused, and told
+    # Every one refused and told: at intake, or by the notifier (a submission it cannot open is
+    # answered the SDK way, with a REJECTED receipt in the submitter's inbox).
+    secure_ids = {e["event_id"] for e in secure}
+    assert len([r for r in rejections if r.event_id not in secure_ids]) == len(inputs)
+    refused_secure = {r.event_id for r in rejections if r.event_id in secure_ids}
+    answered = {e["event_id"] for e in secure
+                if str(stable_event_id("sdk.refused", e["event_id"])) in inbox_25}
+    assert refused_secure and answered and refused_secure | answered == secure_ids
     assert {o.offer_id for o in await _rows(database, OfferRow)} == {"off-20", "off-21"}
     assert [c.case_ref for c in await _rows(database, CaseRow)] == ["case-5"]
     found = []
@@ -318,16 +383,19 @@ async def test_identity_shaped_strings_reach_no_stream_row_or_log_line(settings,
                 if IDENTITY.search(text):
                     found.append((table.name, text[:200]))
     logs = capfd.readouterr()
-    for line in (logs.out + logs.err).splitlines():
+    lines = (logs.out + logs.err).splitlines()
+    for line in lines:
         if IDENTITY.search(line):
             found.append(("log", line[:200]))
     assert found == []
     assert entries and any(n.endswith(":rejections") for n, _ in entries)
+    # The scan saw DEBUG lines too (the outbox relay writes some for every batch it publishes).
+    assert any('"level": "debug"' in line for line in lines)
 
 
 async def test_a_command_on_another_regions_case_is_refused_like_one_on_no_case(settings, database, redis_client):
-    async with marketplace(settings, database) as runtime:
-        await publish_events(runtime.redis, runtime.streams, [_request(1, "req-1", ["case-1"])])
+    async with _market(settings, database) as (runtime, parties):
+        await _publish(runtime, parties, [_request(1, "req-1", ["case-1"])])
         await settle(runtime)
         foreign = _envelope(2, "case.command", "13", {"case_ref": "case-1", "command": "withdraw",
                                                       "args": {"reason": "other"}})
@@ -335,7 +403,7 @@ async def test_a_command_on_another_regions_case_is_refused_like_one_on_no_case(
                                                       "args": {"reason": "other"}})
         foreign_offer = _envelope(4, "request.withdrawn", "13", {"request_id": "req-1", "region": "13"})
         missing_offer = _envelope(5, "request.withdrawn", "13", {"request_id": "req-2", "region": "13"})
-        await publish_events(runtime.redis, runtime.streams, [foreign, missing, foreign_offer, missing_offer])
+        await _publish(runtime, parties, [foreign, missing, foreign_offer, missing_offer])
         await settle(runtime)
         told = {t.rejected_event_id: (t.field, t.rule, t.message) for t in
                 await _told(runtime.redis, runtime.streams.rejections)}
