@@ -65,12 +65,26 @@ async def list_dead_letters(redis: Any, dead_letter_stream: str, *, count: int |
 
 
 async def replay(redis: Any, dead_letter_stream: str, ids: list[str] | None = None) -> list[DeadLetter]:
-    """Put dead letters back on their streams (all of them when `ids` is None); returns those replayed."""
+    """Put dead letters back on their streams (all of them when `ids` is None); returns those replayed.
+
+    A letter leaves the dead-letter stream only after its XADD succeeded: Redis does not roll back
+    a MULTI whose XADD failed, so the two are sent one after the other. A crash between them leaves
+    the letter in both places, which is safe: every consumer skips an event id it has processed.
+    A failed resend raises `ResendFailed` naming the letter; the ones before it were resent."""
     letters = await list_dead_letters(redis, dead_letter_stream)
     wanted = letters if ids is None else [d for d in letters if d.id in set(ids)]
-    for letter in wanted:
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(letter.stream, {DATA_FIELD: letter.body})
-            pipe.xdel(dead_letter_stream, letter.id)
-            await pipe.execute()
+    for done, letter in enumerate(wanted):
+        try:
+            await redis.xadd(letter.stream, {DATA_FIELD: letter.body})
+        except Exception as exc:
+            raise ResendFailed(letter, wanted[:done], exc) from exc
+        await redis.xdel(dead_letter_stream, letter.id)
     return wanted
+
+
+class ResendFailed(Exception):
+    """A dead letter could not be put back on its stream; it stays a dead letter."""
+
+    def __init__(self, letter: DeadLetter, resent: list[DeadLetter], cause: Exception) -> None:
+        super().__init__(f"dead letter {letter.id} could not be resent to {letter.stream}: {cause}")
+        self.letter, self.resent = letter, resent

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from marketplace.adapters.dead_letters import list_dead_letters
+from marketplace.adapters.dead_letters import ResendFailed, dead_letter, list_dead_letters, replay
 from marketplace.adapters.locks import FencedLock, FencedOut, check_fence, fence
 from marketplace.adapters.orm import OfferRow, PartitionLeaseRow
 from marketplace.services import intake
@@ -143,6 +143,23 @@ async def test_a_deleted_consumer_group_is_recreated_and_work_goes_on(settings, 
         await eventually(lambda: _has(database, {e.payload["offer_id"] for e in events}), 15, "the rest")
         # The group came back at the start of the stream: the first three were read again, to no effect.
         assert len(await _offers(database)) == 6
+
+
+async def test_a_dead_letter_whose_resend_fails_stays_a_dead_letter(settings, redis_client):
+    dlq = f"{settings.stream_prefix}:dead-letters-test"
+    good, broken = f"{settings.stream_prefix}:resend-ok", f"{settings.stream_prefix}:resend-broken"
+    for stream, body in ((good, b'{"n": 1}'), (broken, b'{"n": 2}')):
+        await dead_letter(redis_client, dlq, stream=stream, group="g", entry_id="1-0", body=body,
+                          reason="test", deliveries=5, consumer="c")
+    # The broken stream's key now holds a string, so the XADD of its resend fails (WRONGTYPE).
+    await redis_client.set(broken, "not a stream")
+    with pytest.raises(ResendFailed) as failed:
+        await replay(redis_client, dlq)
+    assert [d.stream for d in failed.value.resent] == [good]
+    left = await list_dead_letters(redis_client, dlq)
+    assert [d.stream for d in left] == [broken]
+    assert [f[b"__data__"] for _, f in await redis_client.xrange(good)] == [b'{"n": 1}']
+    await redis_client.delete(dlq, good, broken)
 
 
 async def test_trimming_never_drops_an_unacknowledged_entry(settings, redis_client):

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from events import Streams
-from marketplace.adapters.dead_letters import DeadLetter, list_dead_letters, replay
+from marketplace.adapters.dead_letters import DeadLetter, ResendFailed, list_dead_letters, replay
 from marketplace.entrypoints.bootstrap import redis_server
 from marketplace.settings import Settings
 
@@ -80,7 +80,13 @@ def register(app: typer.Typer) -> None:
         settings = Settings()
         stream = Streams(settings.stream_prefix).dead_letter
         with redis_server(settings) as url:
-            done = asyncio.run(_with_redis(url, lambda r: replay(r, stream, None if all_ else list(ids or []))))
+            try:
+                done = asyncio.run(_with_redis(url, lambda r: replay(r, stream, None if all_ else list(ids or []))))
+            except ResendFailed as failed:
+                for d in failed.resent:
+                    console.print(f"replayed {d.id} -> {d.stream}")
+                console.print(f"[red]{failed}; it is still a dead letter[/red]")
+                raise typer.Exit(1) from None
         missing = set(ids or []) - {d.id for d in done}
         for d in done:
             console.print(f"replayed {d.id} -> {d.stream}")

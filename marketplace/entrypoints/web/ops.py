@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from redis.exceptions import ResponseError
 
 from events import Streams
-from marketplace.adapters.dead_letters import DeadLetter, list_dead_letters, replay
+from marketplace.adapters.dead_letters import DeadLetter, ResendFailed, list_dead_letters, replay
 from marketplace.entrypoints.api.deps import State, Who
 from marketplace.entrypoints.api.problems import Problem
 from marketplace.entrypoints.api.tokens import Caller
@@ -139,7 +139,14 @@ async def resend(st: State, who: Who, body: Annotated[ResendIn, Body()]) -> JSON
             letters = await list_dead_letters(redis, stream)
             chosen = letters if body.all else [d for d in letters if d.id in set(body.ids)]
         else:
-            chosen = await replay(redis, stream, None if body.all else list(body.ids))
+            try:
+                chosen = await replay(redis, stream, None if body.all else list(body.ids))
+            except ResendFailed as failed:
+                log.warning("ops.dead_letters_resend_failed", by=who.client_id, id=failed.letter.id,
+                            resent=[d.id for d in failed.resent])
+                raise Problem(503, "resend-failed",
+                              f"dead letter {failed.letter.id} could not be put back on {failed.letter.stream}; "
+                              f"it is still a dead letter ({len(failed.resent)} resent before it)") from failed
     found = {d.id for d in chosen}
     if not body.dry_run:
         log.info("ops.dead_letters_resent", by=who.client_id, count=len(chosen), ids=sorted(found))
