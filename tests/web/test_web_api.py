@@ -9,9 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlmodel import select
 
 from events import OfferPublished, Streams, new_envelope
 from events.identifiers import safe_token
+from marketplace.adapters.api_orm import AuditRow
 from marketplace.adapters.dead_letters import DATA_FIELD, dead_letter, list_dead_letters
 from marketplace.entrypoints.web.session import COOKIE
 from marketplace.services import api_clients
@@ -124,6 +126,25 @@ async def test_dead_letter_resend_previews_then_moves_each_entry_back_to_its_str
 
     both = await server.post("operator", "/v1/ops/dead-letters/resend", {"ids": ["1-0"], "all": True})
     assert both.status_code == 422
+
+    # An operator's write like any other: a key is required, a retry is answered from the first
+    # (nothing resent twice), and every resend is audited.
+    token = await server.token("operator")
+    keyless = await server.http.post("/v1/ops/dead-letters/resend", json={"all": True},
+                                     headers={"Authorization": f"Bearer {token}"})
+    assert keyless.status_code == 400 and keyless.json()["invalid_params"][0]["name"] == "Idempotency-Key"
+    await dead_letter(redis_client, streams.dead_letter, stream=streams.ingress("01"), group="intake",
+                      entry_id="9-0", body=bodies[0], reason="boom", deliveries=5, consumer="test")
+    first = await server.post("operator", "/v1/ops/dead-letters/resend", {"all": True}, **{"Idempotency-Key": "k-1"})
+    length = await redis_client.xlen(streams.ingress("01"))
+    again = await server.post("operator", "/v1/ops/dead-letters/resend", {"all": True}, **{"Idempotency-Key": "k-1"})
+    assert again.headers.get("Idempotent-Replayed") == "true" and again.json() == first.json()
+    assert await redis_client.xlen(streams.ingress("01")) == length
+    async with server.db.session() as session:
+        audit = (await session.exec(select(AuditRow).where(AuditRow.role == "operator"))).all()
+    done = [(a.action, a.status_code) for a in audit]
+    assert done.count(("dead_letters.resend", 200)) == 3 and ("dead_letters.preview", 200) in done
+    assert ("dead_letters.resend", 422) in done and ("dead_letters.resend", 400) in done
 
 
 async def _stream(http: httpx.AsyncClient, token: str, **params: Any) -> list[dict[str, Any]]:

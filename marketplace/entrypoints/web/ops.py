@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import redis.asyncio as aioredis
 import structlog
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from redis.exceptions import ResponseError
@@ -24,7 +24,9 @@ from events import Streams
 from marketplace.adapters.dead_letters import DeadLetter, ResendFailed, list_dead_letters, replay
 from marketplace.entrypoints.api.deps import State, Who
 from marketplace.entrypoints.api.problems import Problem
+from marketplace.entrypoints.api.routes.common import IdempotencyKey
 from marketplace.entrypoints.api.tokens import Caller
+from marketplace.entrypoints.api.writes import Outcome, idempotent
 from marketplace.entrypoints.web.public import today_of
 from marketplace.parties import ingress_parties
 from marketplace.services import market_views
@@ -128,31 +130,39 @@ class ResendIn(BaseModel):
 
 
 @router.post("/ops/dead-letters/resend", summary="Resend dead letters to their original streams (or preview)")
-async def resend(st: State, who: Who, body: Annotated[ResendIn, Body()]) -> JSONResponse:
-    operator_only(who)
-    if body.all == bool(body.ids):
-        raise Problem(422, "invalid-request", "ids: name the dead letters to resend, or set all (not both)",
-                      invalid_params=[{"name": "ids", "rule": "ids_xor_all", "reason": "name ids or set all"}])
-    stream = Streams(st.settings.stream_prefix).dead_letter
-    async with admin_redis(st) as redis:
-        if body.dry_run:
-            letters = await list_dead_letters(redis, stream)
-            chosen = letters if body.all else [d for d in letters if d.id in set(body.ids)]
-        else:
-            try:
-                chosen = await replay(redis, stream, None if body.all else list(body.ids))
-            except ResendFailed as failed:
-                log.warning("ops.dead_letters_resend_failed", by=who.client_id, id=failed.letter.id,
-                            resent=[d.id for d in failed.resent])
-                raise Problem(503, "resend-failed",
-                              f"dead letter {failed.letter.id} could not be put back on {failed.letter.stream}; "
-                              f"it is still a dead letter ({len(failed.resent)} resent before it)") from failed
-    found = {d.id for d in chosen}
-    if not body.dry_run:
-        log.info("ops.dead_letters_resent", by=who.client_id, count=len(chosen), ids=sorted(found))
-    return JSONResponse({"dry_run": body.dry_run, "resent" if not body.dry_run else "would_resend":
-                         [{"id": d.id, "stream": d.stream, "type": _summary(d)["type"]} for d in chosen],
-                         "missing": sorted(set(body.ids) - found)}, headers=_NO_STORE)
+async def resend(request: Request, st: State, who: Who, body: Annotated[ResendIn, Body()],
+                 idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    """An operator's write like any other: an Idempotency-Key (a retried resend is answered from the
+    first, never resent twice) and an audit row, refused or not."""
+
+    async def work() -> Outcome:
+        if body.all == bool(body.ids):
+            raise Problem(422, "invalid-request", "ids: name the dead letters to resend, or set all (not both)",
+                          invalid_params=[{"name": "ids", "rule": "ids_xor_all", "reason": "name ids or set all"}])
+        stream = Streams(st.settings.stream_prefix).dead_letter
+        async with admin_redis(st) as redis:
+            if body.dry_run:
+                letters = await list_dead_letters(redis, stream)
+                chosen = letters if body.all else [d for d in letters if d.id in set(body.ids)]
+            else:
+                try:
+                    chosen = await replay(redis, stream, None if body.all else list(body.ids))
+                except ResendFailed as failed:
+                    log.warning("ops.dead_letters_resend_failed", by=who.client_id, id=failed.letter.id,
+                                resent=[d.id for d in failed.resent])
+                    raise Problem(503, "resend-failed",
+                                  f"dead letter {failed.letter.id} could not be put back on {failed.letter.stream}; "
+                                  f"it is still a dead letter ({len(failed.resent)} resent before it)") from failed
+        found = {d.id for d in chosen}
+        if not body.dry_run:
+            log.info("ops.dead_letters_resent", by=who.client_id, count=len(chosen), ids=sorted(found))
+        return Outcome(200, {"dry_run": body.dry_run, "resent" if not body.dry_run else "would_resend":
+                             [{"id": d.id, "stream": d.stream, "type": _summary(d)["type"]} for d in chosen],
+                             "missing": sorted(set(body.ids) - found)}, dict(_NO_STORE))
+
+    return await idempotent(st, request, who, idempotency_key, body,
+                            action="dead_letters.preview" if body.dry_run else "dead_letters.resend",
+                            target=None, work=work, guard=lambda: operator_only(who))
 
 
 @router.get("/ops/book", summary="The book per care area, held slots and the worklists")

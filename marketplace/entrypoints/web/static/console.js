@@ -89,7 +89,8 @@
     const node = $("dlq-status");
     if (!all && !ids.length) { status(node, "select dead letters first", "warn"); return; }
     try {
-      const { data } = await call("POST", "/v1/ops/dead-letters/resend", { ids: all ? [] : ids, all: !!all, dry_run: dryRun });
+      const { data } = await call("POST", "/v1/ops/dead-letters/resend", { ids: all ? [] : ids, all: !!all, dry_run: dryRun },
+        { "Idempotency-Key": NVF.uuid() });
       const list = data.dry_run ? data.would_resend : data.resent;
       const box = $("dlq-preview-box");
       if (dryRun) {
