@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import case, update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -21,6 +21,7 @@ from marketplace.adapters.appends import append
 from marketplace.adapters.orm import MatchRow, OfferRow
 
 MATCHES = MatchRow.__table__  # type: ignore[attr-defined]
+OFFERS = OfferRow.__table__  # type: ignore[attr-defined]
 # A match whose hold is still open; once answered or let go its status says how.
 OPEN_MATCH = ("proposed", "accepted")
 
@@ -30,12 +31,19 @@ class CapacityGone(RuntimeError):
 
 
 async def take(session: AsyncSession, taken: Mapping[str, int]) -> None:
-    """Take `taken[offer_id]` slots of each offer, or raise CapacityGone (nothing of it then commits)."""
-    for offer_id, count in taken.items():
-        taking = (update(OfferRow).where(col(OfferRow.offer_id) == offer_id, col(OfferRow.remaining) >= count)
-                  .values(remaining=col(OfferRow.remaining) - count).execution_options(synchronize_session=False))
-        if (await session.exec(taking)).rowcount != 1:
-            raise CapacityGone(f"offer {offer_id}: fewer than {count} slots left; the round is not recorded")
+    """Take `taken[offer_id]` slots of each offer, or raise CapacityGone (nothing of it then commits).
+
+    One statement for all the offers: each row is changed only when it still has its count left,
+    so fewer rows changed than offers named means another writer got there first."""
+    if not taken:
+        return
+    o = OFFERS.c
+    count = case(dict(taken), value=o.offer_id)
+    taking = (update(OFFERS).where(o.offer_id.in_(list(taken)), o.remaining >= count)
+              .values(remaining=o.remaining - count))
+    if (await (await session.connection()).execute(taking)).rowcount != len(taken):
+        raise CapacityGone(f"offers {sorted(taken)}: one has fewer slots left than the round took; "
+                           "the round is not recorded")
 
 
 def propose(session: AsyncSession, match: MatchProposed, at: datetime) -> None:

@@ -1,8 +1,10 @@
 """A clearing round of one care area's book, as the matcher worker runs it.
 
-The open book is read from the database (offers with capacity left, cases on the book), cleared
-by the pure solver, and the outcome (holds, capacity taken, case states, events) is written in the
-caller's transaction. One matcher per care area at a time writes here, so a slot is never held twice.
+Read, decide, write: the open book is read once (adapters/book.py: offers with capacity left,
+cases on the book, their requests; and the agreements in force), cleared by the pure solver, the
+matches decided by the pure lifecycle (`decide_round`, an `Outcome` of plain values), and that
+outcome (holds, capacity taken, case states, events) written once in the caller's transaction.
+One matcher per care area at a time writes here, so a slot is never held twice.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy import select as core_select
-from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from events import (
@@ -32,43 +32,51 @@ from events import (
 from events.bounds import MAX_CAPACITY, MAX_PRICE_SEK, MAX_TRAVEL_KM, date_window
 from events.envelope import stable_event_id
 from events.identifiers import is_identifier, safe_token
-from marketplace.adapters import slots
-from marketplace.adapters.appends import append
-from marketplace.adapters.orm import (
-    CaseRow,
-    ClearingRoundRow,
-    OfferRow,
-    PlacementRow,
-    RequestRow,
-)
+from marketplace.adapters import book, slots
+from marketplace.adapters.orm import ClearingRoundRow
 from marketplace.adapters.outbox import stage
 from marketplace.lifecycle import Command, ProposeMatch
 from marketplace.lifecycle.states import CaseStatus
 from marketplace.services.agreements import in_force
 from marketplace.services.context import ServiceContext
 from marketplace.services.inbound import trusted_events, unprocessed
-from marketplace.services.lifecycle import CaseLedger
+from marketplace.services.lifecycle import CaseLedger, Step, snapshot_values, touched
 from matchers.allocation import Allocation
 from matchers.clearing import clear
 from matchers.geo import ancillary_split
-from matchers.model import Offer, Patient, Request, Scenario
+from matchers.model import Agreement, Offer, Patient, Request, Scenario
 from matchers.reference import default_tariff, regions
 
 CONSUMER = "matcher"
-OFFERS = OfferRow.__table__  # type: ignore[attr-defined]
-PLACEMENTS = PlacementRow.__table__  # type: ignore[attr-defined]
 log = structlog.get_logger(__name__)
 
 
 @dataclass
 class OpenBook:
-    """The open book of a care area as the solver sees it, with the rows of its cases (kept here
-    because the session holds them only weakly, and the round writes to them). `left_out` counts,
-    per rule, the items the round could not use."""
+    """The open book of a care area as the solver sees it, with the reason each of its cases was
+    last left unplaced (None: it was not). `left_out` counts, per rule, the items the round could
+    not use."""
 
     scenario: Scenario
-    cases: dict[str, CaseRow]
+    last_reasons: dict[str, str | None]
     left_out: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """What a round decided, as plain values, before anything of it is written: each patient's
+    placement, the matches proposed (with the lifecycle's steps for their cases), the slots taken
+    of each offer, the cases' new columns and the round's own events, in the order they are staged."""
+
+    placements: list[dict[str, Any]]
+    matches: list[MatchProposed]
+    steps: list[Step]
+    taken: dict[str, int]
+    cases: dict[str, dict[str, Any]]
+    reasons: dict[str, dict[str, Any]]
+    not_placed: list[PatientNotPlaced]
+    completed: ClearingRoundCompleted
+    summary: ClearingRoundRow
 
 
 def _bad_number(value: Any, low: float, high: float) -> bool:
@@ -97,7 +105,7 @@ def _unusable_offer(r: Any) -> str | None:
     return None
 
 
-def _unusable_request(r: RequestRow) -> str | None:
+def _unusable_request(r: Any) -> str | None:
     if not is_identifier(r.request_id):
         return "request_id"
     if _bad_date(r.window_start) or _bad_date(r.window_end) or r.window_end < r.window_start:
@@ -112,7 +120,7 @@ def _unusable_request(r: RequestRow) -> str | None:
     return None
 
 
-def _unusable_case(c: CaseRow) -> str | None:
+def _unusable_case(c: Any) -> str | None:
     if not is_identifier(c.case_ref):
         return "case_ref"
     if _bad_date(c.waiting_since):
@@ -130,45 +138,38 @@ def _leave_out(left_out: dict[str, int], kind: str, ident: Any, rule: str, care_
     log.warning("clearing.item_left_out", care_area=care_area, kind=kind, id=shown, rule=rule)
 
 
-async def load_book(session: AsyncSession, care_area: str, as_of: date) -> OpenBook:
-    # Plain rows: every open offer of the area is read each round, and none is changed through them.
-    o = OFFERS.c
-    connection = await session.connection()
-    offers = (await connection.execute(
-        core_select(o.offer_id, o.region, o.unit_hsa_id, o.care_area, o.remaining, o.window_start, o.window_end,
-                    o.price_sek)
-        .where(o.care_area == care_area, o.status == "open", o.remaining > 0).order_by(o.offer_id))).all()
+async def read_book(session: AsyncSession, care_area: str, as_of: date) -> OpenBook:
+    """The round's first read: the open book of `care_area`, with the agreements in force `as_of`."""
+    rows = await book.read(session, care_area, CaseStatus.ON_BOOK.value)
+    # Only agreements registered and inside their validity on the round's day count ("requires
+    # agreement"): one that ended on or before it no longer allows a match.
+    return open_book(rows, await in_force(session, care_area, as_of), care_area, as_of)
+
+
+def open_book(rows: book.BookRows, agreements: tuple[Agreement, ...], care_area: str, as_of: date) -> OpenBook:
+    """The solver's view of the stored book, without the items it could not use."""
     left_out: dict[str, int] = {}
-    usable_offers = []
-    for offer in offers:
+    offers = []
+    for offer in rows.offers:
         if (rule := _unusable_offer(offer)) is not None:
             _leave_out(left_out, "offer", offer.offer_id, rule, care_area)
         else:
-            usable_offers.append(offer)
-    offers = usable_offers
-    on_book = select(CaseRow).where(CaseRow.care_area == care_area, CaseRow.state == CaseStatus.ON_BOOK.value)
+            offers.append(offer)
     cases = []
-    for case in (await session.exec(on_book.order_by(col(CaseRow.case_ref)))).all():
+    for case in rows.cases:
         if (rule := _unusable_case(case)) is not None:
             _leave_out(left_out, "case", case.case_ref, rule, care_area)
         else:
             cases.append(case)
-    # Only the requests with a patient still on the book: the others are settled and would only
-    # make every round slower than the last.
-    requests = (await session.exec(
-        select(RequestRow).where(col(RequestRow.request_id).in_({c.request_id for c in cases}),
-                                 RequestRow.status == "open")
-        .order_by(col(RequestRow.request_id)))).all() if cases else []
-    usable_requests = []
-    for request in requests:
+    wanted = {c.request_id for c in cases}
+    requests = []
+    for request in rows.requests:
+        if request.request_id not in wanted:
+            continue  # only its unusable cases are on the book
         if (rule := _unusable_request(request)) is not None:
             _leave_out(left_out, "request", request.request_id, rule, care_area)
         else:
-            usable_requests.append(request)
-    requests = usable_requests
-    # Only agreements registered and inside their validity on the round's day count ("requires
-    # agreement"): one that ended on or before it no longer allows a match.
-    agreements = await in_force(session, care_area, as_of)
+            requests.append(request)
     by_request: dict[str, list[Patient]] = {}
     for case in cases:
         by_request.setdefault(case.request_id, []).append(
@@ -186,8 +187,8 @@ async def load_book(session: AsyncSession, care_area: str, as_of: date) -> OpenB
             for r in requests if r.request_id in by_request
         ),
     )
-    kept = {c.case_ref: c for c in cases if c.request_id in {r.request_id for r in requests}}
-    return OpenBook(scenario, kept, left_out)
+    kept = {r.request_id for r in requests}
+    return OpenBook(scenario, {c.case_ref: c.last_reason for c in cases if c.request_id in kept}, left_out)
 
 
 async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext,
@@ -215,9 +216,7 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
 async def run_continuous_round(session: AsyncSession, ctx: ServiceContext, care_area: str, as_of: date,
                                policy: str) -> str | None:
     """The auto-clearer's round of `care_area` if any case waits on its book; its round id, or None."""
-    waiting = (await session.exec(select(func.count()).select_from(CaseRow).where(
-        col(CaseRow.care_area) == care_area, col(CaseRow.state) == CaseStatus.ON_BOOK.value))).one()
-    if not waiting:
+    if not await book.cases_waiting(session, care_area, CaseStatus.ON_BOOK.value):
         return None
     round_id = f"rnd-{safe_token(uuid.uuid4().bytes, 16)}"
     cmd = ClearingRoundRequested(round_id=round_id, care_area=care_area, as_of=as_of, policy=policy)
@@ -233,72 +232,66 @@ async def run_round(session: AsyncSession, envelope: Envelope, cmd: ClearingRoun
     auto-clearer's, many a second) records the placements, but a patient left unplaced only when
     the reason changed: the same "not placed" every few milliseconds would tell nobody anything
     and would grow the case's timeline without end.
+
+    Read, decide, write: the book is read once, and after the solve the timelines of the cases it
+    placed (known only then); the solver and the lifecycle decide without I/O; what they decided
+    is written once, at the end, so on SQLite the write lock is held only that long.
     """
-    if await session.get(ClearingRoundRow, cmd.round_id) is not None:
+    if await book.round_recorded(session, cmd.round_id):
         return None
     started = time.perf_counter()
-    # Read everything first and write at the end: on SQLite the write lock is held only that long.
     with session.no_autoflush:
-        book = await load_book(session, cmd.care_area, cmd.as_of)
-        allocation = clear(book.scenario, cmd.policy)
+        open_ = await read_book(session, cmd.care_area, cmd.as_of)
+        allocation = clear(open_.scenario, cmd.policy)
         ledger = CaseLedger(session, ctx)
-        ledger.adopt(book.cases.values())  # read with the book: not read again
-        await ledger.load(p.case_ref for p in allocation.placements if p.offer_id is not None)
-        summary = await _record(session, envelope, cmd, ctx, book, allocation, ledger, continuous=continuous)
-    summary.seconds = time.perf_counter() - started
-    session.add(summary)
+        # The snapshots are written here, from the states, so the ledger reads the timelines only.
+        await ledger.load((p.case_ref for p in allocation.placements if p.offer_id is not None), rows=False)
+        outcome = decide_round(cmd, open_, allocation, ledger, ctx, continuous=continuous)
+        await _write(session, envelope, cmd, ctx, outcome, ledger)
+    outcome.summary.seconds = time.perf_counter() - started
     log.info("clearing.completed", round_id=cmd.round_id, care_area=cmd.care_area,
-             patients=allocation.patients, placed=allocation.placed, seconds=round(summary.seconds, 3))
-    return summary
+             patients=allocation.patients, placed=allocation.placed, seconds=round(outcome.summary.seconds, 3))
+    return outcome.summary
 
 
-async def _record(session: AsyncSession, envelope: Envelope, cmd: ClearingRoundRequested, ctx: ServiceContext,
-                  book: OpenBook, allocation: Allocation, ledger: CaseLedger, *,
-                  continuous: bool) -> ClearingRoundRow:
-    """Write what the round decided: holds, capacity taken, case states, and the events."""
-    streams = ctx.streams
-    requests = {r.request_id: r for r in book.scenario.requests}
-    offers = {o.offer_id: o for o in book.scenario.offers}
-    cases = book.cases
+def decide_round(cmd: ClearingRoundRequested, open_: OpenBook, allocation: Allocation, ledger: CaseLedger,
+                 ctx: ServiceContext, *, continuous: bool) -> Outcome:
+    """What the round's allocation means for the book, its cases and the bus (no I/O: the cases
+    placed are loaded in `ledger`). Raises the lifecycle's DomainError when it refuses a match."""
+    requests = {r.request_id: r for r in open_.scenario.requests}
+    offers = {o.offer_id: o for o in open_.scenario.offers}
+    now = ctx.clock()
+    tariff = default_tariff()
+    placements: list[dict[str, Any]] = []
     taken: dict[str, int] = {}
     proposals: list[Command] = []
     matches: list[MatchProposed] = []
-    corr = envelope.correlation_id
-    tariff = default_tariff()
-
-    def emit(payload: MatchProposed | PatientNotPlaced | ClearingRoundCompleted,
-             stream: str, *key: object) -> None:
-        stage(session, new_envelope(payload, producer=CONSUMER, correlation_id=corr,
-                                    event_id=stable_event_id(cmd.round_id, *key)), stream)
-
+    reasons: dict[str, dict[str, Any]] = {}
+    not_placed: list[PatientNotPlaced] = []
     for p in allocation.placements:
         request = requests[p.request_id]
-        case = cases[p.case_ref]
-        if continuous and p.offer_id is None and case.last_reason == p.reason:
+        last_reason = open_.last_reasons[p.case_ref]
+        if continuous and p.offer_id is None and last_reason == p.reason:
             continue
-        append(session, PLACEMENTS, {"round_id": cmd.round_id, "case_ref": p.case_ref, "request_id": p.request_id,
-                                     "offer_id": p.offer_id, "reason": p.reason, "cost_sek": p.cost_sek,
-                                     "distance_km": p.distance_km, "wait_days": p.wait_days})
+        placements.append({"round_id": cmd.round_id, "case_ref": p.case_ref, "request_id": p.request_id,
+                           "offer_id": p.offer_id, "reason": p.reason, "cost_sek": p.cost_sek,
+                           "distance_km": p.distance_km, "wait_days": p.wait_days})
         if p.offer_id is None:
-            case.last_reason = p.reason
-            session.add(case)
-            emit(PatientNotPlaced(round_id=cmd.round_id, case_ref=p.case_ref, request_id=p.request_id,
-                                  care_area=cmd.care_area, requesting_region=request.region,
-                                  reason=p.reason or "capacity_exhausted"),
-                 streams.matches, "not_placed", p.case_ref)
+            if last_reason != p.reason:
+                reasons[p.case_ref] = {"last_reason": p.reason}
+            not_placed.append(PatientNotPlaced(round_id=cmd.round_id, case_ref=p.case_ref, request_id=p.request_id,
+                                               care_area=cmd.care_area, requesting_region=request.region,
+                                               reason=p.reason or "capacity_exhausted"))
             continue
         offer = offers[p.offer_id]
         taken[offer.offer_id] = taken.get(offer.offer_id, 0) + 1
         match_id = str(stable_event_id("match", cmd.round_id, p.case_ref))
-        match = MatchProposed(
+        matches.append(MatchProposed(
             match_id=match_id, round_id=cmd.round_id, case_ref=p.case_ref, request_id=p.request_id,
             offer_id=offer.offer_id, care_area=cmd.care_area, requesting_region=request.region,
             providing_region=offer.region, unit_hsa_id=offer.unit_hsa_id, price_sek=offer.price_sek,
             ancillary_cost_sek=p.ancillary_cost_sek, distance_km=p.distance_km, wait_days=p.wait_days,
-        )
-        slots.propose(session, match, ctx.clock())
-        case.last_reason = None
-        session.add(case)
+        ))
         travel, stay = ancillary_split(p.ancillary_cost_sek, p.distance_km, tariff)
         proposals.append(ProposeMatch(
             p.case_ref, match_id=match_id, offer_id=offer.offer_id, providing_region=offer.region,
@@ -306,19 +299,43 @@ async def _record(session: AsyncSession, envelope: Envelope, cmd: ClearingRoundR
             travel_sek=travel, accommodation_sek=stay,
             distance_km=p.distance_km, command_id=stable_event_id(cmd.round_id, "propose", p.case_ref),
         ))
-        matches.append(match)
-    await ledger.apply_all(proposals, correlation_id=corr, producer=CONSUMER)
-    for match in matches:
-        emit(match, streams.matches, "match", match.case_ref)
+    steps = ledger.decide_all(proposals)
+    return Outcome(
+        placements=placements, matches=matches, steps=steps, taken=taken,
+        cases={state.case_ref: {**snapshot_values(state, ctx), "last_reason": None} for state in touched(steps)},
+        reasons=reasons, not_placed=not_placed,
+        completed=ClearingRoundCompleted(round_id=cmd.round_id, care_area=cmd.care_area, as_of=cmd.as_of,
+                                         patients=allocation.patients, placed=allocation.placed,
+                                         wait_days=allocation.wait_days, cost_sek=allocation.total_cost_sek,
+                                         left_out=open_.left_out),
+        summary=ClearingRoundRow(round_id=cmd.round_id, care_area=cmd.care_area, as_of=cmd.as_of,
+                                 policy=cmd.policy, patients=allocation.patients, placed=allocation.placed,
+                                 wait_days=allocation.wait_days, cost_sek=allocation.total_cost_sek, seconds=0.0,
+                                 completed_at=now),
+    )
 
-    await slots.take(session, taken)
 
-    emit(ClearingRoundCompleted(round_id=cmd.round_id, care_area=cmd.care_area, as_of=cmd.as_of,
-                                patients=allocation.patients, placed=allocation.placed,
-                                wait_days=allocation.wait_days, cost_sek=allocation.total_cost_sek,
-                                left_out=book.left_out),
-         streams.matches, "completed")
-    return ClearingRoundRow(
-        round_id=cmd.round_id, care_area=cmd.care_area, as_of=cmd.as_of, policy=cmd.policy,
-        patients=allocation.patients, placed=allocation.placed, wait_days=allocation.wait_days,
-        cost_sek=allocation.total_cost_sek, seconds=0.0, completed_at=ctx.clock())
+async def _write(session: AsyncSession, envelope: Envelope, cmd: ClearingRoundRequested, ctx: ServiceContext,
+                 outcome: Outcome, ledger: CaseLedger) -> None:
+    """Write what the round decided. Capacity first (it may find another writer took it: then
+    nothing of the round is written) and the cases' columns now; the rest is appended and written
+    in bulk at the commit, the outbox in the order staged here."""
+    await slots.take(session, outcome.taken)
+    await book.update_cases(session, outcome.cases)
+    await book.update_cases(session, outcome.reasons)
+    book.place(session, outcome.placements)
+    now = ctx.clock()
+    for match in outcome.matches:
+        slots.propose(session, match, now)
+
+    def emit(payload: MatchProposed | PatientNotPlaced | ClearingRoundCompleted, *key: object) -> None:
+        stage(session, new_envelope(payload, producer=CONSUMER, correlation_id=envelope.correlation_id,
+                                    event_id=stable_event_id(cmd.round_id, *key)), ctx.streams.matches)
+
+    for not_placed in outcome.not_placed:
+        emit(not_placed, "not_placed", not_placed.case_ref)
+    await ledger.record(outcome.steps, correlation_id=envelope.correlation_id, producer=CONSUMER)
+    for match in outcome.matches:
+        emit(match, "match", match.case_ref)
+    emit(outcome.completed, "completed")
+    session.add(outcome.summary)

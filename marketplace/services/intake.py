@@ -143,16 +143,14 @@ class _Known:
         requests = [p for p in payloads if isinstance(p, RequestPublished)]
         request_ids = [r.request_id for r in requests]
         refs = [patient.case_ref for r in requests for patient in r.patients]
-        known = cls(
+        await ledger.load(refs)  # their snapshots with them: which cases exist is read once
+        return cls(
             offers=set((await session.exec(select(OfferRow.offer_id).where(
                 col(OfferRow.offer_id).in_(offer_ids)))).all()) if offer_ids else set(),
             requests=set((await session.exec(select(RequestRow.request_id).where(
                 col(RequestRow.request_id).in_(request_ids)))).all()) if request_ids else set(),
-            cases=set((await session.exec(select(CaseRow.case_ref).where(
-                col(CaseRow.case_ref).in_(refs)))).all()) if refs else set(),
+            cases={ref for ref in refs if ref in ledger.rows},
         )
-        await ledger.load(refs)
-        return known
 
 
 async def _publish(session: AsyncSession, ledger: CaseLedger, known: _Known, envelope: Envelope,
@@ -288,6 +286,7 @@ async def _withdraw_request(session: AsyncSession, ledger: CaseLedger, envelope:
     if cmd.case_refs is None:
         request.status = "withdrawn"
         session.add(request)
+    ledger.adopt(cases.values())  # read just now: the ledger need not read them again
     await ledger.load(wanted)
     for ref in wanted:
         state = ledger.states[ref]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -63,8 +63,10 @@ class CaseLedger:
         self._new: dict[str, dict[str, Any]] = {}
         self._written: set[str] = set()
 
-    async def load(self, case_refs: Iterable[str]) -> None:
-        """Read the timelines and snapshots of `case_refs`, all of them in two queries."""
+    async def load(self, case_refs: Iterable[str], *, rows: bool = True) -> None:
+        """Read the timelines and snapshots of `case_refs`, all of them in two queries (the
+        timelines alone with `rows=False`, for a caller that writes the snapshots itself from
+        `snapshot_values`: `apply` must then not be used on those cases)."""
         refs = [r for r in set(case_refs) if r not in self.states]
         if not refs:
             return
@@ -73,7 +75,7 @@ class CaseLedger:
             if row.event_type in EVENT_TYPES:
                 entries[row.case_ref].append(to_entry(row))
         unread = [r for r in refs if r not in self.rows]
-        if unread:
+        if rows and unread:
             snapshots = await self.session.exec(select(CaseRow).where(col(CaseRow.case_ref).in_(unread)))
             self.adopt(snapshots.all())
         for ref in refs:
@@ -99,26 +101,37 @@ class CaseLedger:
         """`apply` each command in turn, each against its case as the ones before it left it. All
         are decided before anything is recorded (a refused one leaves nothing behind); the snapshot
         of every case touched is written once, at the end."""
+        commands = list(commands)
+        await self.load(command.case_ref for command in commands)
+        steps = self.decide_all(commands)
+        await self.record(steps, correlation_id=correlation_id, producer=producer)
+        for state in touched(steps):
+            await self._snapshot(state)
+        return [step.event for step in steps]
+
+    def decide_all(self, commands: Iterable[Command]) -> list[Step]:
+        """What the rules make of `commands` on the loaded cases, each against its case as the ones
+        before it left it; nothing is recorded. Raises `DomainError` as `apply` does."""
         states: dict[str, CaseState | None] = {}
-        steps: list[tuple[CaseState | None, CaseState, CaseEvent]] = []
+        steps: list[Step] = []
         for command in commands:
             ref = command.case_ref
-            state = states[ref] if ref in states else await self.state(ref)
+            state = states[ref] if ref in states else self.states[ref]  # loaded (KeyError: it was not)
             for event in decide(state, command, self.ctx.clock(), self.ctx.policy):
                 previous, state = state, evolve(state, event)
-                steps.append((previous, state, event))
+                steps.append(Step(previous, state, event))
             states[ref] = state
+        return steps
+
+    async def record(self, steps: Iterable[Step], *, correlation_id: str, producer: str) -> None:
+        """The decided `steps` on the timelines, the bus and the book (not the cases' snapshots)."""
         for previous, state, event in steps:
             self.timeline.add(state.case_ref, event.event_id, event.TYPE, event.occurred_at, event_payload(event))
             stage(self.session, new_envelope(_mirror(previous, state, event), producer=producer,
                                              correlation_id=correlation_id, event_id=event.event_id),
                   self.ctx.streams.cases)
             await self._book_consequences(event)
-        touched = {state.case_ref: state for _, state, _ in steps}
-        for state in touched.values():
             self.states[state.case_ref] = state
-            await self._snapshot(state)
-        return [event for _, _, event in steps]
 
     async def _book_consequences(self, event: CaseEvent) -> None:
         if isinstance(event, HoldReleased):
@@ -128,15 +141,7 @@ class CaseLedger:
 
     async def _snapshot(self, state: CaseState) -> None:
         row = self.rows.get(state.case_ref)  # every case applied to was loaded, its row with it
-        due = next_deadline(state, self.ctx.policy)
-        values: dict[str, Any] = {
-            "state": state.status.value, "version": state.version, "excluded_offers": sorted(state.excluded_offer_ids),
-            "current_match_id": state.match.match_id if state.match is not None and state.slot_reserved else None,
-            # In UTC: SQLite keeps a timestamp's wall time and drops its zone, and sweeps compare in UTC.
-            "guarantee_date": state.guarantee_date,
-            "next_deadline_at": due.due_at.astimezone(UTC) if due is not None else None,
-            "updated_at": self.ctx.clock(),
-        }
+        values = snapshot_values(state, self.ctx)
         ref = state.case_ref
         if row is None and ref in self._new:
             self._new[ref].update(values)  # created in this transaction and not written yet
@@ -161,6 +166,32 @@ class CaseLedger:
         rows, self._new = list(self._new.values()), {}
         self._written.update(row["case_ref"] for row in rows)
         return rows
+
+
+class Step(NamedTuple):
+    """One decided event, with its case's state before and after it."""
+
+    previous: CaseState | None
+    state: CaseState
+    event: CaseEvent
+
+
+def touched(steps: Iterable[Step]) -> list[CaseState]:
+    """Each case's state after the last of `steps` on it, in the order the cases were first touched."""
+    return list({step.state.case_ref: step.state for step in steps}.values())
+
+
+def snapshot_values(state: CaseState, ctx: ServiceContext) -> dict[str, Any]:
+    """The columns of a case's `cases` row that its state decides (the queryable snapshot)."""
+    due = next_deadline(state, ctx.policy)
+    return {
+        "state": state.status.value, "version": state.version, "excluded_offers": sorted(state.excluded_offer_ids),
+        "current_match_id": state.match.match_id if state.match is not None and state.slot_reserved else None,
+        # In UTC: SQLite keeps a timestamp's wall time and drops its zone, and sweeps compare in UTC.
+        "guarantee_date": state.guarantee_date,
+        "next_deadline_at": due.due_at.astimezone(UTC) if due is not None else None,
+        "updated_at": ctx.clock(),
+    }
 
 
 def _mirror(before: CaseState | None, after: CaseState, event: CaseEvent) -> CaseStateChanged:

@@ -49,7 +49,7 @@ from marketplace.services.context import ServiceContext
 from marketplace.services.delivery import Courier, OutboxDelivery, b64
 from marketplace.services.directory import MARKETPLACE_ORG, Federation, UnknownUnit
 from marketplace.services.inbound import fresh_events, party_events
-from marketplace.services.lifecycle import apply_command, load_case
+from marketplace.services.lifecycle import CaseLedger
 from notifiers import crypto
 from notifiers.address_book import AddressBook, OrganisationEntry
 from notifiers.envelope import SealedMessage, compose, verify_message
@@ -185,12 +185,16 @@ class Notifier:
     # --- submissions: the parties' sealed messages --------------------------------------------
 
     async def on_submissions(self, session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> None:
-        for envelope, payload in await party_events(session, items, ctx, SecureMessageSubmitted, CONSUMER):
+        submissions = await party_events(session, items, ctx, SecureMessageSubmitted, CONSUMER)
+        # The batch's cases are read once, and a referral's command decided on the state read.
+        ledger = CaseLedger(session, ctx)
+        await ledger.load(p.case_ref for _, p in submissions if isinstance(p, SecureMessageSubmitted))
+        for envelope, payload in submissions:
             assert isinstance(payload, SecureMessageSubmitted)
-            await self._route(session, ctx, envelope, payload)
+            await self._route(session, ctx, ledger, envelope, payload)
         await self.courier.pump(session, ctx)
 
-    async def _route(self, session: AsyncSession, ctx: ServiceContext, envelope: Envelope,
+    async def _route(self, session: AsyncSession, ctx: ServiceContext, ledger: CaseLedger, envelope: Envelope,
                      submitted: SecureMessageSubmitted) -> None:
         book = self.federation.book
         state: CaseState | None = None
@@ -211,7 +215,7 @@ class Notifier:
             # Before the case's state: a repeated referral must be told "duplicate", not "already referred".
             if await session.get(SecureMessageRow, str(header.message_id)) is not None:
                 raise duplicate
-            state = await load_case(session, submitted.case_ref, ctx)
+            state = await ledger.state(submitted.case_ref)
             if state is None:
                 raise _rejected(ReceiptDetail.NOT_FOUND, sealed, f"no case {submitted.case_ref}")
             self._check_parties(state, sealed)
@@ -223,8 +227,7 @@ class Notifier:
             await self._refuse(session, ctx, envelope, submitted, rejection, known_case=state is not None)
             return
         if command is not None:
-            await apply_command(session, command, ctx, correlation_id=envelope.correlation_id,
-                                producer=CONSUMER)
+            await ledger.apply(command, correlation_id=envelope.correlation_id, producer=CONSUMER)
         await self.courier.enqueue(session, ctx, sealed, case_ref=submitted.case_ref,
                                    submitted_by=envelope.producer)
 

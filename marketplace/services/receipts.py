@@ -24,7 +24,7 @@ from marketplace.services.context import ServiceContext
 from marketplace.services.delivery import Courier
 from marketplace.services.directory import MARKETPLACE_ORG, Federation
 from marketplace.services.inbound import party_events
-from marketplace.services.lifecycle import apply_command
+from marketplace.services.lifecycle import CaseLedger
 from marketplace.services.refusals import reject
 from notifiers import crypto
 from notifiers.receipts import Receipt, ReceiptInvalid, ReceiptStatus, receipt_received_payload, verify_receipt
@@ -54,8 +54,11 @@ class Receipts:
         rows = {row.message_id: row for row in (await session.exec(select(SecureMessageRow).where(
             col(SecureMessageRow.message_id).in_(message_ids)))).all()} if message_ids else {}
         recorded = await already_recorded(session, MessageReceiptRow.receipt_id, [r.receipt_id for _, _, r in checked])
+        # The cases a receipt may acknowledge a referral of, read once for the batch.
+        ledger = CaseLedger(session, ctx)
+        await ledger.load(row.case_ref for row in rows.values() if row.message_type == "referral")
         for envelope, submitted, receipt in checked:
-            await self._receipt(session, ctx, envelope, submitted, receipt, rows, recorded)
+            await self._receipt(session, ctx, ledger, envelope, submitted, receipt, rows, recorded)
         await self.courier.pump(session, ctx)
 
     def _verified_receipt(self, session: AsyncSession, ctx: ServiceContext, envelope: Envelope,
@@ -78,7 +81,7 @@ class Receipts:
                event_type=envelope.type, producer=envelope.producer, correlation_id=envelope.correlation_id,
                worker=CONSUMER, recipient=ctx.channel)
 
-    async def _receipt(self, session: AsyncSession, ctx: ServiceContext, envelope: Envelope,
+    async def _receipt(self, session: AsyncSession, ctx: ServiceContext, ledger: CaseLedger, envelope: Envelope,
                        submitted: SecureReceiptSubmitted, receipt: Receipt,
                        rows: dict[str, SecureMessageRow], recorded: set[str]) -> None:
         row = rows.get(str(receipt.message_id)) if receipt.message_id else None
@@ -118,9 +121,9 @@ class Receipts:
                  detail=receipt.detail.value if receipt.detail else None)
         if first and row.message_type == "referral" and receipt.status is ReceiptStatus.ACCEPTED:
             try:
-                await apply_command(session, AcknowledgeReferral(row.case_ref, referral_id=row.message_id,
-                                                                 command_id=envelope.event_id),
-                                    ctx, correlation_id=row.case_ref, producer=CONSUMER)
+                await ledger.apply(AcknowledgeReferral(row.case_ref, referral_id=row.message_id,
+                                                       command_id=envelope.event_id),
+                                   correlation_id=row.case_ref, producer=CONSUMER)
             except DomainError as exc:
                 # The case moved on meanwhile (withdrawn, cancelled): the receipt stays recorded.
                 log.warning("referral.acknowledgement_refused", case_ref=row.case_ref, message_id=row.message_id,

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlmodel import col, func, select
 
 from events import (
@@ -135,3 +137,45 @@ async def test_continuous_clearing_reports_a_patient_not_placed_once_per_reason(
     # A round asked for explicitly records every patient's outcome again.
     await round_(3, continuous=False)
     assert await _count(database, PlacementRow, col(PlacementRow.round_id) == "rnd-3") == 1
+
+
+async def test_a_clearing_round_costs_the_same_statements_for_a_small_book_as_for_a_large_one(database):
+    """Read once, decide, write once: a round's statements do not grow with its offers or cases."""
+    ctx = _ctx()
+    books = {"cataract": 2, "knee-replacement": 12}
+    batch = []
+    for area, size in books.items():
+        tag = "ctr" if area == "cataract" else "knr"  # the bus's ids have no vowels
+        for i in range(size):
+            batch.append(new_envelope(OfferPublished(
+                offer_id=f"off-{tag}-{i}", region="13", unit_hsa_id="SE2321000013-U", care_area=area,
+                capacity=1 + i % 2, window_start=START, window_end=END, price_sek=9000 + i), producer="13").to_json())
+            batch.append(new_envelope(RequestPublished(
+                request_id=f"req-{tag}-{i}", region="01", care_area=area, window_start=START, window_end=END,
+                patients=tuple(Patient(case_ref=f"case-{tag}-{i}-{k}", waiting_since=date(2026, 1, 5 + k))
+                               for k in range(3))), producer="01").to_json())
+    async with database.session() as session:
+        await intake.handle_batch(session, batch, ctx)
+        await session.commit()
+
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        statements.append(statement)
+
+    rounds = {}
+    event.listen(database.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        for n, area in enumerate(books):
+            statements.clear()
+            cmd = ClearingRoundRequested(round_id=f"rnd-{n}", care_area=area, as_of=START - timedelta(days=7))
+            async with database.session() as session:
+                summary = await clearing.run_round(session, new_envelope(cmd, producer="matcher"), cmd, ctx)
+                await session.commit()
+            assert summary is not None
+            rounds[area] = (summary.placed, len(statements))
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", count)
+    (small_placed, small), (large_placed, large) = rounds["cataract"], rounds["knee-replacement"]
+    assert (small_placed, large_placed) == (3, 18)  # every slot of every offer taken
+    assert small == large

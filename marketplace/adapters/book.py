@@ -1,0 +1,84 @@
+"""A care area's open book as a clearing round reads it, and the rows the round writes besides
+capacity (`slots`), the timelines and the outbox.
+
+Every read and write here is one statement for the whole book, however many offers and cases it
+holds: a round reads its book once, decides in the pure core, and writes what it decided once.
+Rows are plain values, not ORM objects: the round changes none of them through the unit of work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Row, bindparam, func, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from marketplace.adapters.appends import append
+from marketplace.adapters.orm import CaseRow, ClearingRoundRow, OfferRow, PlacementRow, RequestRow
+
+CASES = CaseRow.__table__  # type: ignore[attr-defined]
+OFFERS = OfferRow.__table__  # type: ignore[attr-defined]
+PLACEMENTS = PlacementRow.__table__  # type: ignore[attr-defined]
+REQUESTS = RequestRow.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class BookRows:
+    """The open book of a care area as stored: offers with capacity left, the cases on the book,
+    and the open requests of those cases (each ordered by its id)."""
+
+    offers: Sequence[Row[Any]]
+    cases: Sequence[Row[Any]]
+    requests: Sequence[Row[Any]]
+
+
+async def round_recorded(session: AsyncSession, round_id: str) -> bool:
+    # Through the unit of work: a round recorded earlier in this transaction is still pending there.
+    return await session.get(ClearingRoundRow, round_id) is not None
+
+
+async def cases_waiting(session: AsyncSession, care_area: str, on_book: str) -> int:
+    """How many cases of `care_area` are in state `on_book`."""
+    c = CASES.c
+    connection = await session.connection()
+    return int((await connection.execute(
+        select(func.count()).select_from(CASES).where(c.care_area == care_area, c.state == on_book))).scalar_one())
+
+
+async def read(session: AsyncSession, care_area: str, on_book: str) -> BookRows:
+    """The open book of `care_area`: its open offers with capacity left, its cases in state
+    `on_book`, and the open requests those cases belong to."""
+    o, c, r = OFFERS.c, CASES.c, REQUESTS.c
+    connection = await session.connection()
+    offers = (await connection.execute(
+        select(o.offer_id, o.region, o.unit_hsa_id, o.care_area, o.remaining, o.window_start, o.window_end,
+               o.price_sek)
+        .where(o.care_area == care_area, o.status == "open", o.remaining > 0).order_by(o.offer_id))).all()
+    waiting = select(c.request_id).where(c.care_area == care_area, c.state == on_book)
+    cases = (await connection.execute(waiting.add_columns(
+        c.case_ref, c.waiting_since, c.excluded_offers, c.last_reason).order_by(c.case_ref))).all()
+    # Only the requests with a patient still on the book: the others are settled and would only
+    # make every round slower than the last.
+    requests = (await connection.execute(
+        select(r.request_id, r.region, r.care_area, r.window_start, r.window_end, r.max_price_sek, r.max_travel_km,
+               r.excluded_regions, r.requires_agreement)
+        .where(r.request_id.in_(waiting), r.status == "open").order_by(r.request_id))).all() if cases else []
+    return BookRows(offers, cases, requests)
+
+
+def place(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Each patient's outcome of a round (appended in bulk at the commit)."""
+    for row in rows:
+        append(session, PLACEMENTS, dict(row))
+
+
+async def update_cases(session: AsyncSession, changes: Mapping[str, Mapping[str, Any]]) -> None:
+    """Set the given columns of each case (`changes[case_ref]`, the same columns for every case):
+    one statement for them all."""
+    if not changes:
+        return
+    rows = [{"ref": ref, **values} for ref, values in changes.items()]
+    connection = await session.connection()
+    await connection.execute(update(CASES).where(CASES.c.case_ref == bindparam("ref")), rows)
