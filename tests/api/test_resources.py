@@ -117,6 +117,15 @@ async def test_idempotency_keys(api: Api):
     assert isinstance(claim, idempotency.Claimed)
     body = problem(await api.post("01", "/v1/offers", offer("off-l"), key=busy), 409)
     assert body["type"].endswith("idempotency-key-in-flight")
+    body = problem(await api.post("01", "/v1/offers", offer("off-m"), key='""'), 400)
+    assert body["invalid_params"][0]["rule"] == "key_format"
+    # Each refusal left an audit row naming the client and how it ended; the malformed key is not stored.
+    async with api.db.session() as session:
+        audit = (await session.exec(select(AuditRow).where(AuditRow.region == "01"))).all()
+    refusals = [(a.action, a.status_code, a.idempotency_key) for a in audit if a.status_code >= 400]
+    assert sorted(refusals, key=str) == sorted([("offer.publish", 400, None), ("offer.publish", 422, key),
+                                                ("offer.publish", 409, busy), ("offer.publish", 400, None)], key=str)
+    assert {a.client_id for a in audit} == {api.client_ids["01"]}
 
 
 async def test_a_case_between_its_parties(api: Api):

@@ -109,14 +109,21 @@ async def idempotent(st: ApiState, request: Request, who: Caller, key: str | Non
         raise missing
     key = key.strip().strip('"')
     if not key or len(key) > _MAX_KEY or not key.isprintable():
-        raise invalid(KEY_HEADER, "key_format", f"1 to {_MAX_KEY} printable characters", status=400)
+        bad_key = invalid(KEY_HEADER, "key_format", f"1 to {_MAX_KEY} printable characters", status=400)
+        # The malformed key itself is not stored: it may be anything, of any length.
+        await audit_refusal(st, request, who, action, target, bad_key)
+        raise bad_key
     claim = await idempotency.claim(st.db, who.client_id, key, fingerprint(request.method, request.url.path, body),
                                     st.settings.api_idempotency_ttl_s)
     if isinstance(claim, idempotency.Mismatch):
-        raise invalid(KEY_HEADER, "same_request", "this key was used with another request")
+        mismatch = invalid(KEY_HEADER, "same_request", "this key was used with another request")
+        await audit_refusal(st, request, who, action, target, mismatch, key)
+        raise mismatch
     if isinstance(claim, idempotency.InFlight):
-        raise Problem(409, "idempotency-key-in-flight", "the first request with this key is still being processed",
-                      headers={"Retry-After": "1"})
+        in_flight = Problem(409, "idempotency-key-in-flight",
+                            "the first request with this key is still being processed", headers={"Retry-After": "1"})
+        await audit_refusal(st, request, who, action, target, in_flight, key)
+        raise in_flight
     if isinstance(claim, idempotency.Replay):
         return Outcome(claim.status_code, claim.body, claim.headers).response(replayed=True)
     try:
