@@ -9,9 +9,11 @@ import pytest
 from sqlmodel import select
 
 from marketplace.adapters.api_orm import AuditRow
+from marketplace.adapters.message_orm import SecureMessageRow
 from marketplace.entrypoints.api.schemas import OfferIn
 from marketplace.entrypoints.api.writes import fingerprint
 from marketplace.services import idempotency
+from matchers.reference import regions
 from tests.api.conftest import Api
 from tests.api.scenario import clear, offer, request
 
@@ -220,3 +222,31 @@ async def test_a_case_between_its_parties(api: Api):
         audit = (await session.exec(select(AuditRow).where(AuditRow.role == "operator"))).all()
     assert ("offer.publish", 403) in {(a.action, a.status_code) for a in audit}
     assert ("case.cancel", 200) in {(a.action, a.status_code) for a in audit}
+
+
+async def test_messages_are_seen_by_their_two_organisations_only(api: Api):
+    orgs = {code: region.org_number for code, region in regions().items()}
+
+    def message(message_id: str, sender: str, recipient: str) -> SecureMessageRow:
+        # Headers as delivery stores them; the sealed body is opaque here (never opened in this test).
+        return SecureMessageRow(message_id=message_id, case_ref=f"case-{message_id}", message_type="match_proposal",
+                                sender_org=orgs[sender], recipient_org=orgs[recipient],
+                                recipient_address=f"addr-{recipient}", submitted_by=sender, sealed="c2VhbGVk")
+
+    mine, theirs = str(uuid.uuid4()), str(uuid.uuid4())
+    async with api.db.session() as session:
+        session.add(message(mine, "01", "25"))
+        session.add(message(theirs, "03", "25"))
+        await session.commit()
+
+    assert [m["message_id"] for m in (await api.get("01", "/v1/messages")).json()["items"]] == [mine]
+    sent = await api.get("01", f"/v1/messages/{mine}")
+    assert sent.status_code == 200 and sent.json()["sealed"] is None  # only its recipient gets the sealed form
+    received = await api.get("25", f"/v1/messages/{mine}")
+    assert received.status_code == 200 and received.json()["sealed"] == "c2VhbGVk"
+    # Another region's message is answered exactly like one that does not exist.
+    other = problem(await api.get("01", f"/v1/messages/{theirs}"), 404)
+    missing = problem(await api.get("01", f"/v1/messages/{uuid.uuid4()}"), 404)
+    assert other["detail"].split()[:2] == missing["detail"].split()[:2] == ["no", "message"]
+    assert {m["message_id"] for m in (await api.get("25", "/v1/messages")).json()["items"]} == {mine, theirs}
+    assert (await api.get("03", "/v1/messages")).json()["items"][0]["message_id"] == theirs
