@@ -4,12 +4,15 @@ see and do, idempotency, concurrency control and problem details."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from sqlmodel import select
 
-from marketplace.adapters.api_orm import AuditRow
+from marketplace.adapters.api_orm import AuditRow, IdempotencyRow
+from marketplace.adapters.database import Database
 from marketplace.adapters.message_orm import SecureMessageRow
+from marketplace.adapters.orm import utcnow
 from marketplace.entrypoints.api.schemas import OfferIn
 from marketplace.entrypoints.api.writes import fingerprint
 from marketplace.services import idempotency
@@ -250,3 +253,44 @@ async def test_messages_are_seen_by_their_two_organisations_only(api: Api):
     assert other["detail"].split()[:2] == missing["detail"].split()[:2] == ["no", "message"]
     assert {m["message_id"] for m in (await api.get("25", "/v1/messages")).json()["items"]} == {mine, theirs}
     assert (await api.get("03", "/v1/messages")).json()["items"][0]["message_id"] == theirs
+
+
+async def test_an_idempotency_key_is_forgotten_after_its_retention(api: Api):
+    key = str(uuid.uuid4())
+    assert (await api.post("01", "/v1/offers", offer("off-t"), key=key)).status_code == 201
+    assert await idempotency.purge_expired(api.db) == 0  # still within api_idempotency_ttl_s
+    # Past its retention: move the key's expiry into the past rather than wait for it.
+    async with api.db.session() as session:
+        row = await session.get(IdempotencyRow, (api.client_ids["01"], key))
+        assert row is not None
+        row.expires_at = utcnow() - timedelta(seconds=1)
+        session.add(row)
+        await session.commit()
+    assert await idempotency.purge_expired(api.db) == 1
+    async with api.db.session() as session:
+        assert await session.get(IdempotencyRow, (api.client_ids["01"], key)) is None
+    # The same key now starts a new request, even with another body: no replay, no mismatch.
+    anew = await api.post("01", "/v1/offers", offer("off-v"), key=key)
+    assert anew.status_code == 201, anew.text
+    assert "idempotent-replayed" not in anew.headers
+    assert {o["offer_id"] for o in (await api.get("01", "/v1/offers")).json()["items"]} == {"off-t", "off-v"}
+
+
+async def test_health_is_503_naming_the_part_that_is_down(api: Api):
+    ready = await api.http.get("/health")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    # A database nobody listens on (port 1 refuses at once): the process stays up and says what is down.
+    state = api.app.state.nvf
+    unreachable = Database("postgresql+asyncpg://postgres@127.0.0.1:1/none")
+    state.db = unreachable
+    try:
+        down = await api.http.get("/health")
+    finally:
+        state.db = api.db
+        await unreachable.engine.dispose()
+    assert down.status_code == 503 and down.headers["cache-control"] == "no-store"
+    body = down.json()
+    assert body["status"] == "unavailable"
+    assert body["database"]["status"] == "down" and body["database"]["error"]
+    assert body["redis"]["status"] == "up"
+    assert (await api.http.get("/health")).status_code == 200
