@@ -95,6 +95,22 @@ async def test_bad_input_is_a_422_naming_the_field_and_the_rule(api: Api):
     problem(await api.get("01", "/v1/nothing-here"), 404)
     # Nothing of the refused input was stored.
     assert (await api.get("operator", "/v1/offers")).json()["items"] == []
+    # A POST without a valid token never reaches its route either.
+    problem(await api.http.post("/v1/offers", json=offer("off-b"), headers={"Idempotency-Key": "k1"}), 401)
+    problem(await api.http.post("/v1/offers", json=offer("off-b"), headers={"Authorization": "Bearer nonsense"}), 401)
+
+    # Refused before the route ran, and still audited: the caller if its token was read, else
+    # "unknown"; the field and the rule, never the value sent.
+    async with api.db.session() as session:
+        audit = (await session.exec(select(AuditRow).where(AuditRow.action == "POST /v1/offers"))).all()
+    unparsed = [a for a in audit if a.status_code == 422]
+    assert {a.client_id for a in unparsed} == {api.client_ids["01"]}
+    assert sorted(a.outcome.split(":")[0] for a in unparsed) == ["capacity", "region"]
+    assert all("astrology" not in a.outcome for a in audit)
+    unknown = [a for a in audit if a.status_code == 401]
+    assert len(unknown) == 2 and {(a.client_id, a.role, a.region) for a in unknown} == {("unknown", "unknown", None)}
+    # Reads are not writes: the refused GET left no row.
+    assert all(a.method == "POST" for a in audit)
 
 
 async def test_idempotency_keys(api: Api):

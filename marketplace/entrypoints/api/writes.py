@@ -91,6 +91,24 @@ async def audit_refusal(st: ApiState, request: Request, who: Caller, action: str
         await session.commit()
 
 
+_UNKNOWN = Caller(client_id="unknown", role="region", region=None, org_number=None, hsa_id=None)
+
+
+async def audit_unrouted(request: Request, problem: Problem) -> None:
+    """A POST refused before its route ran: a 401, or a body that does not parse. Recorded with the
+    caller if the token was read, else as unknown; the detail names fields and rules, never values."""
+    if request.method != "POST":
+        return
+    who: Caller = getattr(request.state, "caller", None) or _UNKNOWN
+    st: ApiState = request.app.state.nvf
+    async with st.db.session() as session:
+        row = _audit(request, who, f"POST {request.url.path}"[:64], None, None, problem.status, problem.detail)
+        if who is _UNKNOWN:
+            row.role = "unknown"
+        session.add(row)
+        await session.commit()
+
+
 async def idempotent(st: ApiState, request: Request, who: Caller, key: str | None, body: BaseModel | None, *,
                      action: str, target: str | None, work: Callable[[], Awaitable[Outcome]],
                      guard: Callable[[], object] | None = None) -> JSONResponse:
