@@ -4,14 +4,19 @@ see and do, idempotency, concurrency control and problem details."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from sqlmodel import select
 
-from marketplace.adapters.api_orm import AuditRow
+from marketplace.adapters.api_orm import AuditRow, IdempotencyRow
+from marketplace.adapters.database import Database
+from marketplace.adapters.message_orm import SecureMessageRow
+from marketplace.adapters.orm import utcnow
 from marketplace.entrypoints.api.schemas import OfferIn
 from marketplace.entrypoints.api.writes import fingerprint
 from marketplace.services import idempotency
+from matchers.reference import regions
 from tests.api.conftest import Api
 from tests.api.scenario import clear, offer, request
 
@@ -90,6 +95,22 @@ async def test_bad_input_is_a_422_naming_the_field_and_the_rule(api: Api):
     problem(await api.get("01", "/v1/nothing-here"), 404)
     # Nothing of the refused input was stored.
     assert (await api.get("operator", "/v1/offers")).json()["items"] == []
+    # A POST without a valid token never reaches its route either.
+    problem(await api.http.post("/v1/offers", json=offer("off-b"), headers={"Idempotency-Key": "k1"}), 401)
+    problem(await api.http.post("/v1/offers", json=offer("off-b"), headers={"Authorization": "Bearer nonsense"}), 401)
+
+    # Refused before the route ran, and still audited: the caller if its token was read, else
+    # "unknown"; the field and the rule, never the value sent.
+    async with api.db.session() as session:
+        audit = (await session.exec(select(AuditRow).where(AuditRow.action == "POST /v1/offers"))).all()
+    unparsed = [a for a in audit if a.status_code == 422]
+    assert {a.client_id for a in unparsed} == {api.client_ids["01"]}
+    assert sorted(a.outcome.split(":")[0] for a in unparsed) == ["capacity", "region"]
+    assert all("astrology" not in a.outcome for a in audit)
+    unknown = [a for a in audit if a.status_code == 401]
+    assert len(unknown) == 2 and {(a.client_id, a.role, a.region) for a in unknown} == {("unknown", "unknown", None)}
+    # Reads are not writes: the refused GET left no row.
+    assert all(a.method == "POST" for a in audit)
 
 
 async def test_idempotency_keys(api: Api):
@@ -117,6 +138,15 @@ async def test_idempotency_keys(api: Api):
     assert isinstance(claim, idempotency.Claimed)
     body = problem(await api.post("01", "/v1/offers", offer("off-l"), key=busy), 409)
     assert body["type"].endswith("idempotency-key-in-flight")
+    body = problem(await api.post("01", "/v1/offers", offer("off-m"), key='""'), 400)
+    assert body["invalid_params"][0]["rule"] == "key_format"
+    # Each refusal left an audit row naming the client and how it ended; the malformed key is not stored.
+    async with api.db.session() as session:
+        audit = (await session.exec(select(AuditRow).where(AuditRow.region == "01"))).all()
+    refusals = [(a.action, a.status_code, a.idempotency_key) for a in audit if a.status_code >= 400]
+    assert sorted(refusals, key=str) == sorted([("offer.publish", 400, None), ("offer.publish", 422, key),
+                                                ("offer.publish", 409, busy), ("offer.publish", 400, None)], key=str)
+    assert {a.client_id for a in audit} == {api.client_ids["01"]}
 
 
 async def test_a_case_between_its_parties(api: Api):
@@ -211,3 +241,72 @@ async def test_a_case_between_its_parties(api: Api):
         audit = (await session.exec(select(AuditRow).where(AuditRow.role == "operator"))).all()
     assert ("offer.publish", 403) in {(a.action, a.status_code) for a in audit}
     assert ("case.cancel", 200) in {(a.action, a.status_code) for a in audit}
+
+
+async def test_messages_are_seen_by_their_two_organisations_only(api: Api):
+    orgs = {code: region.org_number for code, region in regions().items()}
+
+    def message(message_id: str, sender: str, recipient: str) -> SecureMessageRow:
+        # Headers as delivery stores them; the sealed body is opaque here (never opened in this test).
+        return SecureMessageRow(message_id=message_id, case_ref=f"case-{message_id}", message_type="match_proposal",
+                                sender_org=orgs[sender], recipient_org=orgs[recipient],
+                                recipient_address=f"addr-{recipient}", submitted_by=sender, sealed="c2VhbGVk")
+
+    mine, theirs = str(uuid.uuid4()), str(uuid.uuid4())
+    async with api.db.session() as session:
+        session.add(message(mine, "01", "25"))
+        session.add(message(theirs, "03", "25"))
+        await session.commit()
+
+    assert [m["message_id"] for m in (await api.get("01", "/v1/messages")).json()["items"]] == [mine]
+    sent = await api.get("01", f"/v1/messages/{mine}")
+    assert sent.status_code == 200 and sent.json()["sealed"] is None  # only its recipient gets the sealed form
+    received = await api.get("25", f"/v1/messages/{mine}")
+    assert received.status_code == 200 and received.json()["sealed"] == "c2VhbGVk"
+    # Another region's message is answered exactly like one that does not exist.
+    other = problem(await api.get("01", f"/v1/messages/{theirs}"), 404)
+    missing = problem(await api.get("01", f"/v1/messages/{uuid.uuid4()}"), 404)
+    assert other["detail"].split()[:2] == missing["detail"].split()[:2] == ["no", "message"]
+    assert {m["message_id"] for m in (await api.get("25", "/v1/messages")).json()["items"]} == {mine, theirs}
+    assert (await api.get("03", "/v1/messages")).json()["items"][0]["message_id"] == theirs
+
+
+async def test_an_idempotency_key_is_forgotten_after_its_retention(api: Api):
+    key = str(uuid.uuid4())
+    assert (await api.post("01", "/v1/offers", offer("off-t"), key=key)).status_code == 201
+    assert await idempotency.purge_expired(api.db) == 0  # still within api_idempotency_ttl_s
+    # Past its retention: move the key's expiry into the past rather than wait for it.
+    async with api.db.session() as session:
+        row = await session.get(IdempotencyRow, (api.client_ids["01"], key))
+        assert row is not None
+        row.expires_at = utcnow() - timedelta(seconds=1)
+        session.add(row)
+        await session.commit()
+    assert await idempotency.purge_expired(api.db) == 1
+    async with api.db.session() as session:
+        assert await session.get(IdempotencyRow, (api.client_ids["01"], key)) is None
+    # The same key now starts a new request, even with another body: no replay, no mismatch.
+    anew = await api.post("01", "/v1/offers", offer("off-v"), key=key)
+    assert anew.status_code == 201, anew.text
+    assert "idempotent-replayed" not in anew.headers
+    assert {o["offer_id"] for o in (await api.get("01", "/v1/offers")).json()["items"]} == {"off-t", "off-v"}
+
+
+async def test_health_is_503_naming_the_part_that_is_down(api: Api):
+    ready = await api.http.get("/health")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    # A database nobody listens on (port 1 refuses at once): the process stays up and says what is down.
+    state = api.app.state.nvf
+    unreachable = Database("postgresql+asyncpg://postgres@127.0.0.1:1/none")
+    state.db = unreachable
+    try:
+        down = await api.http.get("/health")
+    finally:
+        state.db = api.db
+        await unreachable.engine.dispose()
+    assert down.status_code == 503 and down.headers["cache-control"] == "no-store"
+    body = down.json()
+    assert body["status"] == "unavailable"
+    assert body["database"]["status"] == "down" and body["database"]["error"]
+    assert body["redis"]["status"] == "up"
+    assert (await api.http.get("/health")).status_code == 200

@@ -20,7 +20,7 @@ from marketplace.adapters.database import Database
 from marketplace.adapters.party_clients import PartyClients
 from marketplace.adapters.periodic import Periodic
 from marketplace.adapters.redis_users import prepare_access
-from marketplace.entrypoints.api import problems
+from marketplace.entrypoints.api import problems, writes
 from marketplace.entrypoints.api.channel import Channel
 from marketplace.entrypoints.api.deps import ApiState
 from marketplace.entrypoints.api.ratelimit import ClientRate
@@ -122,7 +122,7 @@ def create_api(settings: Settings, redis_url: str, *, roles: Sequence[str] = ROL
     app = FastAPI(title="NVF Marketplace region API", version=API_VERSION, description=DESCRIPTION,
                   docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
     app.state.nvf = st
-    problems.install(app)
+    problems.install(app, on_refusal=writes.audit_unrouted)
     app.middleware("http")(_request_log)
     app.include_router(router)
     for module in (auth, offers, requests, cases, matches, clearing, brokering, health, docs):

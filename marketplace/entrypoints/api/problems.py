@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -62,9 +62,14 @@ def _field_name(loc: Sequence[Any]) -> str:
     return ".".join(parts)
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, on_refusal: Callable[[Request, Problem], Awaitable[None]] | None = None) -> None:
+    """`on_refusal` hears the refusals no route saw (an unauthenticated caller, a body that does not
+    parse), so that a refused write is audited even though its route never ran."""
+
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        if exc.status == 401 and on_refusal is not None:
+            await on_refusal(request, exc)
         return exc.response(request.url.path)
 
     @app.exception_handler(RequestValidationError)
@@ -73,6 +78,8 @@ def install(app: FastAPI) -> None:
                    "reason": str(e.get("msg", ""))} for e in exc.errors()]
         first = params[0] if params else {"name": "request", "reason": "invalid"}
         problem = Problem(422, "invalid-request", f"{first['name']}: {first['reason']}", invalid_params=params)
+        if on_refusal is not None:
+            await on_refusal(request, problem)
         return problem.response(request.url.path)
 
     @app.exception_handler(StarletteHTTPException)

@@ -91,6 +91,24 @@ async def audit_refusal(st: ApiState, request: Request, who: Caller, action: str
         await session.commit()
 
 
+_UNKNOWN = Caller(client_id="unknown", role="region", region=None, org_number=None, hsa_id=None)
+
+
+async def audit_unrouted(request: Request, problem: Problem) -> None:
+    """A POST refused before its route ran: a 401, or a body that does not parse. Recorded with the
+    caller if the token was read, else as unknown; the detail names fields and rules, never values."""
+    if request.method != "POST":
+        return
+    who: Caller = getattr(request.state, "caller", None) or _UNKNOWN
+    st: ApiState = request.app.state.nvf
+    async with st.db.session() as session:
+        row = _audit(request, who, f"POST {request.url.path}"[:64], None, None, problem.status, problem.detail)
+        if who is _UNKNOWN:
+            row.role = "unknown"
+        session.add(row)
+        await session.commit()
+
+
 async def idempotent(st: ApiState, request: Request, who: Caller, key: str | None, body: BaseModel | None, *,
                      action: str, target: str | None, work: Callable[[], Awaitable[Outcome]],
                      guard: Callable[[], object] | None = None) -> JSONResponse:
@@ -109,14 +127,21 @@ async def idempotent(st: ApiState, request: Request, who: Caller, key: str | Non
         raise missing
     key = key.strip().strip('"')
     if not key or len(key) > _MAX_KEY or not key.isprintable():
-        raise invalid(KEY_HEADER, "key_format", f"1 to {_MAX_KEY} printable characters", status=400)
+        bad_key = invalid(KEY_HEADER, "key_format", f"1 to {_MAX_KEY} printable characters", status=400)
+        # The malformed key itself is not stored: it may be anything, of any length.
+        await audit_refusal(st, request, who, action, target, bad_key)
+        raise bad_key
     claim = await idempotency.claim(st.db, who.client_id, key, fingerprint(request.method, request.url.path, body),
                                     st.settings.api_idempotency_ttl_s)
     if isinstance(claim, idempotency.Mismatch):
-        raise invalid(KEY_HEADER, "same_request", "this key was used with another request")
+        mismatch = invalid(KEY_HEADER, "same_request", "this key was used with another request")
+        await audit_refusal(st, request, who, action, target, mismatch, key)
+        raise mismatch
     if isinstance(claim, idempotency.InFlight):
-        raise Problem(409, "idempotency-key-in-flight", "the first request with this key is still being processed",
-                      headers={"Retry-After": "1"})
+        in_flight = Problem(409, "idempotency-key-in-flight",
+                            "the first request with this key is still being processed", headers={"Retry-After": "1"})
+        await audit_refusal(st, request, who, action, target, in_flight, key)
+        raise in_flight
     if isinstance(claim, idempotency.Replay):
         return Outcome(claim.status_code, claim.body, claim.headers).response(replayed=True)
     try:
