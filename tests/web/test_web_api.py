@@ -195,6 +195,36 @@ async def test_a_regions_stream_and_worklist_hold_only_what_concerns_it(server: 
     assert {c["case_ref"] for c in work_01["near_guarantee"]} == set(mine)
 
 
+async def test_stream_filters_by_region_care_area_and_correlation_narrow_to_those_events(server: Server) -> None:
+    t = tag()
+    await server.offer("03", f"off-{t}-c", 5)
+    await server.offer("05", f"off-{t}-k", 5, care_area="knee-replacement")
+    await server.request("01", f"req-{t}", [f"case-{t}"])
+    await server.wait_for("match", lambda: _state(server, f"case-{t}", "match_proposed"))
+    operator = await server.token("operator")
+
+    def ours(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [e for e in events if t in e["summary"] or t in (e["case_ref"] or "")]
+
+    by_05 = await _stream(server.http, operator, region="05")
+    assert by_05 and all("05" in e["regions"] or "05" in (e["producer"], e["channel"]) for e in by_05)
+    assert any(f"off-{t}-k" in e["summary"] for e in by_05)
+    assert not any(f"off-{t}-c" in e["summary"] or f"req-{t}" in e["summary"] for e in by_05)
+
+    knee = ours(await _stream(server.http, operator, care_area="knee-replacement"))
+    assert knee and all(e["care_area"] == "knee-replacement" for e in knee)
+    assert any(f"off-{t}-k" in e["summary"] for e in knee) and not any(e["case_ref"] for e in knee)
+    cataract = ours(await _stream(server.http, operator, care_area="cataract"))
+    assert any(f"off-{t}-c" in e["summary"] for e in cataract) and any(f"req-{t}" in e["summary"] for e in cataract)
+    assert not any(f"off-{t}-k" in e["summary"] for e in cataract)
+
+    everything = await _stream(server.http, operator)
+    correlation = next(e["correlation_id"] for e in ours(everything) if f"off-{t}-k" in e["summary"])
+    same = await _stream(server.http, operator, correlation_id=correlation)
+    assert same and {e["correlation_id"] for e in same} == {correlation}
+    assert {e["event_id"] for e in same} == {e["event_id"] for e in everything if e["correlation_id"] == correlation}
+
+
 async def _state(server: Server, case_ref: str, state: str) -> bool:
     return await server.case_state(case_ref) == state
 
