@@ -147,6 +147,28 @@ async def test_dead_letter_resend_previews_then_moves_each_entry_back_to_its_str
     assert ("dead_letters.resend", 422) in done and ("dead_letters.resend", 400) in done
 
 
+async def test_an_entry_read_and_never_acknowledged_is_listed_as_stuck_with_its_idle_time_and_deliveries(
+        server: Server, redis_client: Any) -> None:
+    stream, group = Streams(server.settings.stream_prefix).ingress("03"), f"probe-{tag()}"
+    await redis_client.xgroup_create(stream, group, id="$", mkstream=True)
+    await server.offer("03", f"off-{tag()}", 1)
+    read = await redis_client.xreadgroup(group, "probe", {stream: ">"}, count=1)
+    entry_id = read[0][1][0][0]
+    entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    # Taken over by a second consumer, as a recovering worker would: a second delivery.
+    await redis_client.xclaim(stream, group, "probe-2", min_idle_time=0, message_ids=[entry_id])
+
+    groups = (await server.get("operator", "/v1/ops/groups?stuck_ms=0"))["groups"]
+    probe = next(g for g in groups if g["stream"] == stream and g["group"] == group)
+    assert probe["pending"] == 1 and probe["consumers"] == 2
+    [stuck] = probe["stuck"]
+    assert (stuck["id"], stuck["consumer"], stuck["deliveries"]) == (entry_id, "probe-2", 2)
+    assert stuck["idle_ms"] >= 0
+    # Pending but idle for less than a day: not stuck by that measure.
+    patient = (await server.get("operator", "/v1/ops/groups?stuck_ms=86400000"))["groups"]
+    assert next(g for g in patient if g["group"] == group)["stuck"] == []
+
+
 async def _stream(http: httpx.AsyncClient, token: str, **params: Any) -> list[dict[str, Any]]:
     """The backlog the live stream sends first, up to its ': live' marker."""
     events: list[dict[str, Any]] = []
