@@ -16,7 +16,9 @@ from events.identifiers import safe_token
 from marketplace.adapters.api_orm import AuditRow
 from marketplace.adapters.dead_letters import DATA_FIELD, dead_letter, list_dead_letters
 from marketplace.entrypoints.web.session import COOKIE
+from marketplace.lifecycle import SendReferral
 from marketplace.services import api_clients
+from marketplace.services.lifecycle import CaseLedger
 from tests.web.conftest import TODAY, Server
 
 pytestmark = [pytest.mark.integration]
@@ -167,6 +169,35 @@ async def test_an_entry_read_and_never_acknowledged_is_listed_as_stuck_with_its_
     # Pending but idle for less than a day: not stuck by that measure.
     patient = (await server.get("operator", "/v1/ops/groups?stuck_ms=86400000"))["groups"]
     assert next(g for g in patient if g["group"] == group)["stuck"] == []
+
+
+async def test_the_book_lists_a_held_match_with_its_deadline_and_an_unanswered_referral(server: Server) -> None:
+    t = tag()
+    held, referred = f"case-{t}-h", f"case-{t}-r"
+    await server.offer("03", f"off-{t}", 5)
+    await server.request("01", f"req-{t}", [held, referred])
+    for ref in (held, referred):
+        await server.wait_for("a match", lambda ref=ref: _state(server, ref, "match_proposed"))
+    for who, action, body in [("03", "accept", {}), ("01", "offer-to-patient", {}),
+                              ("01", "patient-answer", {"accepted": True})]:
+        assert (await server.case_command(who, referred, action, body)).status_code == 200
+    await server.wait_for("the patient's answer", lambda: _state(server, referred, "patient_accepted"))
+    # The referral is a sealed message the home region's own system sends, not an API call: recorded
+    # as the notifier records it once delivered.
+    runtime = server.app.state.nvf.runtime
+    async with server.db.session() as session:
+        await CaseLedger(session, runtime.context).apply(SendReferral(referred, referral_id=f"ref-{t}"),
+                                                         correlation_id=f"corr-{t}", producer="notifier")
+        await session.commit()
+    await server.wait_for("the referral", lambda: _state(server, referred, "referred"))
+
+    book = await server.get("operator", "/v1/ops/book")
+    holds = {c["case_ref"]: c for c in book["holds"]}
+    assert referred not in holds
+    assert holds[held]["hold_due_at"][:10] >= book["today"] and holds[held]["awaiting"] == "provider"
+    assert holds[held]["awaiting_region"] == "03"
+    referrals = [c["case_ref"] for c in book["referrals"]]
+    assert referred in referrals and held not in referrals
 
 
 async def _stream(http: httpx.AsyncClient, token: str, **params: Any) -> list[dict[str, Any]]:
