@@ -200,6 +200,19 @@ async def test_the_book_lists_a_held_match_with_its_deadline_and_an_unanswered_r
     assert referred in referrals and held not in referrals
 
 
+async def test_market_health_gives_fill_rate_and_expired_capacity_by_day(server: Server) -> None:
+    t = tag()
+    await server.offer("03", f"off-{t}", 4)
+    await server.request("01", f"req-{t}", [f"case-{t}-{i}" for i in range(2)])
+    for i in range(2):
+        await server.wait_for("a match", lambda i=i: _state(server, f"case-{t}-{i}", "match_proposed"))
+    health = await server.get("operator", "/v1/ops/market-health")
+    fill = health["fill_rate"]["cataract"]
+    assert fill and all(len(day) == 10 and day <= health["today"] for day in fill)
+    assert any(0 < rate <= 1 for rate in fill.values())
+    assert all(isinstance(by_day, dict) for by_day in health["capacity_expired_unused"].values())
+
+
 async def _stream(http: httpx.AsyncClient, token: str, **params: Any) -> list[dict[str, Any]]:
     """The backlog the live stream sends first, up to its ': live' marker."""
     events: list[dict[str, Any]] = []
