@@ -202,8 +202,8 @@ def _by_day(items: Iterable[tuple[str, str, float]]) -> dict[str, dict[str, floa
 
 async def market_health(session: AsyncSession, today: date) -> dict[str, Any]:
     """The lägesbild over time (by day): placements per region and care area, wait days, time to
-    match (median and p90), unmatched demand, ancillary costs per region; and per care area the
-    fill rate and the capacity that expired unused."""
+    match (median and p90), unmatched demand, ancillary costs per region; per care area the fill
+    rate (by the day the capacity was published) and the capacity that expired unused."""
     matches = await _first_matches(session)
     to_match: dict[str, list[float]] = defaultdict(list)
     for m in matches:
@@ -216,13 +216,20 @@ async def market_health(session: AsyncSession, today: date) -> dict[str, Any]:
     for round_id, case_ref in unplaced:
         if round_id in rounds:
             unmatched[_day(rounds[round_id])].add(case_ref)
-    fill: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    expired: dict[str, float] = defaultdict(float)
+    # Fill rate by the day the capacity was published (how much of it has been used since); unused
+    # capacity on the day its window ended, or today for capacity expired before its window ended.
+    fill: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    expired: list[tuple[str, str, float]] = []
     for offer in await session.exec(select(OfferRow)):
-        fill[offer.care_area][0] += offer.capacity - offer.remaining
-        fill[offer.care_area][1] += offer.capacity
+        published = (offer.care_area, _day(offer.created_at))
+        fill[published][0] += offer.capacity - offer.remaining
+        fill[published][1] += offer.capacity
         if offer.remaining > 0 and (offer.window_end < today or offer.status == "expired"):
-            expired[offer.care_area] += offer.remaining
+            lapsed = min(offer.window_end, today).isoformat()
+            expired.append((offer.care_area, lapsed, float(offer.remaining)))
+    fill_rate: dict[str, dict[str, float | None]] = defaultdict(dict)
+    for (area, day), (used, cap) in sorted(fill.items()):
+        fill_rate[area][day] = round(used / cap, 4) if cap else None
     days = sorted({m.day for m in matches} | set(unmatched))
     return {
         "days": days,
@@ -235,8 +242,8 @@ async def market_health(session: AsyncSession, today: date) -> dict[str, Any]:
         },
         "unmatched_demand": {"patients not placed": {d: float(len(v)) for d, v in sorted(unmatched.items())}},
         "ancillary_cost_by_region": _by_day((m.requesting, m.day, m.ancillary) for m in matches),
-        "fill_rate": {area: round(used / cap, 4) if cap else None for area, (used, cap) in sorted(fill.items())},
-        "capacity_expired_unused": dict(sorted(expired.items())),
+        "fill_rate": dict(fill_rate),
+        "capacity_expired_unused": _by_day(expired),
     }
 
 

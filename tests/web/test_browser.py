@@ -79,8 +79,11 @@ async def test_operator_console_live_tail_charts_and_dead_letter_resend(server: 
     await expect(page.locator("figure.chart[data-chart='Time to match, days (median, p90)'] circle.point").first
                  ).to_be_visible(timeout=WAIT_MS)
     await expect(page.locator("#charts figure.chart")).to_have_count(8)
-    for title in ("Ancillary costs per region, SEK", "Fill rate per care area, %", "Wait days of placed patients"):
+    for title in ("Ancillary costs per region, SEK", "Wait days of placed patients"):
         await expect(page.locator(f"figure.chart[data-chart='{title}'] rect.bar").first).to_be_visible()
+    # A rate per day and care area: points on lines, never bars stacked past 100 %.
+    await expect(page.locator("figure.chart[data-chart='Fill rate per care area, %'] circle.point").first
+                 ).to_be_visible()
 
     # A case's timeline with its verification.
     await page.locator("#timeline-form input[name=case_ref]").fill(case)

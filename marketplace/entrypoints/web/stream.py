@@ -120,7 +120,13 @@ class Visibility:
 
 @dataclass(frozen=True)
 class Filters:
-    """What the caller asked to see, on top of what it may see."""
+    """What the caller asked to see, on top of what it may see.
+
+    Each filter matches what the entry itself says: a care area keeps only entries whose payload
+    names that care area (offers, requests, matches, rounds), not the commands and messages of a
+    case in it, which carry no care area; finding it would cost a database read per entry. To
+    follow one case through, filter by its case ref or correlation id instead.
+    """
 
     types: frozenset[str] = frozenset()
     region: str | None = None

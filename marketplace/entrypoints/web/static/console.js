@@ -159,9 +159,10 @@
   // --- market health -----------------------------------------------------------------------------
   async function loadHealth() {
     const h = await get("/v1/ops/market-health");
-    const areas = Object.keys(h.fill_rate);
-    const pct = Object.fromEntries(areas.map((a) => [a, h.fill_rate[a] === null ? null : h.fill_rate[a] * 100]));
-    const expiredAreas = Object.keys(h.capacity_expired_unused);
+    // Fill rate and expired capacity have days of their own: publication, and the window's end.
+    const daysOf = (series) => [...new Set(Object.values(series).flatMap(Object.keys))].sort();
+    const pct = Object.fromEntries(Object.entries(h.fill_rate).map(([a, byDay]) => [a,
+      Object.fromEntries(Object.entries(byDay).map(([d, v]) => [d, v === null ? null : v * 100]))]));
     replace($("charts"),
       chart("Placements per region", h.days, h.placements_by_region, "bar"),
       chart("Placements per care area", h.days, h.placements_by_care_area, "bar"),
@@ -169,8 +170,8 @@
       chart("Time to match, days (median, p90)", Object.keys(h.time_to_match_days.median), h.time_to_match_days, "line"),
       chart("Unmatched demand", h.days, h.unmatched_demand, "bar"),
       chart("Ancillary costs per region, SEK", h.days, h.ancillary_cost_by_region, "bar"),
-      chart("Fill rate per care area, %", areas, { "fill rate": pct }, "bar"),
-      chart("Capacity expired unused", expiredAreas, { "slots": h.capacity_expired_unused }, "bar"));
+      chart("Fill rate per care area, %", daysOf(pct), pct, "line", { max: 100 }),
+      chart("Capacity expired unused", daysOf(h.capacity_expired_unused), h.capacity_expired_unused, "bar"));
     $("health-updated").textContent = `as of ${h.today}`;
   }
 
