@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import date
 
 import structlog
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, delete, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -104,10 +104,12 @@ async def _write(session: AsyncSession, row: AgreementRow | None, change: Change
                  reason: str) -> None:
     a = change.agreement
     terms = a.terms.model_dump(mode="json") if a.terms is not None else None
+    # The row's own list of care areas is what its area rows hold (both are written only here), so
+    # the change to them is known without reading them.
+    had = set(row.care_areas) if row is not None else set()
     if row is None:
         row = AgreementRow(agreement_id=a.agreement_id, purchaser=a.purchaser, provider=a.provider,
                            status=a.status.value, version=a.version)
-    row.care_areas = list(a.care_areas)
     row.provider, row.status, row.version, row.terms, row.ended_on = (
         a.provider, a.status.value, a.version, terms, a.ended_on)
     row.unit_hsa_id = a.terms.unit_hsa_id if a.terms else None
@@ -115,15 +117,14 @@ async def _write(session: AsyncSession, row: AgreementRow | None, change: Change
     row.valid_from, row.valid_to = a.valid_from, a.valid_to
     row.price_sek = a.terms.price_sek if a.terms else None
     row.updated_at = utcnow()
+    row.care_areas = list(a.care_areas)
     session.add(row)
-    existing = (await session.exec(select(AgreementAreaRow).where(
-        AgreementAreaRow.agreement_id == a.agreement_id))).all()
-    for area_row in existing:
-        if area_row.care_area not in a.care_areas:
-            await session.delete(area_row)
-    have = {r.care_area for r in existing}
+    gone = sorted(had - set(a.care_areas))
+    if gone:
+        await session.exec(delete(AgreementAreaRow).where(
+            col(AgreementAreaRow.agreement_id) == a.agreement_id, col(AgreementAreaRow.care_area).in_(gone)))
     for area in a.care_areas:
-        if area not in have:
+        if area not in had:
             session.add(AgreementAreaRow(agreement_id=a.agreement_id, care_area=area))
     session.add(AgreementVersionRow(
         agreement_id=a.agreement_id, version=a.version, event_type=change.event_type, status=a.status.value,

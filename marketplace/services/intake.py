@@ -34,7 +34,7 @@ from events.envelope import parse_envelope, stable_event_id
 from events.parties import CLEARING_REQUESTERS
 from marketplace.adapters.appends import append
 from marketplace.adapters.inbox import processed_digests, record_processed
-from marketplace.adapters.orm import CaseRow, OfferRow, OutboxRow, RequestRow
+from marketplace.adapters.orm import AgreementRow, CaseRow, OfferRow, OutboxRow, RequestRow
 from marketplace.adapters.outbox import stage
 from marketplace.lifecycle import Command, IdentifyNeed, PlaceOnBook, Withdraw, allowed_commands
 from marketplace.lifecycle.reasons import WithdrawalReason
@@ -49,6 +49,7 @@ CONSUMER = "intake"
 # New offers and requests are inserted in bulk at the commit (marketplace/adapters/appends.py).
 OFFERS = OfferRow.__table__  # type: ignore[attr-defined]
 REQUESTS = RequestRow.__table__  # type: ignore[attr-defined]
+AGREEMENT_EVENTS = (AgreementDrafted, AgreementRegistered, AgreementUpdated, AgreementEnded)
 log = structlog.get_logger(__name__)
 
 
@@ -104,7 +105,7 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
                 with session.no_autoflush:
                     care_area = await _publish(session, ledger, known, envelope, payload, streams)
             else:
-                care_area = await _apply(session, ledger, envelope, payload, streams)
+                care_area = await _apply(session, ledger, known, envelope, payload, streams)
         except Refused as exc:
             reject(session, streams, field=exc.field, rule=exc.rule, message=exc.message, event_id=eid,
                    event_type=envelope.type, producer=envelope.producer,
@@ -130,12 +131,20 @@ async def _conflict_told(session: AsyncSession, event_id: str, digest: str) -> b
 
 @dataclass
 class _Known:
-    """Which of the ids a batch publishes exist already, read once for the whole batch; the
-    batch's own accepted items are added as it goes, so a repeat within the batch is caught too."""
+    """What a batch's items need from the store, read once for the whole batch with one query per
+    table: which of the ids it publishes exist already (the batch's own accepted items are added as
+    it goes, so a repeat within the batch is caught too), and the rows its withdrawals, case
+    commands and agreement changes act on. An item whose row the batch itself created is not here
+    and is read when its turn comes (the rows appended so far are written before that read)."""
 
     offers: set[str]
     requests: set[str]
     cases: set[str]
+    offer_rows: dict[str, OfferRow] = field(default_factory=dict)
+    request_rows: dict[str, RequestRow] = field(default_factory=dict)
+    request_cases: dict[str, list[CaseRow]] = field(default_factory=dict)
+    # Held so that the session's identity map keeps them (it holds rows weakly) until their item.
+    agreement_rows: list[AgreementRow] = field(default_factory=list)
 
     @classmethod
     async def read(cls, session: AsyncSession, ledger: CaseLedger, payloads: Sequence[Payload]) -> _Known:
@@ -143,14 +152,43 @@ class _Known:
         requests = [p for p in payloads if isinstance(p, RequestPublished)]
         request_ids = [r.request_id for r in requests]
         refs = [patient.case_ref for r in requests for patient in r.patients]
-        await ledger.load(refs)  # their snapshots with them: which cases exist is read once
-        return cls(
+        withdrawn_offers = sorted({p.offer_id for p in payloads if isinstance(p, OfferWithdrawn)})
+        withdrawn_requests = sorted({p.request_id for p in payloads if isinstance(p, RequestWithdrawn)})
+        agreement_ids = sorted({agreements.agreement_id_of(p) for p in payloads if isinstance(p, AGREEMENT_EVENTS)
+                                and _names_its_agreement(p)})
+        known = cls(
             offers=set((await session.exec(select(OfferRow.offer_id).where(
                 col(OfferRow.offer_id).in_(offer_ids)))).all()) if offer_ids else set(),
             requests=set((await session.exec(select(RequestRow.request_id).where(
                 col(RequestRow.request_id).in_(request_ids)))).all()) if request_ids else set(),
-            cases={ref for ref in refs if ref in ledger.rows},
+            cases=set(),
         )
+        if withdrawn_offers:
+            known.offer_rows = {o.offer_id: o for o in (await session.exec(select(OfferRow).where(
+                col(OfferRow.offer_id).in_(withdrawn_offers)))).all()}
+        if withdrawn_requests:
+            known.request_rows = {r.request_id: r for r in (await session.exec(select(RequestRow).where(
+                col(RequestRow.request_id).in_(withdrawn_requests)))).all()}
+            for case in (await session.exec(select(CaseRow).where(
+                    col(CaseRow.request_id).in_(list(known.request_rows))))).all() if known.request_rows else ():
+                known.request_cases.setdefault(case.request_id, []).append(case)
+            ledger.adopt(c for cases in known.request_cases.values() for c in cases)
+        if agreement_ids:
+            known.agreement_rows = list((await session.exec(select(AgreementRow).where(
+                col(AgreementRow.agreement_id).in_(agreement_ids)))).all())
+        commanded = [p.case_ref for p in payloads if isinstance(p, CaseCommandIssued)]
+        withdrawing = [c.case_ref for cases in known.request_cases.values() for c in cases]
+        # Their timelines and snapshots in one read: which cases exist, and the states commands act on.
+        await ledger.load([*refs, *commanded, *withdrawing])
+        known.cases = {ref for ref in refs if ref in ledger.rows}
+        return known
+
+
+def _names_its_agreement(payload: agreements.AgreementEvent) -> bool:
+    # The older registration names its agreement by purchaser, provider and care area; one that
+    # lacks them is refused at its turn, with the field it lacks.
+    return payload.agreement_id is not None or (
+        isinstance(payload, AgreementRegistered) and bool(payload.provider and payload.care_area))
 
 
 async def _publish(session: AsyncSession, ledger: CaseLedger, known: _Known, envelope: Envelope,
@@ -169,17 +207,17 @@ def _forwarded(envelope: Envelope) -> Envelope:
     return envelope.model_copy(update={"producer": CONSUMER})
 
 
-async def _apply(session: AsyncSession, ledger: CaseLedger, envelope: Envelope, payload: Payload,
-                 streams: Streams) -> str | None:
+async def _apply(session: AsyncSession, ledger: CaseLedger, known: _Known, envelope: Envelope,
+                 payload: Payload, streams: Streams) -> str | None:
     """Check one item completely, then store it; returns the care area whose book it touched."""
     match payload:
         case CaseCommandIssued():
             await case_commands.apply(ledger, envelope, payload)
             return None
         case OfferWithdrawn():
-            return await _withdraw_offer(session, envelope, payload, streams)
+            return await _withdraw_offer(session, known, envelope, payload, streams)
         case RequestWithdrawn():
-            return await _withdraw_request(session, ledger, envelope, payload)
+            return await _withdraw_request(session, ledger, known, envelope, payload)
         case AgreementDrafted() | AgreementRegistered() | AgreementUpdated() | AgreementEnded():
             await _agreement(session, envelope, payload)
             return None
@@ -223,10 +261,10 @@ def _accept_offer(session: AsyncSession, known: _Known, envelope: Envelope, offe
     })
 
 
-async def _withdraw_offer(session: AsyncSession, envelope: Envelope, cmd: OfferWithdrawn,
+async def _withdraw_offer(session: AsyncSession, known: _Known, envelope: Envelope, cmd: OfferWithdrawn,
                           streams: Streams) -> str:
     _producer_is(envelope, cmd.region)
-    offer = await session.get(OfferRow, cmd.offer_id)
+    offer = known.offer_rows.get(cmd.offer_id) or await session.get(OfferRow, cmd.offer_id)
     if offer is None or offer.region != cmd.region:
         # Another region's offer is refused exactly like one that does not exist: no region learns
         # from a refusal what another region has on the book.
@@ -271,14 +309,18 @@ async def _accept_request(session: AsyncSession, ledger: CaseLedger, known: _Kno
     await ledger.apply_all(commands, correlation_id=envelope.correlation_id, producer=CONSUMER)
 
 
-async def _withdraw_request(session: AsyncSession, ledger: CaseLedger, envelope: Envelope,
+async def _withdraw_request(session: AsyncSession, ledger: CaseLedger, known: _Known, envelope: Envelope,
                             cmd: RequestWithdrawn) -> str:
     _producer_is(envelope, cmd.region)
-    request = await session.get(RequestRow, cmd.request_id)
+    request = known.request_rows.get(cmd.request_id)
+    if request is not None:
+        cases = {c.case_ref: c for c in known.request_cases.get(cmd.request_id, [])}
+    else:  # published in this batch
+        request = await session.get(RequestRow, cmd.request_id)
+        query = select(CaseRow).where(CaseRow.request_id == cmd.request_id)
+        cases = {c.case_ref: c for c in (await session.exec(query)).all()} if request is not None else {}
     if request is None or request.region != cmd.region:
         raise Refused("payload.request_id", "known_request", "the region has no request with this request_id")
-    query = select(CaseRow).where(CaseRow.request_id == cmd.request_id)
-    cases = {c.case_ref: c for c in (await session.exec(query)).all()}
     wanted = list(cmd.case_refs) if cmd.case_refs is not None else list(cases)
     for index, ref in enumerate(wanted):
         if ref not in cases:

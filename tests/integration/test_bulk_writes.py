@@ -13,7 +13,9 @@ from sqlalchemy import event
 from sqlmodel import col, func, select
 
 from events import (
+    CaseCommandIssued,
     ClearingRoundRequested,
+    OfferWithdrawn,
     OfferPublished,
     Patient,
     RequestPublished,
@@ -179,3 +181,57 @@ async def test_a_clearing_round_costs_the_same_statements_for_a_small_book_as_fo
     (small_placed, small), (large_placed, large) = rounds["cataract"], rounds["knee-replacement"]
     assert (small_placed, large_placed) == (3, 18)  # every slot of every offer taken
     assert small == large
+
+
+async def test_an_intake_batch_reads_what_its_items_need_once_whatever_their_number(database):
+    """Withdrawals, case commands and agreement changes read their rows with the batch, one query
+    per table: a batch of eight of each reads no more than a batch of two."""
+    ctx = _ctx()
+    sizes = {"tw": 2, "ght": 8}  # the bus's ids have no vowels
+    setup = []
+    for tag, n in sizes.items():
+        for i in range(n):
+            setup.append(_offer(f"off-{tag}-{i}"))
+            setup.append(_request(f"req-{tag}-{i}", f"case-{tag}-{i}-b"))
+            setup.append(_request(f"req-{tag}-cmd-{i}", f"case-{tag}-cmd-{i}"))
+    async with database.session() as session:
+        await intake.handle_batch(session, setup, ctx)
+        await session.commit()
+
+    def batch(tag: str, n: int) -> list[str]:
+        items = []
+        for i in range(n):
+            items.append(new_envelope(OfferWithdrawn(offer_id=f"off-{tag}-{i}", region="13"), producer="13").to_json())
+            items.append(new_envelope(RequestWithdrawn(request_id=f"req-{tag}-{i}", region="01"),
+                                      producer="01").to_json())
+            items.append(new_envelope(CaseCommandIssued(case_ref=f"case-{tag}-cmd-{i}", command="withdraw",
+                                                        args={"reason": "care_no_longer_needed"}),
+                                      producer="01").to_json())
+        return items
+
+    selects: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    reads = {}
+    event.listen(database.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        for tag, n in sizes.items():
+            selects.clear()
+            async with database.session() as session:
+                result = await intake.handle_batch(session, batch(tag, n), ctx)
+                await session.commit()
+            assert (result.accepted, result.rejected) == (3 * n, 0)
+            reads[tag] = len(selects)
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", count)
+    assert reads["tw"] == reads["ght"]
+    async with database.session() as session:
+        states = dict((await session.exec(select(CaseRow.case_ref, CaseRow.state).where(
+            col(CaseRow.case_ref).like("case-ght-%")))).all())
+        offers = set((await session.exec(select(OfferRow.status).where(
+            col(OfferRow.offer_id).like("off-ght-%")))).all())
+    assert set(states.values()) == {"withdrawn"} and len(states) == 16
+    assert offers == {"withdrawn"}
