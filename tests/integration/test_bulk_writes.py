@@ -15,8 +15,8 @@ from sqlmodel import col, func, select
 from events import (
     CaseCommandIssued,
     ClearingRoundRequested,
-    OfferWithdrawn,
     OfferPublished,
+    OfferWithdrawn,
     Patient,
     RequestPublished,
     RequestWithdrawn,
