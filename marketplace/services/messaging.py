@@ -118,7 +118,6 @@ class Notifier:
                              recipient_address=n.address, conversation_id=n.case_ref, label=n.label,
                              message_id=n.message_id, created_at=ctx.clock())
             await self.courier.enqueue(session, ctx, sealed, case_ref=n.case_ref, submitted_by=CONSUMER)
-        await self.courier.pump(session, ctx)
 
     async def _match_notices(self, session: AsyncSession, changes: list[CaseStateChanged]) -> list[Notice]:
         """A held match is told to the providing unit and to the requesting region."""
@@ -192,7 +191,6 @@ class Notifier:
         for envelope, payload in submissions:
             assert isinstance(payload, SecureMessageSubmitted)
             await self._route(session, ctx, ledger, envelope, payload)
-        await self.courier.pump(session, ctx)
 
     async def _route(self, session: AsyncSession, ctx: ServiceContext, ledger: CaseLedger, envelope: Envelope,
                      submitted: SecureMessageSubmitted) -> None:

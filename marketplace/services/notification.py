@@ -52,6 +52,7 @@ def handlers(streams: Streams, state_dir: Path,
 
 async def pump(session: AsyncSession, ctx: ServiceContext, state_dir: Path,
                policy: RetryPolicy = DEFAULT_RETRY_POLICY) -> PumpResult:
-    """Retry and escalate what is due, in the caller's transaction (for a periodic sweeper: the
-    notifier itself only pumps when one of its streams has something new)."""
+    """Retry and escalate what is due, in the caller's transaction: the sweeper's periodic job. The
+    notifier's batch handlers make each message's first hand-over attempt themselves and leave what
+    is due later to this one scan, instead of scanning the whole message table once per batch."""
     return await notifier(state_dir, policy).courier.pump(session, ctx)

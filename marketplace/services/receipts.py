@@ -59,7 +59,6 @@ class Receipts:
         await ledger.load(row.case_ref for row in rows.values() if row.message_type == "referral")
         for envelope, submitted, receipt in checked:
             await self._receipt(session, ctx, ledger, envelope, submitted, receipt, rows, recorded)
-        await self.courier.pump(session, ctx)
 
     def _verified_receipt(self, session: AsyncSession, ctx: ServiceContext, envelope: Envelope,
                           submitted: SecureReceiptSubmitted) -> Receipt | None:
