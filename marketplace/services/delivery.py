@@ -13,8 +13,8 @@ the policy's receipt deadline is escalated to operators: a `message.escalated` e
 messages stream (so on the case's timeline and in `nvf tail`) and a warning in the log. Resending
 would not help: the receiver refuses an id it already accepted.
 
-`pump` does the due work; the notifier runs it after each batch it handles, and `sweep` runs it
-in a transaction of its own, for a periodic caller.
+`pump` does the due work: the sweeper runs it periodically (`sweep` runs it in a transaction of
+its own, for a periodic caller such as `nvf run`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from events import MessageEscalated, SecureMessageDelivered, new_envelope
 from events.envelope import stable_event_id
 from marketplace.adapters.database import Database
+from marketplace.adapters.appends import append
 from marketplace.adapters.message_orm import SecureMessageRow
 from marketplace.adapters.outbox import stage
 from marketplace.services.context import ServiceContext
@@ -40,6 +41,7 @@ from notifiers.delivery import Delivery, NextStep, RetryPolicy, message_sent_pay
 from notifiers.envelope import SealedMessage
 
 PRODUCER = "notifier"
+SECURE_MESSAGES = SecureMessageRow.__table__  # type: ignore[attr-defined]
 DEFAULT_RETRY_POLICY = RetryPolicy(first_delay=timedelta(seconds=30), max_delay=timedelta(hours=1),
                                    max_attempts=8, receipt_deadline=timedelta(hours=24))
 log = structlog.get_logger(__name__)
@@ -116,11 +118,13 @@ class Courier:
         self.policy = policy
 
     async def enqueue(self, session: AsyncSession, ctx: ServiceContext, message: SealedMessage, *,
-                      case_ref: str, submitted_by: str) -> SecureMessageRow:
-        """Record `message` for delivery and make the first hand-over attempt at once.
+                      case_ref: str, submitted_by: str) -> str:
+        """Record `message` for delivery and make the first hand-over attempt at once; returns its id.
 
-        The row is built once, with the outcome of that attempt: a table model's every attribute
-        set costs as much as building it, and a batch enqueues hundreds."""
+        A message handed over at once (nearly all) is appended as plain values with the batch's
+        other rows (adapters/appends.py): an ORM object per message, built and flushed through the
+        unit of work, cost a batch more than its crypto. One that is to be retried is an ORM row,
+        which the retries change."""
         header = message.header
         now = ctx.clock()
         fields: dict[str, Any] = dict(
@@ -136,12 +140,13 @@ class Courier:
             row = SecureMessageRow(**fields, status="queued", next_attempt_at=now)
             session.add(row)
             self._failed(session, ctx, row, exc, now)
-            return row
-        row = SecureMessageRow(**fields, status="handed_over", attempts=1, last_attempt_at=now, handed_over_at=now,
-                               receipt_due_at=self.policy.receipt_due_at(now), next_attempt_at=None)
-        session.add(row)
-        self._sent(session, ctx, row, message)
-        return row
+            return row.message_id
+        append(session, SECURE_MESSAGES, {
+            **fields, "status": "handed_over", "attempts": 1, "last_attempt_at": now, "handed_over_at": now,
+            "receipt_due_at": self.policy.receipt_due_at(now), "next_attempt_at": None, "receipt_status": None,
+            "receipt_code": None, "receipt_detail": None, "escalated_at": None, "last_error": None})
+        self._sent(session, ctx, message, case_ref)
+        return fields["message_id"]
 
     async def attempt(self, session: AsyncSession, ctx: ServiceContext, row: SecureMessageRow,
                       delivery: Delivery, message: SealedMessage | None = None) -> bool:
@@ -157,7 +162,7 @@ class Courier:
         row.handed_over_at = now
         row.receipt_due_at = self.policy.receipt_due_at(now)
         session.add(row)
-        self._sent(session, ctx, row, message or sealed_of(row))
+        self._sent(session, ctx, message or sealed_of(row), row.case_ref)
         return True
 
     def _failed(self, session: AsyncSession, ctx: ServiceContext, row: SecureMessageRow, exc: BaseException,
@@ -174,13 +179,14 @@ class Courier:
             row.status, row.next_attempt_at = "retrying", due
         session.add(row)
 
-    def _sent(self, session: AsyncSession, ctx: ServiceContext, row: SecureMessageRow, message: SealedMessage) -> None:
-        sent = message_sent_payload(message, row.case_ref)
-        stage(session, new_envelope(sent, producer=PRODUCER, correlation_id=row.case_ref, occurred_at=ctx.clock(),
-                                    event_id=stable_event_id("message.sent", row.message_id)),
+    def _sent(self, session: AsyncSession, ctx: ServiceContext, message: SealedMessage, case_ref: str) -> None:
+        sent = message_sent_payload(message, case_ref)
+        header = message.header
+        stage(session, new_envelope(sent, producer=PRODUCER, correlation_id=case_ref, occurred_at=ctx.clock(),
+                                    event_id=stable_event_id("message.sent", header.message_id)),
               ctx.streams.messages)
-        log.info("message.sent", message_id=row.message_id, case_ref=row.case_ref,
-                 message_type=row.message_type, recipient=row.recipient_org)
+        log.info("message.sent", message_id=str(header.message_id), case_ref=case_ref,
+                 message_type=header.message_type, recipient=header.recipient_org)
 
     async def pump(self, session: AsyncSession, ctx: ServiceContext, *, limit: int = 500) -> PumpResult:
         """Retry what is due, escalate what has waited past its receipt deadline."""

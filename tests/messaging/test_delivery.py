@@ -4,7 +4,7 @@ and nothing lost (or done twice) when the notifier dies half way."""
 from __future__ import annotations
 
 import base64
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import update
@@ -48,6 +48,11 @@ def _notice(federation) -> SealedMessage:
     return seal(federation, body, "202100-9994", PROVIDER_ORG)
 
 
+def _utc(moment: datetime | None) -> datetime | None:
+    # SQLite hands a stored timestamp back without its zone; the marketplace writes UTC.
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
 def _courier(federation, failures: int) -> Courier:
     budget = {"failures": failures}
     return Courier(lambda session, ctx: FlakyDelivery(OutboxDelivery(session, ctx, federation.book), budget), POLICY)
@@ -57,16 +62,17 @@ async def test_a_failed_hand_over_is_retried_with_backoff_then_parked_and_escala
     courier = _courier(federation, failures=10)
     start = clock.now
     async with database.session() as session:
-        row = await courier.enqueue(session, ctx, _notice(federation), case_ref=CASE, submitted_by="notifier")
+        message_id = await courier.enqueue(session, ctx, _notice(federation), case_ref=CASE, submitted_by="notifier")
+        row = await session.get_one(SecureMessageRow, message_id)  # the row as stored
         assert (row.status, row.attempts) == ("retrying", 1)
-        assert row.next_attempt_at == start + timedelta(seconds=30)
+        assert _utc(row.next_attempt_at) == start + timedelta(seconds=30)
 
         clock.now = start + timedelta(seconds=29)
         assert (await courier.pump(session, ctx)).message_ids == []
         clock.now = start + timedelta(seconds=30)
         await courier.pump(session, ctx)
         assert (row.status, row.attempts) == ("retrying", 2)
-        assert row.next_attempt_at == clock.now + timedelta(seconds=60)  # doubled
+        assert _utc(row.next_attempt_at) == clock.now + timedelta(seconds=60)  # doubled
 
         clock.now += timedelta(seconds=60)
         result = await courier.pump(session, ctx)
@@ -83,7 +89,8 @@ async def test_a_failed_hand_over_is_retried_with_backoff_then_parked_and_escala
 async def test_a_hand_over_that_recovers_is_sent_once(database, ctx, clock, federation):
     courier = _courier(federation, failures=1)
     async with database.session() as session:
-        row = await courier.enqueue(session, ctx, _notice(federation), case_ref=CASE, submitted_by="notifier")
+        message_id = await courier.enqueue(session, ctx, _notice(federation), case_ref=CASE, submitted_by="notifier")
+        row = await session.get_one(SecureMessageRow, message_id)  # the row as stored
         clock.now += timedelta(minutes=5)
         await courier.pump(session, ctx)
         await courier.pump(session, ctx)
@@ -96,7 +103,8 @@ async def test_a_hand_over_that_recovers_is_sent_once(database, ctx, clock, fede
 async def test_no_receipt_by_the_deadline_is_escalated_once(database, ctx, clock, federation):
     courier = Courier(lambda session, c: OutboxDelivery(session, c, federation.book), POLICY)
     async with database.session() as session:
-        row = await courier.enqueue(session, ctx, _notice(federation), case_ref=CASE, submitted_by="notifier")
+        message_id = await courier.enqueue(session, ctx, _notice(federation), case_ref=CASE, submitted_by="notifier")
+        row = await session.get_one(SecureMessageRow, message_id)  # the row as stored
         assert row.status == "handed_over"
         clock.now += timedelta(minutes=59)
         assert (await courier.pump(session, ctx)).escalated == 0
@@ -172,7 +180,8 @@ async def test_an_unlisted_address_is_retried_until_its_unit_is_listed_then_deli
                                                                                       federation):
     courier = _real_courier(federation)
     async with database.session() as session:
-        row = await courier.enqueue(session, ctx, _to_new_unit(federation), case_ref=CASE, submitted_by="notifier")
+        message_id = await courier.enqueue(session, ctx, _to_new_unit(federation), case_ref=CASE, submitted_by="notifier")
+        row = await session.get_one(SecureMessageRow, message_id)  # the row as stored
         assert (row.status, row.attempts) == ("retrying", 1)
         assert row.last_error == f"{NEW_UNIT} is not an address of {PROVIDER_ORG}"
         # Another process lists the unit in the shared address book (as the notifier does for a match).
@@ -187,7 +196,8 @@ async def test_an_unlisted_address_is_retried_until_its_unit_is_listed_then_deli
 async def test_an_address_never_listed_is_parked_and_escalated(database, ctx, clock, federation):
     courier = _real_courier(federation)
     async with database.session() as session:
-        row = await courier.enqueue(session, ctx, _to_new_unit(federation), case_ref=CASE, submitted_by="notifier")
+        message_id = await courier.enqueue(session, ctx, _to_new_unit(federation), case_ref=CASE, submitted_by="notifier")
+        row = await session.get_one(SecureMessageRow, message_id)  # the row as stored
         for _ in range(POLICY.max_attempts):
             clock.now += POLICY.max_delay
             await courier.pump(session, ctx)
