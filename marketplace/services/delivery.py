@@ -31,8 +31,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from events import MessageEscalated, SecureMessageDelivered, new_envelope
 from events.envelope import stable_event_id
-from marketplace.adapters.database import Database
 from marketplace.adapters.appends import append
+from marketplace.adapters.database import Database
 from marketplace.adapters.message_orm import SecureMessageRow
 from marketplace.adapters.outbox import stage
 from marketplace.services.context import ServiceContext
