@@ -180,7 +180,8 @@ async def test_an_unlisted_address_is_retried_until_its_unit_is_listed_then_deli
                                                                                       federation):
     courier = _real_courier(federation)
     async with database.session() as session:
-        message_id = await courier.enqueue(session, ctx, _to_new_unit(federation), case_ref=CASE, submitted_by="notifier")
+        message_id = await courier.enqueue(session, ctx, _to_new_unit(federation), case_ref=CASE,
+                                           submitted_by="notifier")
         row = await session.get_one(SecureMessageRow, message_id)  # the row as stored
         assert (row.status, row.attempts) == ("retrying", 1)
         assert row.last_error == f"{NEW_UNIT} is not an address of {PROVIDER_ORG}"
@@ -196,7 +197,8 @@ async def test_an_unlisted_address_is_retried_until_its_unit_is_listed_then_deli
 async def test_an_address_never_listed_is_parked_and_escalated(database, ctx, clock, federation):
     courier = _real_courier(federation)
     async with database.session() as session:
-        message_id = await courier.enqueue(session, ctx, _to_new_unit(federation), case_ref=CASE, submitted_by="notifier")
+        message_id = await courier.enqueue(session, ctx, _to_new_unit(federation), case_ref=CASE,
+                                           submitted_by="notifier")
         row = await session.get_one(SecureMessageRow, message_id)  # the row as stored
         for _ in range(POLICY.max_attempts):
             clock.now += POLICY.max_delay
