@@ -49,6 +49,11 @@ async def write_appends(session: AsyncSession) -> None:
         await session.run_sync(_write)
 
 
+def write_collected(session: Session) -> None:
+    """Write what has been collected now, from synchronous code (a session event hook)."""
+    _write(session)
+
+
 def _write(session: Session) -> None:
     pending: dict[Table, Rows] | None = session.info.pop(_KEY, None)
     if not pending:

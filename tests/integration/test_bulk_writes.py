@@ -24,7 +24,7 @@ from events import (
     new_envelope,
 )
 from marketplace.adapters.appends import append
-from marketplace.adapters.orm import CaseRow, OfferRow, OutboxRow, PlacementRow, RejectionRow, TimelineRow
+from marketplace.adapters.orm import CaseRow, MatchRow, OfferRow, OutboxRow, PlacementRow, RejectionRow, TimelineRow
 from marketplace.adapters.outbox import OUTBOX, stage
 from marketplace.services import clearing, intake
 from marketplace.services.context import ServiceContext
@@ -235,3 +235,54 @@ async def test_an_intake_batch_reads_what_its_items_need_once_whatever_their_num
             col(OfferRow.offer_id).like("off-ght-%")))).all())
     assert set(states.values()) == {"withdrawn"} and len(states) == 16
     assert offers == {"withdrawn"}
+
+
+async def test_a_batch_of_answers_settles_the_book_in_the_same_statements_whatever_their_number(database):
+    """Holds declined in one batch give their slots back and close their matches in one statement
+    each, not one per answer: eight declines cost what two cost, and every slot is back."""
+    ctx = _ctx()
+    sizes = {"tw": 2, "ght": 8}  # the bus's ids have no vowels
+    setup = []
+    for tag, n in sizes.items():
+        setup.append(new_envelope(OfferPublished(offer_id=f"off-{tag}", region="13", unit_hsa_id="SE2321000013-U",
+                                                care_area="cataract", capacity=n, window_start=START,
+                                                window_end=END, price_sek=9000), producer="13").to_json())
+        setup.append(_request(f"req-{tag}", *(f"case-{tag}-{i}" for i in range(n))))
+    async with database.session() as session:
+        await intake.handle_batch(session, setup, ctx)
+        await session.commit()
+    cmd = ClearingRoundRequested(round_id="rnd-1", care_area="cataract", as_of=START - timedelta(days=7))
+    async with database.session() as session:
+        await clearing.run_round(session, new_envelope(cmd, producer="matcher"), cmd, ctx)
+        await session.commit()
+    async with database.session() as session:
+        held = dict((await session.exec(select(CaseRow.case_ref, CaseRow.current_match_id))).all())
+    assert all(held.values()) and len(held) == 10
+
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        statements.append(statement)
+
+    spent = {}
+    event.listen(database.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        for tag, n in sizes.items():
+            statements.clear()
+            batch = [new_envelope(CaseCommandIssued(case_ref=f"case-{tag}-{i}", command="decline_match",
+                                                    args={"match_id": held[f"case-{tag}-{i}"],
+                                                          "reason_code": "no_capacity"}), producer="13").to_json()
+                     for i in range(n)]
+            async with database.session() as session:
+                result = await intake.handle_batch(session, batch, ctx)
+                await session.commit()
+            assert (result.accepted, result.rejected) == (n, 0)
+            spent[tag] = len(statements)
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", count)
+    assert spent["tw"] == spent["ght"]
+    async with database.session() as session:
+        remaining = dict((await session.exec(select(OfferRow.offer_id, OfferRow.remaining))).all())
+        statuses = set((await session.exec(select(MatchRow.status))).all())
+    assert remaining == {"off-tw": 2, "off-ght": 8}
+    assert statuses == {"declined"}
