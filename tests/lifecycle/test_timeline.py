@@ -234,9 +234,11 @@ def test_verify_case_checks_each_chain_against_its_own_head_and_names_the_broken
     result = verify_case(CASE, merge(truncated, notes), heads, KEY)
     assert result.broken == [Chain.EVENTS] and result.results[Chain.EVENTS].reason is BreakReason.HEAD_MISMATCH
     # A head rewritten to match a recomputed chain fails its keyed checkpoint, in that chain only.
-    forged = {**heads, Chain.ANNOTATIONS: Head(2, edited[1].hash, heads[Chain.ANNOTATIONS].checkpoint)}
-    result = verify_case(CASE, merge(stream, edited), forged, KEY)
+    recomputed = [notes[0], _sent([notes[0]], datetime(2026, 3, 8, tzinfo=UTC), "msg-forged")]
+    forged = {**heads, Chain.ANNOTATIONS: Head(2, recomputed[1].hash, heads[Chain.ANNOTATIONS].checkpoint)}
+    result = verify_case(CASE, merge(stream, recomputed), forged, KEY)
     assert result.broken == [Chain.ANNOTATIONS]
+    assert result.results[Chain.ANNOTATIONS].reason is BreakReason.CHECKPOINT_MISMATCH
     # A checkpoint is made for its chain: the same head in the other chain does not match it.
     last = stream[-1]
     assert checkpoint(KEY, CASE, last.version, last.hash, Chain.EVENTS) != checkpoint(
