@@ -106,7 +106,8 @@ async def test_old_timelines_are_split_into_the_case_stream_and_its_annotations(
             events, annotations = await load_events(session, ref), await load_annotations(session, ref)
             heads = await load_heads(session, ref)
             # Every old entry kept once, in its order, in the right chain.
-            assert [str(e.event_id) for e in events] == [r["event_id"] for r in rows if r["event_type"] != "message.sent"]
+            assert [str(e.event_id) for e in events] == [r["event_id"] for r in rows
+                                                          if r["event_type"] != "message.sent"]
             assert [str(a.event_id) for a in annotations] == [r["event_id"] for r in rows
                                                                if r["event_type"] == "message.sent"]
             # The stream's version is the case's version; each chain verifies against its new head.
