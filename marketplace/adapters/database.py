@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
@@ -29,13 +30,14 @@ class Database:
     def __init__(self, url: str, *, schema: str | None = None, echo: bool = False) -> None:
         self.url = make_url(url)
         self.schema = schema
+        # Where the marketplace's checkpoint key lives: a migration that re-hashes timelines
+        # re-checkpoints their heads with it (`Database.of` sets it).
+        self.state_dir: Path | None = None
         if schema is not None and not _SCHEMA_NAME.match(schema):
             raise ValueError(f"db_schema: {schema!r} is not a plain lower-case identifier")
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
             if self.url.database and self.url.database != ":memory:":
-                from pathlib import Path
-
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30}
         elif schema:
@@ -50,7 +52,9 @@ class Database:
     @classmethod
     def of(cls, settings: Settings) -> Database:
         """The database the settings name (SQLite in the state folder unless DATABASE_URL is set)."""
-        return cls(settings.effective_database_url, schema=settings.db_schema)
+        db = cls(settings.effective_database_url, schema=settings.db_schema)
+        db.state_dir = settings.state_dir
+        return db
 
     @property
     def is_sqlite(self) -> bool:

@@ -1,4 +1,5 @@
-"""SQLModel tables: the marketplace's state, its outbox, its inbox and the case timelines."""
+"""SQLModel tables: the marketplace's state, its outbox, its inbox, the cases' event streams and
+their annotations."""
 
 from __future__ import annotations
 
@@ -183,13 +184,14 @@ class NotificationRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
-class TimelineRow(SQLModel, table=True):
-    """Append-only, hash-chained history of one case: (case_ref, version) is unique."""
+class CaseEventRow(SQLModel, table=True):
+    """A case's own event stream: its lifecycle events, hash-chained; `version` is the aggregate's
+    version after the event, so (case_ref, version) is unique and a concurrent append fails."""
 
-    __tablename__ = "timeline"
+    __tablename__ = "case_events"
     __table_args__ = (
-        UniqueConstraint("case_ref", "version", name="uq_timeline_case_version"),
-        UniqueConstraint("case_ref", "event_id", name="uq_timeline_case_event"),
+        UniqueConstraint("case_ref", "version", name="uq_case_events_case_version"),
+        UniqueConstraint("case_ref", "event_id", name="uq_case_events_case_event"),
     )
     id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"),
                                                            primary_key=True, autoincrement=True))
@@ -203,12 +205,36 @@ class TimelineRow(SQLModel, table=True):
     hash: str = Field(max_length=64)
 
 
-class TimelineHeadRow(SQLModel, table=True):
-    """Each case timeline's head, kept outside the chain, with the marketplace's keyed checkpoint
-    of it: a deleted newest entry, a forged append or a recomputed chain no longer meets it."""
+class CaseAnnotationRow(SQLModel, table=True):
+    """What the bus said about a case (a message sent, a receipt...), projected beside its event
+    stream by the timeline worker: a chain of its own per case (`position` in it), the bus event's
+    id unique so that a redelivery adds nothing."""
 
-    __tablename__ = "timeline_heads"
+    __tablename__ = "case_annotations"
+    __table_args__ = (
+        UniqueConstraint("case_ref", "position", name="uq_case_annotations_case_position"),
+        UniqueConstraint("event_id", name="uq_case_annotations_event"),
+    )
+    id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"),
+                                                           primary_key=True, autoincrement=True))
+    case_ref: str = Field(max_length=128, index=True)
+    position: int
+    event_id: str = Field(max_length=36)
+    event_type: str = Field(max_length=64)
+    occurred_at: datetime = Field(sa_type=DateTime(timezone=True))
+    payload: dict[str, object] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class ChainHeadRow(SQLModel, table=True):
+    """Each chain's head (a case's event stream, its annotations), kept outside the chain, with the
+    marketplace's keyed checkpoint of it: a deleted newest entry, a forged append or a recomputed
+    chain no longer meets it."""
+
+    __tablename__ = "chain_heads"
     case_ref: str = Field(primary_key=True, max_length=128)
+    chain: str = Field(primary_key=True, max_length=16)
     version: int
     hash: str = Field(max_length=64)
     checkpoint: str | None = Field(default=None, max_length=64)

@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 from sqlmodel import SQLModel
 
+from marketplace.adapters.checkpoint_key import load_key
 from marketplace.errors import ConfigError
 
 
@@ -46,6 +47,7 @@ class Database(Protocol):
     engine: AsyncEngine
     url: URL
     schema: str | None
+    state_dir: Path | None
 
     @property
     def is_sqlite(self) -> bool: ...
@@ -83,10 +85,12 @@ def include_object(_obj: Any, name: str | None, type_: str, _reflected: bool, _c
     return not (type_ == "table" and name is not None and name.startswith(_NOT_MIGRATED))
 
 
-def _config(connection: Connection | None = None) -> Config:
+def _config(connection: Connection | None = None, checkpoint_key: bytes | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
+    # For a revision that re-hashes timelines: their heads' keyed checkpoints are made anew with it.
+    cfg.attributes["checkpoint_key"] = checkpoint_key
     return cfg
 
 
@@ -161,11 +165,11 @@ def _sqlite_autocommit_driver(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def _upgrade(conn: Connection, revision: str) -> Upgraded:
+def _upgrade(conn: Connection, revision: str, checkpoint_key: bytes | None = None) -> Upgraded:
     before = _current(conn)
     if before is not None and not _known(before):
         raise SchemaNotCurrent(_unknown(before))
-    cfg = _config(conn)
+    cfg = _config(conn, checkpoint_key)
     baseline = before is None and inspect(conn).has_table("cases")
     if baseline:
         # Tables `create_all` made before there were migrations: today's first revision is what they hold.
@@ -176,14 +180,28 @@ def _upgrade(conn: Connection, revision: str) -> Upgraded:
 
 async def upgrade(db: Database, revision: str = "head") -> Upgraded:
     """Bring the schema to `revision`, exactly once however many processes ask at the same time."""
+    key = load_key(db.state_dir) if db.state_dir is not None else None
     async with _migrating(db) as conn:
-        done = await conn.run_sync(_upgrade, revision)
+        done = await conn.run_sync(_upgrade, revision, key)
     if done.baseline:
         log.info("db.baseline_stamped", revision=BASELINE, schema=db.schema)
     if done.applied:
         # One line per migration actually run: the tests count them.
         log.info("db.migrated", from_revision=done.before, to_revision=done.after, schema=db.schema)
     return done
+
+
+async def downgrade(db: Database, revision: str) -> str | None:
+    """Take the schema back to `revision` (a DBA's step back before running an older version);
+    returns the revision it is at afterwards."""
+    key = load_key(db.state_dir) if db.state_dir is not None else None
+
+    def run(conn: Connection) -> str | None:
+        command.downgrade(_config(conn, key), revision)
+        return _current(conn)
+
+    async with _migrating(db) as conn:
+        return await conn.run_sync(run)
 
 
 async def ensure_schema(db: Database, *, auto_migrate: bool) -> None:

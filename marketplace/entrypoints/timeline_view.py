@@ -1,4 +1,8 @@
-"""`nvf timeline CASE_REF`: one case's history, readable, with its hash chain checked on request."""
+"""`nvf timeline CASE_REF`: one case's history, readable, with its hash chains checked on request.
+
+The history is the case's event stream (its lifecycle events, versioned as the case is) and its
+annotations (what the bus said about it), merged by time, each entry labelled with its chain;
+`--verify` checks each chain against its own head and names the one that broke."""
 
 from __future__ import annotations
 
@@ -11,8 +15,8 @@ from rich.table import Table
 from marketplace.adapters.checkpoint_key import load_key
 from marketplace.adapters.database import Database
 from marketplace.entrypoints.commands.db import ready
-from marketplace.lifecycle.timeline import Head, TimelineEntry, verify_with_head
-from marketplace.services.timeline import load_head, load_timeline
+from marketplace.lifecycle.timeline import Chain, Head, TimelineEntry, verify_case
+from marketplace.services.timeline import load_heads, load_timeline
 from marketplace.settings import Settings
 
 
@@ -90,7 +94,7 @@ async def show_timeline(settings: Settings, case_ref: str, *, console: Console, 
         await ready(db, settings)
         async with db.session() as session:
             entries = await load_timeline(session, case_ref)
-            head = await load_head(session, case_ref)
+            heads = await load_heads(session, case_ref)
     finally:
         await db.dispose()
     if not entries:
@@ -98,32 +102,41 @@ async def show_timeline(settings: Settings, case_ref: str, *, console: Console, 
         return 1
     if as_json:
         for e in entries:
-            print(json.dumps({"version": e.version, "event_id": str(e.event_id), "event_type": e.event_type,
-                              "occurred_at": e.occurred_at.isoformat(), "payload": e.payload,
-                              "prev_hash": e.prev_hash, "hash": e.hash}, ensure_ascii=False))
+            print(json.dumps({"kind": _KIND[e.chain], "version": e.version, "event_id": str(e.event_id),
+                              "event_type": e.event_type, "occurred_at": e.occurred_at.isoformat(),
+                              "payload": e.payload, "prev_hash": e.prev_hash, "hash": e.hash}, ensure_ascii=False))
     else:
         table = Table(title=f"timeline of {case_ref}", title_justify="left")
+        table.add_column("kind")
         table.add_column("v", justify="right")
         table.add_column("when (UTC)")
         table.add_column("event")
         table.add_column("what happened")
         table.add_column("hash")
         for e in entries:
-            table.add_row(str(e.version), e.occurred_at.strftime("%Y-%m-%d %H:%M:%S"), e.event_type,
+            table.add_row(_KIND[e.chain], str(e.version), e.occurred_at.strftime("%Y-%m-%d %H:%M:%S"), e.event_type,
                           describe_entry(e), e.hash[:12])
         console.print(table)
     if check:
-        return _report(console, case_ref, entries, head, load_key(settings.state_dir))
+        return _report(console, case_ref, entries, heads, load_key(settings.state_dir))
     return 0
 
 
-def _report(console: Console, case_ref: str, entries: list[TimelineEntry], head: Head | None,
+_KIND = {Chain.EVENTS: "event", Chain.ANNOTATIONS: "annotation"}
+_CHAIN_NAME = {Chain.EVENTS: "event stream", Chain.ANNOTATIONS: "annotations"}
+
+
+def _report(console: Console, case_ref: str, entries: list[TimelineEntry], heads: dict[Chain, Head],
             key: bytes | None) -> int:
-    result = verify_with_head(case_ref, entries, head, key)
-    if result.ok:
-        console.print(f"[green]hash chain intact[/green]: {result.entries_checked} entries verified, "
-                      f"ending at the recorded head (version {head.version if head else 0}, checkpoint valid)")
-        return 0
-    console.print(f"[red]hash chain BROKEN at version {result.first_broken_version}[/red]: "
-                  f"{result.reason} — {result.detail}", soft_wrap=True)
-    return 1
+    checked = verify_case(case_ref, entries, heads, key)
+    for chain, result in checked.results.items():
+        name = _CHAIN_NAME[chain]
+        head = heads.get(chain)
+        if result.ok:
+            console.print(f"[green]hash chain intact[/green] ({name}): {result.entries_checked} entries verified, "
+                          f"ending at the recorded head (version {head.version if head else 0}"
+                          f"{', checkpoint valid' if head else ''})", soft_wrap=True)
+        else:
+            console.print(f"[red]hash chain BROKEN ({name}) at version {result.first_broken_version}[/red]: "
+                          f"{result.reason} — {result.detail}", soft_wrap=True)
+    return 0 if checked.ok else 1

@@ -1,5 +1,16 @@
-"""A case's timeline: append-only and hash-chained, so that a changed, reordered or deleted entry
+"""A case's timeline: two append-only hash chains, so that a changed, reordered or deleted entry
 shows.
+
+- The case's own event stream (`Chain.EVENTS`): its lifecycle events only, so an entry's version is
+  the aggregate's version after that event (`CaseState.version`). Appending at any other version
+  than the head's + 1 is a `StreamConflict`: another writer got there first (optimistic
+  concurrency, as in event-sourcing libraries).
+- Its annotations (`Chain.ANNOTATIONS`): what the bus said about the case (a message sent, a
+  receipt, a patient not placed), projected beside the stream by the timeline worker, never in it.
+  They are chained the same way, in a chain of their own, so they stay verifiable without ever
+  moving the stream's version.
+
+Readers merge the two by time (`merge`), each entry labelled with its chain.
 
 Each entry's hash is SHA-256 over a canonical JSON of its content and the previous entry's hash
 (64 zeros before the first). Canonical means: keys sorted, no whitespace, UTF-8, datetimes as ISO
@@ -12,9 +23,7 @@ history rewritten from the first entry on with every hash recomputed, nor an ent
 valid hash: for that the marketplace keeps each timeline's head (last version and hash) outside
 the chain, with a keyed checkpoint of it (HMAC-SHA256 under a key that is not in the database),
 and `verify_with_head` checks the chain against both.
-
-Entries of other types than case events (a message sent, a receipt) may share the timeline: they
-are chained like the rest and skipped by `replay_timeline`.
+The hash covers the chain's name too, so an entry cannot be moved from one chain to the other.
 """
 
 from __future__ import annotations
@@ -30,12 +39,29 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from events.payloads import PAYLOAD_TYPES
 from marketplace.lifecycle.case import CaseState, replay
 from marketplace.lifecycle.events import EVENT_TYPES, CaseEvent, event_from_payload, event_payload
 from marketplace.lifecycle.swedish_time import require_aware
 
 GENESIS_HASH = "0" * 64
+
+
+class Chain(StrEnum):
+    EVENTS = "events"
+    """The case's own event stream: lifecycle events, versioned as the aggregate is."""
+    ANNOTATIONS = "annotations"
+    """What the bus said about the case, a projection beside the stream."""
+
+
+class StreamConflict(Exception):
+    """An append at a version other than the stream head's + 1: another writer appended first.
+
+    Read the case again and decide anew (the worker's transaction retry does exactly that)."""
+
+    def __init__(self, case_ref: str, version: int, head_version: int) -> None:
+        self.case_ref, self.version, self.head_version = case_ref, version, head_version
+        super().__init__(f"case {case_ref!r}: cannot append version {version}, its event stream is at version "
+                         f"{head_version} (expected {head_version + 1}): another writer appended first")
 
 
 @dataclass(frozen=True)
@@ -48,6 +74,12 @@ class TimelineEntry:
     payload: Mapping[str, Any]
     prev_hash: str
     hash: str
+    chain: Chain = Chain.EVENTS
+    """Which chain holds it; `version` is its place in that chain."""
+
+    @property
+    def is_annotation(self) -> bool:
+        return self.chain is Chain.ANNOTATIONS
 
 
 def _json_default(value: object) -> object:
@@ -68,9 +100,10 @@ def canonical_json(value: object) -> str:
 
 
 def chain_hash(prev_hash: str, *, case_ref: str, version: int, event_id: UUID | str, event_type: str,
-               occurred_at: datetime, payload: Mapping[str, Any]) -> str:
-    """SHA-256 (hex) of the canonical JSON of an entry's content and the previous hash."""
+               occurred_at: datetime, payload: Mapping[str, Any], chain: Chain = Chain.EVENTS) -> str:
+    """SHA-256 (hex) of the canonical JSON of an entry's content, its chain and the previous hash."""
     content = {
+        "chain": str(chain),
         "case_ref": case_ref,
         "version": version,
         "event_id": str(event_id),
@@ -84,33 +117,47 @@ def chain_hash(prev_hash: str, *, case_ref: str, version: int, event_id: UUID | 
 
 def _entry_hash(e: TimelineEntry) -> str:
     return chain_hash(e.prev_hash, case_ref=e.case_ref, version=e.version, event_id=e.event_id,
-                      event_type=e.event_type, occurred_at=e.occurred_at, payload=e.payload)
+                      event_type=e.event_type, occurred_at=e.occurred_at, payload=e.payload, chain=e.chain)
+
+
+def next_version(case_ref: str, head_version: int, version: int | None = None) -> int:
+    """The version the next entry of a chain at `head_version` takes. `version` is the one the
+    writer expects (the aggregate's version after its event): anything but head + 1 is a
+    `StreamConflict`."""
+    if version is not None and version != head_version + 1:
+        raise StreamConflict(case_ref, version, head_version)
+    return head_version + 1
 
 
 def new_entry(entries: Sequence[TimelineEntry], *, case_ref: str, event_id: UUID, event_type: str,
-              occurred_at: datetime, payload: Mapping[str, Any]) -> TimelineEntry:
-    """The entry that follows `entries` (version last + 1, linked to the last hash).
+              occurred_at: datetime, payload: Mapping[str, Any], chain: Chain = Chain.EVENTS,
+              version: int | None = None) -> TimelineEntry:
+    """The entry that follows `entries` in `chain` (version last + 1, linked to the last hash).
 
-    Refuses an entry of another case and an event id already in the timeline: appending the same
-    event twice is a redelivery, which the caller should recognise and skip.
+    Refuses an entry of another case, an event id already in the chain (appending the same event
+    twice is a redelivery, which the caller should recognise and skip), a bus event in the case's
+    event stream, and (`StreamConflict`) an expected `version` that is not the next one.
     """
     if entries and entries[0].case_ref != case_ref:
         raise ValueError(f"timeline of case {entries[0].case_ref!r} cannot take an entry of {case_ref!r}")
     if any(e.event_id == event_id for e in entries):
         raise ValueError(f"event {event_id} is already in the timeline of case {case_ref!r}")
+    if chain is Chain.EVENTS and event_type not in EVENT_TYPES:
+        raise ValueError(f"{event_type!r} is not a lifecycle event: it belongs with the case's annotations")
+    version = next_version(case_ref, entries[-1].version if entries else 0, version)
     # Round-trip through canonical JSON: the stored payload is then exactly what was hashed.
     clean = json.loads(canonical_json(payload))
     prev_hash = entries[-1].hash if entries else GENESIS_HASH
-    version = entries[-1].version + 1 if entries else 1
     digest = chain_hash(prev_hash, case_ref=case_ref, version=version, event_id=event_id,
-                        event_type=event_type, occurred_at=occurred_at, payload=clean)
-    return TimelineEntry(case_ref, version, event_id, event_type, occurred_at, clean, prev_hash, digest)
+                        event_type=event_type, occurred_at=occurred_at, payload=clean, chain=chain)
+    return TimelineEntry(case_ref, version, event_id, event_type, occurred_at, clean, prev_hash, digest, chain)
 
 
-def append(entries: Sequence[TimelineEntry], new: CaseEvent) -> TimelineEntry:
-    """The entry recording case event `new` after `entries`; the caller stores it."""
+def append(entries: Sequence[TimelineEntry], new: CaseEvent, version: int | None = None) -> TimelineEntry:
+    """The entry recording case event `new` after `entries` (at the aggregate's `version` after it,
+    when given); the caller stores it."""
     return new_entry(entries, case_ref=new.case_ref, event_id=new.event_id, event_type=new.TYPE,
-                     occurred_at=new.occurred_at, payload=event_payload(new))
+                     occurred_at=new.occurred_at, payload=event_payload(new), version=version)
 
 
 def append_all(entries: Sequence[TimelineEntry], new: Iterable[CaseEvent]) -> list[TimelineEntry]:
@@ -121,6 +168,21 @@ def append_all(entries: Sequence[TimelineEntry], new: Iterable[CaseEvent]) -> li
     return added
 
 
+def annotate(annotations: Sequence[TimelineEntry], *, case_ref: str, event_id: UUID, event_type: str,
+             occurred_at: datetime, payload: Mapping[str, Any]) -> TimelineEntry:
+    """The annotation (what the bus said about the case) that follows `annotations` in their chain."""
+    return new_entry(annotations, case_ref=case_ref, event_id=event_id, event_type=event_type,
+                     occurred_at=occurred_at, payload=payload, chain=Chain.ANNOTATIONS)
+
+
+def merge(events: Iterable[TimelineEntry], annotations: Iterable[TimelineEntry]) -> list[TimelineEntry]:
+    """A case's stream and its annotations as one history, by time; at the same instant the
+    lifecycle event comes first (what the bus reports follows from it)."""
+    order = {Chain.EVENTS: 0, Chain.ANNOTATIONS: 1}
+    return sorted([*events, *annotations],
+                  key=lambda e: (e.occurred_at.astimezone(UTC), order[e.chain], e.version))
+
+
 class BreakReason(StrEnum):
     VERSION_GAP = "version_gap"
     """A version is missing, repeated or out of order (a deleted or reordered entry)."""
@@ -129,6 +191,8 @@ class BreakReason(StrEnum):
     HASH_MISMATCH = "hash_mismatch"
     """The entry's content no longer gives its hash (a changed entry)."""
     OTHER_CASE = "other_case"
+    NOT_A_CASE_EVENT = "not_a_case_event"
+    """A bus event in the case's own event stream, which holds lifecycle events only."""
     HEAD_MISMATCH = "head_mismatch"
     """The chain is intact but ends elsewhere than the head kept outside it (lost entries)."""
     NO_HEAD = "no_head"
@@ -139,16 +203,17 @@ class BreakReason(StrEnum):
 
 @dataclass(frozen=True)
 class Head:
-    """A timeline's head as recorded outside the chain, with its keyed checkpoint."""
+    """A chain's head as recorded outside it, with its keyed checkpoint."""
 
     version: int
     hash: str
     checkpoint: str | None
 
 
-def checkpoint(key: bytes, case_ref: str, version: int, head_hash: str) -> str:
-    """HMAC-SHA256 (hex) of a timeline's head, under the marketplace's key."""
-    message = canonical_json({"case_ref": case_ref, "version": version, "hash": head_hash}).encode("utf-8")
+def checkpoint(key: bytes, case_ref: str, version: int, head_hash: str, chain: Chain = Chain.EVENTS) -> str:
+    """HMAC-SHA256 (hex) of a chain's head, under the marketplace's key."""
+    message = canonical_json({"chain": str(chain), "case_ref": case_ref, "version": version,
+                              "hash": head_hash}).encode("utf-8")
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
@@ -165,6 +230,8 @@ def _first_break(e: TimelineEntry, expected_version: int, prev_hash: str, case_r
                  ) -> tuple[BreakReason, str] | None:
     if e.case_ref != case_ref:
         return BreakReason.OTHER_CASE, f"entry of case {e.case_ref!r} in the timeline of {case_ref!r}"
+    if e.chain is Chain.EVENTS and e.event_type not in EVENT_TYPES:
+        return BreakReason.NOT_A_CASE_EVENT, f"{e.event_type!r} in the case's event stream"
     if e.version != expected_version:
         return BreakReason.VERSION_GAP, f"expected version {expected_version}, found {e.version}"
     if e.prev_hash != prev_hash:
@@ -202,7 +269,7 @@ def verify(entries: Sequence[TimelineEntry], expected_head: tuple[int, str] | No
 
 
 def verify_with_head(case_ref: str, entries: Sequence[TimelineEntry], head: Head | None,
-                     key: bytes | None) -> VerificationResult:
+                     key: bytes | None, chain: Chain = Chain.EVENTS) -> VerificationResult:
     """The chain, then the head recorded outside it, then the head's checkpoint under `key`.
 
     Catches what the chain alone cannot: a deleted newest entry and an entry appended with a valid
@@ -212,6 +279,8 @@ def verify_with_head(case_ref: str, entries: Sequence[TimelineEntry], head: Head
     result = verify(entries)
     if not result.ok:
         return result
+    if head is None and not entries and chain is Chain.ANNOTATIONS:
+        return result  # nothing said about the case on the bus yet
     if head is None:
         return VerificationResult(False, len(entries), len(entries) or 1, BreakReason.NO_HEAD,
                                   "no head recorded outside the chain for this case")
@@ -227,7 +296,7 @@ def verify_with_head(case_ref: str, entries: Sequence[TimelineEntry], head: Head
         return VerificationResult(False, len(entries), head.version, BreakReason.NO_HEAD,
                                   "the head has no checkpoint to check" if key is not None else
                                   "the marketplace's checkpoint key is not in this state directory")
-    expected = checkpoint(key, case_ref, head.version, head.hash)
+    expected = checkpoint(key, case_ref, head.version, head.hash, chain)
     if not hmac.compare_digest(expected, head.checkpoint):
         return VerificationResult(False, len(entries), head.version, BreakReason.CHECKPOINT_MISMATCH,
                                   "the head's keyed checkpoint does not match: the chain and its head were "
@@ -235,21 +304,50 @@ def verify_with_head(case_ref: str, entries: Sequence[TimelineEntry], head: Head
     return VerificationResult(True, len(entries))
 
 
-def events_from_timeline(entries: Iterable[TimelineEntry]) -> list[CaseEvent]:
-    """The case events recorded in `entries`; entries of known bus types are skipped.
+@dataclass(frozen=True)
+class CaseVerification:
+    """Each chain of a case checked against its head."""
 
-    An unknown type raises KeyError: skipping it silently could rebuild a wrong state.
+    results: Mapping[Chain, VerificationResult]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results.values())
+
+    @property
+    def broken(self) -> list[Chain]:
+        return [chain for chain, r in self.results.items() if not r.ok]
+
+
+def verify_case(case_ref: str, entries: Iterable[TimelineEntry], heads: Mapping[Chain, Head],
+                key: bytes | None) -> CaseVerification:
+    """The case's event stream and its annotations (in any order, as `merge` gives them), each
+    checked as its own chain against its own head, so a break is named in the chain it is in."""
+    listed = list(entries)
+    return CaseVerification({
+        chain: verify_with_head(case_ref, sorted((e for e in listed if e.chain is chain), key=lambda e: e.version),
+                                heads.get(chain), key, chain)
+        for chain in Chain})
+
+
+def events_from_timeline(entries: Iterable[TimelineEntry]) -> list[CaseEvent]:
+    """The case events of a case's event stream (annotations among `entries` are passed over).
+
+    A type that is not a lifecycle event raises KeyError: skipping it silently could rebuild a
+    wrong state.
     """
     found: list[CaseEvent] = []
     for e in entries:
-        if e.event_type in EVENT_TYPES:
-            found.append(event_from_payload(e.event_type, event_id=e.event_id, case_ref=e.case_ref,
-                                            occurred_at=e.occurred_at, payload=dict(e.payload)))
-        elif e.event_type not in PAYLOAD_TYPES:
-            raise KeyError(f"unknown event type {e.event_type!r} at version {e.version}")
+        if e.chain is Chain.ANNOTATIONS:
+            continue
+        if e.event_type not in EVENT_TYPES:
+            raise KeyError(f"{e.event_type!r} at version {e.version} is not a lifecycle event")
+        found.append(event_from_payload(e.event_type, event_id=e.event_id, case_ref=e.case_ref,
+                                        occurred_at=e.occurred_at, payload=dict(e.payload)))
     return found
 
 
 def replay_timeline(entries: Iterable[TimelineEntry]) -> CaseState:
-    """A case rebuilt from its timeline alone. Verify the timeline first if it is not trusted."""
+    """A case rebuilt from its event stream alone; its version is the stream's last version.
+    Verify the stream first if it is not trusted."""
     return replay(events_from_timeline(entries))

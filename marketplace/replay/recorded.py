@@ -25,12 +25,12 @@ from sqlmodel import col, select
 from marketplace.adapters.database import Database
 from marketplace.adapters.orm import (
     AgreementRow,
+    CaseEventRow,
     CaseRow,
     ClearingRoundRow,
     MatchRow,
     OfferRow,
     RequestRow,
-    TimelineRow,
 )
 from marketplace.lifecycle.swedish_time import SWEDISH_TIME, swedish_date
 from marketplace.replay.stream import (
@@ -83,8 +83,8 @@ async def record_from_database(db: Database, name: str = "recorded marketplace l
         agreements = (await session.exec(select(AgreementRow))).all()
         match_offer = dict((await session.exec(select(MatchRow.match_id, MatchRow.offer_id))).all())
         answered = (await session.exec(
-            select(TimelineRow).where(col(TimelineRow.event_type).in_([*_ANSWERS, "case.hold_expired"]))
-            .order_by(col(TimelineRow.occurred_at), col(TimelineRow.case_ref), col(TimelineRow.version)))).all()
+            select(CaseEventRow).where(col(CaseEventRow.event_type).in_([*_ANSWERS, "case.hold_expired"]))
+            .order_by(col(CaseEventRow.occurred_at), col(CaseEventRow.case_ref), col(CaseEventRow.version)))).all()
 
     first_day = min(r.as_of for r in rounds)
     moments = [_aware(o.created_at) for o in offers] + [_aware(r.created_at) for r in requests]

@@ -1,8 +1,8 @@
 """Carrying cases through their lifecycle inside a transaction.
 
 The pure rules (`marketplace.lifecycle`) decide; this module keeps their consequences together:
-the decided events go onto the case's hash-chained timeline (the truth: a case's state is its
-timeline replayed), the `cases` row is updated as a queryable snapshot, a released hold gives its
+the decided events go onto the case's hash-chained event stream at the case's version (the truth:
+a case's state is its stream replayed), the `cases` row is updated as a queryable snapshot, a released hold gives its
 slot back to the offer, and every event is mirrored on the bus as `case.state_changed`.
 """
 
@@ -22,9 +22,9 @@ from marketplace.adapters.appends import append_when_written
 from marketplace.adapters.orm import CaseRow
 from marketplace.adapters.outbox import stage
 from marketplace.lifecycle import (
-    EVENT_TYPES,
     CaseEvent,
     CaseState,
+    Chain,
     Command,
     HoldExpired,
     HoldReleased,
@@ -38,7 +38,7 @@ from marketplace.lifecycle import (
     replay_timeline,
 )
 from marketplace.services.context import ServiceContext
-from marketplace.services.timeline import TimelineAppender, to_entry
+from marketplace.services.timeline import ChainAppender, to_entry
 
 CASES = CaseRow.__table__  # type: ignore[attr-defined]
 
@@ -56,7 +56,7 @@ class CaseLedger:
     def __init__(self, session: AsyncSession, ctx: ServiceContext) -> None:
         self.session = session
         self.ctx = ctx
-        self.timeline = TimelineAppender(session, key=ctx.timeline_key)
+        self.timeline = ChainAppender(session, Chain.EVENTS, key=ctx.timeline_key)
         self.states: dict[str, CaseState | None] = {}
         self.rows: dict[str, CaseRow] = {}
         # Snapshots of cases created in this transaction: pending (values), and written already.
@@ -72,8 +72,7 @@ class CaseLedger:
             return
         entries: dict[str, list[Any]] = defaultdict(list)
         for row in await self.timeline.load(refs):
-            if row.event_type in EVENT_TYPES:
-                entries[row.case_ref].append(to_entry(row))
+            entries[row.case_ref].append(to_entry(row))
         unread = [r for r in refs if r not in self.rows]
         if rows and unread:
             snapshots = await self.session.exec(select(CaseRow).where(col(CaseRow.case_ref).in_(unread)))
@@ -128,7 +127,8 @@ class CaseLedger:
         ends: list[tuple[str, str]] = []
         returned: dict[str, int] = {}
         for previous, state, event in steps:
-            self.timeline.add(state.case_ref, event.event_id, event.TYPE, event.occurred_at, event_payload(event))
+            self.timeline.add(state.case_ref, event.event_id, event.TYPE, event.occurred_at, event_payload(event),
+                              version=state.version)
             stage(self.session, new_envelope(_mirror(previous, state, event), producer=producer,
                                              correlation_id=correlation_id, event_id=event.event_id),
                   self.ctx.streams.cases)

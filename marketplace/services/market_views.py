@@ -18,16 +18,16 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from marketplace.adapters.orm import (
+    CaseEventRow,
     CaseRow,
     ClearingRoundRow,
     MatchRow,
     OfferRow,
     PlacementRow,
     RequestRow,
-    TimelineRow,
 )
 from marketplace.disclosure import Sum, suppress
-from marketplace.lifecycle import EVENT_TYPES, DeadlineKind, hold_deadline, replay_timeline
+from marketplace.lifecycle import DeadlineKind, hold_deadline, replay_timeline
 from marketplace.lifecycle.states import GUARANTEE_RUNNING, HOLD_EXPIRES, CaseStatus
 from marketplace.services.timeline import to_entry
 
@@ -88,12 +88,11 @@ async def hold_deadlines(session: AsyncSession, rows: Sequence[CaseRow]) -> dict
     refs = [r.case_ref for r in rows if r.state in HOLD_STATES]
     if not refs:
         return {}
-    entries: dict[str, list[TimelineRow]] = defaultdict(list)
-    found = await session.exec(select(TimelineRow).where(col(TimelineRow.case_ref).in_(refs))
-                               .order_by(col(TimelineRow.case_ref), col(TimelineRow.version)))
+    entries: dict[str, list[CaseEventRow]] = defaultdict(list)
+    found = await session.exec(select(CaseEventRow).where(col(CaseEventRow.case_ref).in_(refs))
+                               .order_by(col(CaseEventRow.case_ref), col(CaseEventRow.version)))
     for t in found:
-        if t.event_type in EVENT_TYPES:
-            entries[t.case_ref].append(t)
+        entries[t.case_ref].append(t)
     out: dict[str, dict[str, Any]] = {}
     for ref, timeline in entries.items():
         state = replay_timeline([to_entry(t) for t in timeline])

@@ -228,6 +228,12 @@ async def test_a_case_between_its_parties(api: Api):
     types = [e["event_type"] for e in timeline["entries"]]
     assert types[:2] == ["case.need_identified", "case.placed_on_book"]
     assert "case.provider_accepted_match" in types and "case.patient_accepted_offer" in types
+    # The case's own events are labelled and versioned as the case is; the bus's entries are
+    # annotations beside them, which never move that version.
+    assert timeline["chains"] == {"events": True, "annotations": True}
+    events = [e for e in timeline["entries"] if e["kind"] == "event"]
+    assert [e["version"] for e in events] == list(range(1, timeline["version"] + 1))
+    assert all(not e["event_type"].startswith("case.") for e in timeline["entries"] if e["kind"] == "annotation")
 
     # The operator reads everything and cancels.
     assert {c["case_ref"] for c in (await api.get("operator", "/v1/cases")).json()["items"]} == {"case-1", "case-2"}

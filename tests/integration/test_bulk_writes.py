@@ -24,7 +24,7 @@ from events import (
     new_envelope,
 )
 from marketplace.adapters.appends import append
-from marketplace.adapters.orm import CaseRow, MatchRow, OfferRow, OutboxRow, PlacementRow, RejectionRow, TimelineRow
+from marketplace.adapters.orm import CaseEventRow, CaseRow, MatchRow, OfferRow, OutboxRow, PlacementRow, RejectionRow
 from marketplace.adapters.outbox import OUTBOX, stage
 from marketplace.services import clearing, intake
 from marketplace.services.context import ServiceContext
@@ -90,7 +90,7 @@ async def test_a_batch_that_repeats_an_id_keeps_the_first_and_names_the_second(d
         offers = (await session.exec(select(OfferRow))).all()
         rejections = (await session.exec(select(RejectionRow.field, RejectionRow.rule)
                                           .order_by(col(RejectionRow.id)))).all()
-        timeline = (await session.exec(select(TimelineRow.case_ref).distinct())).all()
+        timeline = (await session.exec(select(CaseEventRow.case_ref).distinct())).all()
     assert [(o.offer_id, o.price_sek) for o in offers] == [("off-1", 9000)]
     assert rejections == [("payload.offer_id", "unique_id"), ("payload.request_id", "unique_id"),
                           ("payload.patients.1.case_ref", "unique_case_ref")]
@@ -107,8 +107,8 @@ async def test_a_case_opened_and_withdrawn_in_one_batch_ends_withdrawn(database)
     assert (result.accepted, result.rejected) == (2, 0)
     async with database.session() as session:
         cases = (await session.exec(select(CaseRow).order_by(col(CaseRow.case_ref)))).all()
-        versions = (await session.exec(select(TimelineRow.version).where(col(TimelineRow.case_ref) == "case-1")
-                                       .order_by(col(TimelineRow.version)))).all()
+        versions = (await session.exec(select(CaseEventRow.version).where(col(CaseEventRow.case_ref) == "case-1")
+                                       .order_by(col(CaseEventRow.version)))).all()
     assert [(c.case_ref, c.state, c.version) for c in cases] == [("case-1", "withdrawn", 3), ("case-2", "withdrawn", 3)]
     assert versions == [1, 2, 3]
 

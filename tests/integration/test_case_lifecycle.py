@@ -13,14 +13,14 @@ from typer.testing import CliRunner
 
 from events import CaseCommandIssued, CaseStateChanged, ClearingRoundRequested, RequestWithdrawn, new_envelope
 from events.envelope import parse_envelope
-from marketplace.adapters.orm import CaseRow, MatchRow, OfferRow, RejectionRow, TimelineRow
+from marketplace.adapters.orm import CaseEventRow, CaseRow, MatchRow, OfferRow, RejectionRow
 from marketplace.adapters.outbox import DATA_FIELD
 from marketplace.entrypoints.cli import app
 from marketplace.lifecycle import SendReferral
 from marketplace.lifecycle.timeline import replay_timeline, verify
 from marketplace.scenario_events import region_events
 from marketplace.services.lifecycle import CaseLedger
-from marketplace.services.timeline import load_timeline
+from marketplace.services.timeline import load_events, load_timeline
 from matchers.scenario import parse_scenario
 from tests.integration.harness import marketplace, publish_events, settle
 from workers.sweeper import DeadlineSweeper
@@ -128,7 +128,8 @@ async def test_one_case_through_every_state_to_closed(settings, database, redis_
             await command(runtime, ref, name, who, **args)
             visited.append((await case_row(database, ref)).state)
         async with database.session() as session:
-            entries = await load_timeline(session, ref)
+            entries = await load_events(session, ref)
+            merged = await load_timeline(session, ref)
 
     assert await rejections(database) == []
     assert visited == ["match_proposed", "provider_accepted", "offered_to_patient", "patient_accepted", "referred",
@@ -140,6 +141,13 @@ async def test_one_case_through_every_state_to_closed(settings, database, redis_
     assert verify(entries).ok
     rebuilt = replay_timeline(entries)
     assert rebuilt.status.value == "closed" and rebuilt.version == (await case_row(database, ref)).version
+    # The stream is the case's own: version n is the case after its n-th event, nothing else between.
+    assert [e.version for e in entries] == list(range(1, rebuilt.version + 1))
+    # What the bus said (messages sent, receipts) sits beside it, labelled, in time order.
+    said = [e for e in merged if e.is_annotation]
+    assert said and all(not e.event_type.startswith("case.") for e in said)
+    assert [e for e in merged if not e.is_annotation] == entries
+    assert [e.occurred_at for e in merged] == sorted(e.occurred_at for e in merged)
     assert rebuilt.settlement is not None and rebuilt.settlement.invoice_total_sek == 9800
 
 
@@ -248,14 +256,15 @@ async def test_a_changed_timeline_entry_is_caught_by_verify(settings, database, 
     assert ok.exit_code == 0, ok.output
     assert "hash chain intact" in ok.output and "case.match_held" in ok.output
     async with database.session() as session:
-        entry = (await session.exec(select(TimelineRow).where(TimelineRow.case_ref == "case-25-1",
-                                                             TimelineRow.event_type == "case.match_held"))).one()
+        entry = (await session.exec(select(CaseEventRow).where(CaseEventRow.case_ref == "case-25-1",
+                                                              CaseEventRow.event_type == "case.match_held"))).one()
         entry.payload = json.loads(json.dumps(entry.payload).replace("9000", "19000"))
         session.add(entry)
         await session.commit()
     broken = await asyncio.to_thread(runner.invoke, app, ["timeline", "case-25-1", "--verify"])
     assert broken.exit_code == 1
-    assert f"BROKEN at version {entry.version}" in broken.output and "hash_mismatch" in broken.output
+    assert f"BROKEN (event stream) at version {entry.version}" in broken.output and "hash_mismatch" in broken.output
+    assert "hash chain intact (annotations)" in broken.output
 
 
 async def test_a_party_may_only_say_what_is_theirs(settings, database, redis_client):

@@ -15,7 +15,7 @@ from rich.console import Console
 from sqlmodel import col, select
 
 from marketplace.adapters.message_orm import SecureMessageRow
-from marketplace.adapters.orm import TimelineRow
+from marketplace.adapters.orm import CaseEventRow
 from marketplace.demo_campaign import AS_OF, spring_cataract_campaign
 from marketplace.demo_clock import SimulatedClock, working_morning
 from marketplace.demo_parties import CARRIED, HOLD_EXPIRES, PATIENT_DECLINES, fates, plan_case
@@ -62,8 +62,8 @@ def test_each_case_has_its_own_realistic_schedule():
 
 async def _timelines(database) -> dict[str, list[Any]]:
     async with database.session() as session:
-        rows = (await session.exec(select(TimelineRow).order_by(col(TimelineRow.case_ref),
-                                                                col(TimelineRow.version)))).all()
+        rows = (await session.exec(select(CaseEventRow).order_by(col(CaseEventRow.case_ref),
+                                                                 col(CaseEventRow.version)))).all()
     out: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
         out[row.case_ref].append(row)

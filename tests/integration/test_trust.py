@@ -34,14 +34,14 @@ from events.envelope import parse_envelope
 from events.parties import RULE_PRODUCER_IS_CHANNEL
 from marketplace.access import supports_selectors
 from marketplace.adapters.message_orm import MessageReceiptRow, SecureMessageRow
-from marketplace.adapters.orm import CaseRow, ClearingRoundRow, OfferRow, RejectionRow, TimelineRow
+from marketplace.adapters.orm import CaseAnnotationRow, CaseEventRow, CaseRow, ClearingRoundRow, OfferRow, RejectionRow
 from marketplace.adapters.outbox import DATA_FIELD
 from marketplace.adapters.party_clients import PartyClients
 from marketplace.adapters.redis_users import server_version
 from marketplace.lifecycle.timeline import verify
 from marketplace.log_config import configure_logging
 from marketplace.scenario_events import region_events
-from marketplace.services.timeline import load_timeline
+from marketplace.services.timeline import load_events, load_timeline
 from matchers.reference import regions
 from matchers.scenario import parse_scenario
 from tests.conftest import SESSION_LOG_LEVEL
@@ -334,7 +334,7 @@ async def test_forged_entries_downstream_are_refused_recorded_and_never_applied(
     st = runtime.streams
     case = await _matched(runtime, parties, database)
     async with database.session() as session:
-        timeline_before = len((await session.exec(select(TimelineRow).where(TimelineRow.case_ref == REF))).all())
+        timeline_before = len(await load_timeline(session, REF))
         messages_before = len((await session.exec(select(SecureMessageRow))).all())
         receipts_before = len((await session.exec(select(MessageReceiptRow))).all())
     forged = {
@@ -387,17 +387,18 @@ async def test_forged_entries_downstream_are_refused_recorded_and_never_applied(
     # Never applied, never signed, never on a timeline; the chain is whole.
     async with database.session() as session:
         assert (await session.get(ClearingRoundRow, "rnd-frgd")) is None
-        timeline = (await session.exec(select(TimelineRow).where(TimelineRow.case_ref == REF))).all()
-        assert len(timeline) == timeline_before
+        assert len(await load_timeline(session, REF)) == timeline_before
         assert len((await session.exec(select(SecureMessageRow))).all()) == messages_before
         assert len((await session.exec(select(MessageReceiptRow))).all()) == receipts_before
-        assert not (await session.exec(select(TimelineRow).where(
-            col(TimelineRow.event_id).in_([str(e.event_id) for e in forged.values()])))).all()
+        forged_ids = [str(e.event_id) for e in forged.values()]
+        assert not (await session.exec(select(CaseEventRow).where(col(CaseEventRow.event_id).in_(forged_ids)))).all()
+        assert not (await session.exec(select(CaseAnnotationRow).where(
+            col(CaseAnnotationRow.event_id).in_(forged_ids)))).all()
     assert (await _case(database)).state == "match_proposed"
     # The forged entries hold nothing up: the provider accepts, and the timeline verifies.
     await _send(parties, runtime, "01", _command("accept_match", "01", match_id=case.current_match_id))
     await settle(runtime)
     assert (await _case(database)).state == "provider_accepted"
     async with database.session() as session:
-        entries = await load_timeline(session, REF)
+        entries = await load_events(session, REF)
     assert verify(entries).ok

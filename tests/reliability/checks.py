@@ -12,7 +12,7 @@ from sqlmodel import select
 
 from events import Envelope
 from marketplace.adapters.database import Database
-from marketplace.adapters.orm import CaseRow, MatchRow, NotificationRow, OfferRow, TimelineRow
+from marketplace.adapters.orm import CaseEventRow, CaseRow, MatchRow, NotificationRow, OfferRow
 from marketplace.entrypoints.progress import stream_backlog, unpublished
 from marketplace.lifecycle.timeline import replay_timeline, verify
 from marketplace.services.timeline import to_entry
@@ -69,7 +69,7 @@ async def assert_exactly_once(db: Database, events: list[Envelope]) -> None:
         cases = {c.case_ref: c for c in (await session.exec(select(CaseRow))).all()}
         offers = {o.offer_id: o for o in (await session.exec(select(OfferRow))).all()}
         matches = (await session.exec(select(MatchRow))).all()
-        timeline = (await session.exec(select(TimelineRow))).all()
+        timeline = (await session.exec(select(CaseEventRow))).all()
     # Nothing lost, nothing extra: every case once, every offer once.
     assert set(cases) == refs
     assert set(offers) == set(capacity)
@@ -80,8 +80,9 @@ async def assert_exactly_once(db: Database, events: list[Envelope]) -> None:
     for offer_id, cap in capacity.items():
         assert offers[offer_id].remaining == cap - given[offer_id] >= 0, (offer_id, offers[offer_id].remaining)
     assert all(cases[m.case_ref].current_match_id == m.match_id for m in matches if m.status in ACTIVE)
-    # Each case's history: one chain, unbroken, replaying to the stored state, matched once.
-    history: dict[str, list[TimelineRow]] = defaultdict(list)
+    # Each case's event stream: one chain, unbroken, versioned as the case is, replaying to the
+    # stored state, matched once.
+    history: dict[str, list[CaseEventRow]] = defaultdict(list)
     for row in sorted(timeline, key=lambda r: (r.case_ref, r.version)):
         history[row.case_ref].append(row)
     for ref in refs:
@@ -89,4 +90,5 @@ async def assert_exactly_once(db: Database, events: list[Envelope]) -> None:
         assert [e.version for e in entries] == list(range(1, len(entries) + 1)), ref
         assert verify(entries).ok, ref
         assert replay_timeline(entries).status.value == cases[ref].state, ref
+        assert entries[-1].version == cases[ref].version, ref
         assert sum(1 for e in entries if e.event_type == "case.match_held") == 1, ref

@@ -187,7 +187,10 @@ class CaseOut(Out):
 
 
 class TimelineEntryOut(BaseModel):
-    version: int
+    kind: Literal["event", "annotation"] = Field(
+        description="event: a lifecycle event of the case's own stream (its version is the case's version "
+                    "after it); annotation: what the bus said about the case, a projection beside the stream")
+    version: int = Field(description="the entry's place in its chain (the case's stream, or its annotations)")
     event_id: str
     event_type: str
     occurred_at: datetime
@@ -199,7 +202,9 @@ class TimelineEntryOut(BaseModel):
 class TimelineOut(BaseModel):
     case_ref: str
     version: int
-    verified: bool = Field(description="the hash chain checks out")
+    verified: bool = Field(description="both hash chains (the case's event stream and its annotations) check out")
+    chains: dict[str, bool] = Field(default_factory=dict,
+                                    description="each chain ('events', 'annotations') and whether it checks out")
     entries: list[TimelineEntryOut]
 
 

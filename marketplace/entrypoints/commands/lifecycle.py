@@ -15,7 +15,7 @@ from sqlmodel import col, select
 
 from events import CaseCommandIssued, Streams, new_envelope
 from marketplace.adapters.database import Database
-from marketplace.adapters.orm import CaseRow, RejectionRow, TimelineRow
+from marketplace.adapters.orm import CaseEventRow, CaseRow, RejectionRow
 from marketplace.adapters.party_clients import PartyClients
 from marketplace.adapters.redis_users import AccessError, prepare_access
 from marketplace.entrypoints.bootstrap import redis_server
@@ -158,8 +158,8 @@ async def _market_stats(settings: Settings, day: date) -> Any:
     try:
         await ready(db, settings)
         async with db.session() as session:
-            rows = (await session.exec(select(TimelineRow).order_by(col(TimelineRow.case_ref),
-                                                                    col(TimelineRow.version)))).all()
+            rows = (await session.exec(select(CaseEventRow).order_by(col(CaseEventRow.case_ref),
+                                                                     col(CaseEventRow.version)))).all()
     finally:
         await db.dispose()
     timelines: dict[str, list[Any]] = defaultdict(list)

@@ -55,11 +55,11 @@ from marketplace.entrypoints.api.schemas import (
 )
 from marketplace.entrypoints.api.tokens import Caller
 from marketplace.entrypoints.api.writes import Outcome, idempotent, queued, refused
-from marketplace.lifecycle import CaseState, allowed_commands, verify
+from marketplace.lifecycle import CaseState, Chain, allowed_commands, merge, verify
 from marketplace.lifecycle.parties import OPERATOR_COMMANDS
 from marketplace.services.case_commands import authorise
 from marketplace.services.refusals import Refused
-from marketplace.services.timeline import to_entry
+from marketplace.services.timeline import load_annotations, to_entry
 
 router = APIRouter(prefix="/v1", tags=["cases"])
 
@@ -156,10 +156,13 @@ async def get_timeline(request: Request, st: State, who: Who, case_ref: Ref) -> 
         row = await visible_case(session, who, case_ref)
         if row is None:
             raise not_found("case " + case_ref)
-        rows = await timeline_rows(session, case_ref)
-    entries = [to_entry(r) for r in rows]
-    out = TimelineOut(case_ref=case_ref, version=row.version, verified=verify(entries).ok,
-                      entries=[TimelineEntryOut(version=e.version, event_id=str(e.event_id), event_type=e.event_type,
+        events = [to_entry(r) for r in await timeline_rows(session, case_ref)]
+        annotations = await load_annotations(session, case_ref)
+    chains = {str(Chain.EVENTS): verify(events).ok, str(Chain.ANNOTATIONS): verify(annotations).ok}
+    entries = merge(events, annotations)
+    out = TimelineOut(case_ref=case_ref, version=row.version, verified=all(chains.values()), chains=chains,
+                      entries=[TimelineEntryOut(kind="annotation" if e.is_annotation else "event", version=e.version,
+                                                event_id=str(e.event_id), event_type=e.event_type,
                                                 occurred_at=e.occurred_at, payload=dict(e.payload),
                                                 prev_hash=e.prev_hash, hash=e.hash) for e in entries])
     return read_response(request, out, etag=weak_etag(f"{row.version}.{len(entries)}"))

@@ -13,10 +13,10 @@ from pydantic import BaseModel
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from marketplace.adapters.orm import CaseRow, MatchRow, TimelineRow
+from marketplace.adapters.orm import CaseEventRow, CaseRow, MatchRow
 from marketplace.entrypoints.api.problems import Problem, invalid
 from marketplace.entrypoints.api.tokens import Caller
-from marketplace.lifecycle import EVENT_TYPES, CaseState, replay_timeline
+from marketplace.lifecycle import CaseState, replay_timeline
 from marketplace.lifecycle.states import HAS_MATCH, SLOT_RESERVED
 from marketplace.services.timeline import to_entry
 
@@ -114,13 +114,14 @@ def visible_cases_query(who: Caller) -> Any:
                        | (col(CaseRow.state).in_(_AFTER_CARE) & col(CaseRow.case_ref).in_(accepted)))
 
 
-async def timeline_rows(session: AsyncSession, case_ref: str) -> Sequence[TimelineRow]:
-    return (await session.exec(select(TimelineRow).where(TimelineRow.case_ref == case_ref)
-                               .order_by(col(TimelineRow.version)))).all()
+async def timeline_rows(session: AsyncSession, case_ref: str) -> Sequence[CaseEventRow]:
+    """The case's event stream (its lifecycle events, by version)."""
+    return (await session.exec(select(CaseEventRow).where(CaseEventRow.case_ref == case_ref)
+                               .order_by(col(CaseEventRow.version)))).all()
 
 
-def state_of(rows: Sequence[TimelineRow]) -> CaseState | None:
-    entries = [to_entry(r) for r in rows if r.event_type in EVENT_TYPES]
+def state_of(rows: Sequence[CaseEventRow]) -> CaseState | None:
+    entries = [to_entry(r) for r in rows]
     return replay_timeline(entries) if entries else None
 
 

@@ -147,8 +147,10 @@
       const t = await get(`/v1/cases/${encodeURIComponent(ref)}/timeline`);
       replace(body,
         el("p", { class: t.verified ? "verified ok" : "verified error" },
-          t.verified ? `✓ hash chain verified (${t.entries.length} entries)` : "✗ the hash chain does not verify: the timeline was altered"),
-        table([{ label: "v", key: "version", cls: "num" }, { label: "when", render: (e) => e.occurred_at.replace("T", " ").slice(0, 19) },
+          t.verified ? `✓ hash chain verified (${t.entries.length} entries: the case's events and its annotations)`
+            : `✗ the hash chain of ${Object.entries(t.chains || {}).filter(([, ok]) => !ok).map(([c]) => c === "events" ? "the case's events" : "its annotations").join(" and ") || "the timeline"} does not verify: it was altered`),
+        table([{ label: "kind", render: (e) => e.kind === "annotation" ? "annotation" : "event" },
+          { label: "v", key: "version", cls: "num" }, { label: "when", render: (e) => e.occurred_at.replace("T", " ").slice(0, 19) },
           { label: "event", key: "event_type" },
           { label: "details", cls: "what", render: (e) => Object.entries(e.payload).filter(([, v]) => v !== null && typeof v !== "object").map(([k, v]) => `${k}=${v}`).join(" ") }],
         t.entries));
