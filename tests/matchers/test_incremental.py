@@ -169,7 +169,7 @@ def test_a_continuous_round_of_the_placeable_part_equals_a_full_resolve(data: st
             for patient in request.patients:
                 stored.cases[patient.case_ref] = (request, patient)
                 stored.fresh.add(patient.case_ref)
-        if held and data.draw(st.booleans()):
+        if len(held) > 0 and data.draw(st.booleans()):
             request, patient, offer_id = held.pop(data.draw(st.integers(0, len(held) - 1)))
             offer = stored.offers[offer_id]
             stored.offers[offer_id] = replace(offer, capacity=offer.capacity + 1)
