@@ -334,3 +334,34 @@ class OpenBook:
             self._dirty_patients -= {c for c in self._dirty_patients
                                      if self.requests[self._request_of[c]].request.care_area in care_areas}
         return allocation
+
+
+def placeable_part(scenario: Scenario, fresh: Collection[str] = ()) -> Scenario:
+    """The part of a book a continuous round must solve: every offer with room, and the patients
+    who may take at least one of them (rules 1-7, the offer not excluded for the patient), plus
+    the `fresh` patients (new on the book: their round records why they were not placed).
+
+    Exact, whatever the book: a patient who may take no offer with room is placed by no
+    allocation of the whole book, so the whole book's feasible allocations are this part's (the
+    others left unplaced), with the same placements, wait days, cost and priorities: the optimum
+    (and greedy's outcome, which never gives a patient an offer they may not take) is the same.
+
+    Cheap once the book is cleared: after a round of this part no patient left on the book may
+    take an offer with room (an optimal round places as many as can be placed, so one of them
+    left unplaced beside an offer they may take would be an augmenting path; see `OpenBook`).
+    Until something changes (an offer published, a slot given back, a patient put on the book),
+    the offers with room are only those nobody on the book may take, and this part is empty of
+    all but fresh patients, however many patients wait on the book for nothing.
+    """
+    as_of, agreements = scenario.as_of, scenario.agreement_set
+    offers = [o for o in scenario.offers if o.capacity > 0 and o.window_end >= as_of]
+    requests = []
+    for request in scenario.requests:
+        usable = [o.offer_id for o in offers if failing_rule(request, o, as_of, agreements) is None]
+        patients = tuple(p for p in request.patients
+                         if p.case_ref in fresh or any(o not in p.excluded_offers for o in usable))
+        if patients:
+            requests.append(replace(request, patients=patients))
+    # Every offer stays: those without room cost the solver nothing, and the reasons the fresh
+    # patients are given are the ones a round of the whole book would give.
+    return replace(scenario, requests=tuple(requests))

@@ -3,8 +3,9 @@
 Debounced: the first arrival arms a timer of `auto_clear_ms`; whatever else arrives meanwhile is
 cleared in the same round; arrivals during a round arm the next one. So a new item waits at most
 about `auto_clear_ms` plus one round, and a burst costs one round, not one per item. The round is
-an ordinary `clearing.run_round` (the same as an explicit clearing request) in a transaction fenced
-like the partition's consumer, so only the partition's writer clears it.
+`clearing.run_continuous_round`: incremental (it reads only the cases an offer with room may serve
+and those no round has read, and gives the whole book's optimum), in a transaction fenced like the
+partition's consumer, so only the partition's writer clears it.
 """
 
 from __future__ import annotations

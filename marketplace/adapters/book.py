@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, select, update
+from sqlalchemy import Row, bindparam, exists, or_, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from marketplace.adapters.appends import append
@@ -39,14 +40,6 @@ async def round_recorded(session: AsyncSession, round_id: str) -> bool:
     return await session.get(ClearingRoundRow, round_id) is not None
 
 
-async def cases_waiting(session: AsyncSession, care_area: str, on_book: str) -> int:
-    """How many cases of `care_area` are in state `on_book`."""
-    c = CASES.c
-    connection = await session.connection()
-    return int((await connection.execute(
-        select(func.count()).select_from(CASES).where(c.care_area == care_area, c.state == on_book))).scalar_one())
-
-
 async def read(session: AsyncSession, care_area: str, on_book: str) -> BookRows:
     """The open book of `care_area`: its open offers with capacity left, its cases in state
     `on_book`, and the open requests those cases belong to."""
@@ -61,6 +54,37 @@ async def read(session: AsyncSession, care_area: str, on_book: str) -> BookRows:
         c.case_ref, c.waiting_since, c.excluded_offers, c.last_reason).order_by(c.case_ref))).all()
     # Only the requests with a patient still on the book: the others are settled and would only
     # make every round slower than the last.
+    requests = (await connection.execute(
+        select(r.request_id, r.region, r.care_area, r.window_start, r.window_end, r.max_price_sek, r.max_travel_km,
+               r.excluded_regions, r.requires_agreement)
+        .where(r.request_id.in_(waiting), r.status == "open").order_by(r.request_id))).all() if cases else []
+    return BookRows(offers, cases, requests)
+
+
+async def read_placeable(session: AsyncSession, care_area: str, on_book: str, as_of: date) -> BookRows:
+    """The part of `care_area`'s open book a continuous round reads (`matchers.incremental.
+    placeable_part` says why it is enough): its open offers with capacity left; of its cases in
+    state `on_book`, those no round has read yet (no `last_reason`: new on the book, or put back
+    on it) and those whose request may take one of those offers by the rules a statement can
+    ask (both unexpired, windows overlap, price within the ceiling); and their open requests.
+    The cases a round left unplaced that no offer with room may serve (a price ceiling below
+    every offer's, say) are not read, however many they are."""
+    o, c, r = OFFERS.c, CASES.c, REQUESTS.c
+    connection = await session.connection()
+    open_offer = (o.care_area == care_area, o.status == "open", o.remaining > 0)
+    offers = (await connection.execute(
+        select(o.offer_id, o.region, o.unit_hsa_id, o.care_area, o.remaining, o.window_start, o.window_end,
+               o.price_sek)
+        .where(*open_offer).order_by(o.offer_id))).all()
+    servable = select(r.request_id).where(
+        r.care_area == care_area, r.status == "open", r.window_end >= as_of,
+        exists().where(*open_offer, o.window_end >= as_of, o.window_start <= r.window_end,
+                       o.window_end >= r.window_start,
+                       or_(r.max_price_sek.is_(None), o.price_sek <= r.max_price_sek)))
+    waiting = select(c.request_id).where(c.care_area == care_area, c.state == on_book,
+                                         or_(c.last_reason.is_(None), c.request_id.in_(servable)))
+    cases = (await connection.execute(waiting.add_columns(
+        c.case_ref, c.waiting_since, c.excluded_offers, c.last_reason).order_by(c.case_ref))).all()
     requests = (await connection.execute(
         select(r.request_id, r.region, r.care_area, r.window_start, r.window_end, r.max_price_sek, r.max_travel_km,
                r.excluded_regions, r.requires_agreement)

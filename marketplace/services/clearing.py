@@ -5,6 +5,16 @@ cases on the book, their requests; and the agreements in force), cleared by the 
 matches decided by the pure lifecycle (`decide_round`, an `Outcome` of plain values), and that
 outcome (holds, capacity taken, case states, events) written once in the caller's transaction.
 One matcher per care area at a time writes here, so a slot is never held twice.
+
+A continuous round (the auto-clearer's) is incremental: it reads only the part of the book that
+a round of the whole book could change (`book.read_placeable`, then `matchers.incremental.
+placeable_part`): the offers with room, the cases no round has read yet, and the cases that may
+take an offer with room. A case left out may take no offer with room, so no allocation of the
+whole book places it: the round's optimum is the whole book's (the proof is in `placeable_part`).
+And since each round places everyone it can, the offers left with room are the ones nobody waiting
+may take: until an offer is published, a slot given back or a case put on the book, a round reads
+next to nothing, however many cases wait that nothing can place. An explicit round
+(`ClearingRoundRequested`) still reads the whole book and records every case's outcome.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -44,6 +54,7 @@ from marketplace.services.lifecycle import CaseLedger, Step, snapshot_values, to
 from matchers.allocation import Allocation
 from matchers.clearing import clear
 from matchers.geo import ancillary_split
+from matchers.incremental import placeable_part
 from matchers.model import Agreement, Offer, Patient, Request, Scenario
 from matchers.reference import default_tariff, regions
 
@@ -138,12 +149,24 @@ def _leave_out(left_out: dict[str, int], kind: str, ident: Any, rule: str, care_
     log.warning("clearing.item_left_out", care_area=care_area, kind=kind, id=shown, rule=rule)
 
 
-async def read_book(session: AsyncSession, care_area: str, as_of: date) -> OpenBook:
-    """The round's first read: the open book of `care_area`, with the agreements in force `as_of`."""
-    rows = await book.read(session, care_area, CaseStatus.ON_BOOK.value)
+async def read_book(session: AsyncSession, care_area: str, as_of: date, *, placeable: bool = False) -> OpenBook:
+    """The round's first read: the open book of `care_area`, with the agreements in force `as_of`;
+    with `placeable`, only its part a round can change (see the module docstring)."""
+    on_book = CaseStatus.ON_BOOK.value
+    rows = await (book.read_placeable(session, care_area, on_book, as_of) if placeable
+                  else book.read(session, care_area, on_book))
     # Only agreements registered and inside their validity on the round's day count ("requires
     # agreement"): one that ended on or before it no longer allows a match.
-    return open_book(rows, await in_force(session, care_area, as_of), care_area, as_of)
+    open_ = open_book(rows, await in_force(session, care_area, as_of), care_area, as_of)
+    if not placeable:
+        return open_
+    # The statement asks the rules it can; the rest (travel, excluded regions and offers,
+    # agreements) are asked here, so the solver sees only patients it may place or must tell why not.
+    fresh = {ref for ref, reason in open_.last_reasons.items() if reason is None}
+    part = placeable_part(open_.scenario, fresh)
+    kept = {p.case_ref for r in part.requests for p in r.patients}
+    return replace(open_, scenario=part,
+                   last_reasons={ref: why for ref, why in open_.last_reasons.items() if ref in kept})
 
 
 def open_book(rows: book.BookRows, agreements: tuple[Agreement, ...], care_area: str, as_of: date) -> OpenBook:
@@ -215,17 +238,22 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
 
 async def run_continuous_round(session: AsyncSession, ctx: ServiceContext, care_area: str, as_of: date,
                                policy: str) -> str | None:
-    """The auto-clearer's round of `care_area` if any case waits on its book; its round id, or None."""
-    if not await book.cases_waiting(session, care_area, CaseStatus.ON_BOOK.value):
+    """The auto-clearer's incremental round of `care_area` if a case on its book may be placed or
+    was never read by a round; its round id, or None (then nothing is written)."""
+    started = time.perf_counter()
+    with session.no_autoflush:
+        open_ = await read_book(session, care_area, as_of, placeable=True)
+    if not open_.scenario.requests:
         return None
     round_id = f"rnd-{safe_token(uuid.uuid4().bytes, 16)}"
     cmd = ClearingRoundRequested(round_id=round_id, care_area=care_area, as_of=as_of, policy=policy)
-    await run_round(session, new_envelope(cmd, producer=CONSUMER), cmd, ctx, continuous=True)
+    await run_round(session, new_envelope(cmd, producer=CONSUMER), cmd, ctx, continuous=True, read=(open_, started))
     return round_id
 
 
 async def run_round(session: AsyncSession, envelope: Envelope, cmd: ClearingRoundRequested,
-                    ctx: ServiceContext, *, continuous: bool = False) -> ClearingRoundRow | None:
+                    ctx: ServiceContext, *, continuous: bool = False,
+                    read: tuple[OpenBook, float] | None = None) -> ClearingRoundRow | None:
     """Clear the book once; None when this round was already run (the same round asked twice).
 
     A round asked for explicitly records every patient's outcome. A `continuous` round (the
@@ -233,15 +261,20 @@ async def run_round(session: AsyncSession, envelope: Envelope, cmd: ClearingRoun
     the reason changed: the same "not placed" every few milliseconds would tell nobody anything
     and would grow the case's timeline without end.
 
+    `read`: the book as the caller read it, and when it started reading (a continuous round).
+
     Read, decide, write: the book is read once, and after the solve the timelines of the cases it
     placed (known only then); the solver and the lifecycle decide without I/O; what they decided
     is written once, at the end, so on SQLite the write lock is held only that long.
     """
-    if await book.round_recorded(session, cmd.round_id):
+    if read is None and await book.round_recorded(session, cmd.round_id):
         return None
-    started = time.perf_counter()
     with session.no_autoflush:
-        open_ = await read_book(session, cmd.care_area, cmd.as_of)
+        if read is None:
+            started = time.perf_counter()
+            open_ = await read_book(session, cmd.care_area, cmd.as_of)
+        else:
+            open_, started = read  # a continuous round's part of the book (its round id is new)
         allocation = clear(open_.scenario, cmd.policy)
         ledger = CaseLedger(session, ctx)
         # The snapshots are written here, from the states, so the ledger reads the timelines only.

@@ -3,14 +3,15 @@ against a full re-solve), and pre-breach weighting leaves the contract alone whe
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from matchers.clearing import clear
-from matchers.incremental import OpenBook
-from matchers.model import Agreement, Offer, Patient, Request
+from matchers.incremental import OpenBook, placeable_part
+from matchers.model import Agreement, Offer, Patient, Request, Scenario
 from matchers.objective import Objective
 
 START = date(2026, 3, 2)
@@ -116,3 +117,108 @@ def test_pre_breach_weight_prefers_the_patient_who_can_still_be_saved() -> None:
     weighted = book_on.clear(START, objective=Objective(breach_weight=5, breach_horizon_days=30))
     assert [p.case_ref for p in contract.placements if p.placed] == ["case-long"]
     assert [p.case_ref for p in weighted.placements if p.placed] == ["case-soon"]
+
+
+# --- the live matcher's continuous round: `placeable_part` of the stored book ---------------------
+
+
+@dataclass
+class _Stored:
+    """The book as the database holds it between continuous rounds: offers with the slots still
+    free, the cases on the book with their request, and which cases no round has read yet."""
+
+    offers: dict[str, Offer] = field(default_factory=dict)
+    cases: dict[str, tuple[Request, Patient]] = field(default_factory=dict)
+    fresh: set[str] = field(default_factory=set)
+
+    def whole(self, day: date, agreements: tuple[Agreement, ...]) -> Scenario:
+        by_request: dict[str, list[Patient]] = {}
+        terms: dict[str, Request] = {}
+        for request, patient in self.cases.values():
+            by_request.setdefault(request.request_id, []).append(patient)
+            terms[request.request_id] = request
+        requests = tuple(replace(terms[r], patients=tuple(sorted(ps, key=lambda p: p.case_ref)))
+                         for r, ps in sorted(by_request.items()))
+        offers = tuple(o for _, o in sorted(self.offers.items()) if o.capacity > 0)
+        return Scenario("stored", day, agreements, offers, requests)
+
+
+AGREEMENTS = (Agreement("25", "01", "cataract"), Agreement("09", "13", "inguinal-hernia"))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), policy=st.sampled_from(["optimal", "greedy"]))
+def test_a_continuous_round_of_the_placeable_part_equals_a_full_resolve(data: st.DataObject, policy: str) -> None:
+    """Random sequences of what happens to a live book (offers published, patients published,
+    holds released: the slot back and the patient back without that offer, offers withdrawn,
+    patients withdrawn, days passing so offers and requests expire); after each, a round of the
+    placeable part has the value of a full re-solve of the whole book, and a patient it leaves
+    out is placed by no allocation."""
+    stored = _Stored()
+    day = START
+    offer_ids: list[str] = []
+    held: list[tuple[Request, Patient, str]] = []
+    for step in range(data.draw(st.integers(3, 12))):
+        day += timedelta(days=data.draw(st.integers(0, 8)))
+        for _ in range(data.draw(st.integers(0, 2))):
+            offer = data.draw(offers(len(offer_ids), day))
+            offer_ids.append(offer.offer_id)
+            stored.offers[offer.offer_id] = offer
+        for k in range(data.draw(st.integers(0, 3))):
+            request = data.draw(requests(step * 10 + k, day, offer_ids))
+            for patient in request.patients:
+                stored.cases[patient.case_ref] = (request, patient)
+                stored.fresh.add(patient.case_ref)
+        if len(held) > 0 and data.draw(st.booleans()):
+            request, patient, offer_id = held.pop(data.draw(st.integers(0, len(held) - 1)))
+            offer = stored.offers[offer_id]
+            stored.offers[offer_id] = replace(offer, capacity=offer.capacity + 1)
+            back = replace(patient, excluded_offers=patient.excluded_offers | {offer_id})
+            stored.cases[patient.case_ref] = (request, back)
+            stored.fresh.add(patient.case_ref)
+        if stored.offers and data.draw(st.integers(0, 4)) == 0:
+            gone = data.draw(st.sampled_from(sorted(stored.offers)))
+            stored.offers[gone] = replace(stored.offers[gone], capacity=0)
+        if stored.cases and data.draw(st.integers(0, 4)) == 0:
+            gone = data.draw(st.sampled_from(sorted(stored.cases)))
+            del stored.cases[gone]
+            stored.fresh.discard(gone)
+
+        whole = stored.whole(day, AGREEMENTS)
+        part = placeable_part(whole, stored.fresh)
+        full = clear(whole, policy)  # type: ignore[arg-type]
+        incremental = clear(part, policy)  # type: ignore[arg-type]
+        assert _value(incremental) == _value(full)
+        left_out = {p.case_ref for r in whole.requests for p in r.patients} - {
+            p.case_ref for r in part.requests for p in r.patients}
+        assert not left_out & {p.case_ref for p in full.placements if p.placed}
+
+        # The round's write: placed cases leave the book and take their slot; every case it read is
+        # no longer fresh (its reason is recorded).
+        by_ref = {p.case_ref: (r, p) for r in part.requests for p in r.patients}
+        for placement in incremental.placements:
+            stored.fresh.discard(placement.case_ref)
+            if placement.offer_id is None:
+                continue
+            request, patient = by_ref[placement.case_ref]
+            del stored.cases[placement.case_ref]
+            offer = stored.offers[placement.offer_id]
+            stored.offers[placement.offer_id] = replace(offer, capacity=offer.capacity - 1)
+            held.append((request, patient, placement.offer_id))
+        # Nothing nobody changed can be placed: the next round's part holds only fresh patients.
+        assert placeable_part(stored.whole(day, AGREEMENTS)).patient_count == 0
+
+
+def test_patients_nothing_can_place_are_left_out_of_the_round() -> None:
+    offer = Offer("off-1", "01", "SE-1", "cataract", 1, START, START + timedelta(days=30), 9000)
+    cheap = Request("req-cheap", "03", "cataract", START, START + timedelta(days=60), 1, None, (), False,
+                    tuple(Patient(f"case-{i}", START - timedelta(days=i)) for i in range(500)))
+    new = Request("req-new", "03", "cataract", START, START + timedelta(days=60), None, None, (), False,
+                  (Patient("case-new", START),))
+    whole = Scenario("book", START, (), (offer,), (cheap, new))
+    part = placeable_part(whole)
+    assert [p.case_ref for r in part.requests for p in r.patients] == ["case-new"]
+    assert _value(clear(part)) == _value(clear(whole))
+    assert clear(part).placed == 1
+    # A fresh patient is read even when nothing can place them: the round records why.
+    assert placeable_part(whole, {"case-0"}).patient_count == 2
