@@ -41,11 +41,11 @@ from marketplace.adapters.message_orm import SecureMessageRow
 from marketplace.adapters.orm import CaseRow, MatchRow, PlacementRow
 from marketplace.adapters.party_clients import PartyClients
 from marketplace.adapters.redis_users import prepare_access
-from marketplace.demo_clock import SimulatedClock
-from marketplace.demo_parties import Deadlines, PartyOutcome, play_parties
+from demo_regions.clock import SimulatedClock
+from demo_regions.play import Deadlines, PartyOutcome, play_parties
 from marketplace.entrypoints.progress import wait_until_settled
 from marketplace.lifecycle.swedish_time import swedish_date
-from marketplace.scenario_events import BusIds, bus_id, clearing_requests, new_run_id, region_events
+from demo_regions.scenario import BusIds, bus_id, clearing_requests, new_run_id, region_events
 from marketplace.services.waiting_times import import_sample
 from marketplace.settings import Settings
 from matchers.model import Scenario

@@ -20,7 +20,7 @@ from marketplace.entrypoints.api.routes.cases import ACTIONS_BY_COMMAND
 from marketplace.entrypoints.server import create_app
 from marketplace.lifecycle import SendReferral
 from marketplace.parties import all_parties
-from marketplace.scenario_events import region_events
+from demo_regions.scenario import region_events
 from marketplace.services.lifecycle import CaseLedger
 from marketplace.services.timeline import load_timeline
 from marketplace.settings import Settings

@@ -18,7 +18,7 @@ from marketplace.adapters.outbox import DATA_FIELD
 from marketplace.entrypoints.cli import app
 from marketplace.lifecycle import SendReferral
 from marketplace.lifecycle.timeline import replay_timeline, verify
-from marketplace.scenario_events import region_events
+from demo_regions.scenario import region_events
 from marketplace.services.lifecycle import CaseLedger
 from marketplace.services.timeline import load_timeline
 from matchers.scenario import parse_scenario

@@ -40,7 +40,7 @@ from marketplace.adapters.party_clients import PartyClients
 from marketplace.adapters.redis_users import server_version
 from marketplace.lifecycle.timeline import verify
 from marketplace.log_config import configure_logging
-from marketplace.scenario_events import region_events
+from demo_regions.scenario import region_events
 from marketplace.services.timeline import load_timeline
 from matchers.reference import regions
 from matchers.scenario import parse_scenario

@@ -21,7 +21,7 @@ from events import CaseStateChanged, SecureMessageDelivered, SecureReceiptSubmit
 from events.envelope import parse_envelope
 from marketplace.adapters.outbox import DATA_FIELD
 from marketplace.adapters.party_clients import PartyClients
-from marketplace.demo_parties import Agents, Federation, PartyOutcome, synthetic_identity
+from demo_regions.play import Agents, Federation, PartyOutcome, synthetic_identity
 from marketplace.services.directory import Federation as MarketplaceFederation
 from marketplace.services.directory import key_directory, with_unit
 from notifiers.envelope import compose

@@ -12,7 +12,7 @@ from sqlmodel import select
 from events import SecureMessageSubmitted, SecureReceiptSubmitted
 from marketplace.adapters.message_orm import SecureMessageRow
 from marketplace.adapters.orm import OutboxRow
-from marketplace.demo_parties import synthetic_identity
+from demo_regions.play import synthetic_identity
 from marketplace.lifecycle import CaseStatus, Withdraw, WithdrawalReason
 from marketplace.services.lifecycle import apply_command, load_case
 from marketplace.services.notification import receipts

@@ -15,7 +15,7 @@ import pytest
 from marketplace.replay.engine import Replay
 from marketplace.replay.policies import POLICIES
 from marketplace.replay.stream import RecordedRound, load_stream
-from marketplace.scenario_events import bus_id
+from demo_regions.scenario import bus_id
 
 pytestmark = pytest.mark.integration
 NVF = [sys.executable, "-m", "marketplace.entrypoints.cli"]

@@ -58,7 +58,7 @@ from marketplace.adapters.orm import CaseRow, MatchRow
 from marketplace.adapters.outbox import DATA_FIELD
 from marketplace.adapters.party_clients import PartyClients
 from marketplace.adapters.seen_messages import DatabaseSeenMessages
-from marketplace.demo_clock import SimulatedClock, working_morning
+from demo_regions.clock import SimulatedClock, working_morning
 from marketplace.lifecycle.swedish_time import SWEDISH_TIME, swedish_date
 from marketplace.services.directory import AddressBookFile, ensure_keys, key_directory, with_unit
 from marketplace.services.lifecycle import load_case

@@ -23,7 +23,7 @@ from events import (
 )
 from events.envelope import stable_event_id
 from events.identifiers import is_identifier, safe_token
-from marketplace.demo_agreements import agreement_events
+from demo_regions.agreements import agreement_events
 from matchers.model import Scenario
 
 
