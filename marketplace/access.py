@@ -8,7 +8,8 @@ Each party (a region, the operator, a service role) gets the keys of its own lan
 | operator | `ingress:operator` | every stream of the prefix | | |
 | scheduler | `ingress:scheduler` | | | its sweeper lock |
 | intake | `book:*`, `cases`, `rejections`, `to:*`, `dead-letter` | | `ingress:*` | |
-| matcher | `matches`, `cases`, `to:*:cases`, `rejections`, `dead-letter` | | `book:*` | partition locks, live matchers |
+| matcher | `matches`, `cases`, `to:*:cases`, `rejections`, `dead-letter` | | `book:*` | partition locks,
+  live matchers |
 | notifier | `messages`, `cases`, `sdk:inbox:*`, `rejections`, `to:*`, `dead-letter` | | `cases`,
   `sdk:submitted:*`, `sdk:receipts:*` | |
 | timeline | `rejections`, `dead-letter` | | `cases`, `matches`, `messages`, `book:*` (the capacity feed) | |

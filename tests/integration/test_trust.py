@@ -17,6 +17,7 @@ import structlog
 from redis.exceptions import NoPermissionError
 from sqlmodel import col, select
 
+from demo_regions.scenario import region_events
 from events import (
     CaseCommandIssued,
     CaseStateChanged,
@@ -40,7 +41,6 @@ from marketplace.adapters.party_clients import PartyClients
 from marketplace.adapters.redis_users import server_version
 from marketplace.lifecycle.timeline import verify
 from marketplace.log_config import configure_logging
-from demo_regions.scenario import region_events
 from marketplace.services.timeline import load_timeline
 from matchers.reference import regions
 from matchers.scenario import parse_scenario

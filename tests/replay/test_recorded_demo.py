@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from demo_regions.scenario import bus_id
 from marketplace.replay.engine import Replay
 from marketplace.replay.policies import POLICIES
 from marketplace.replay.stream import RecordedRound, load_stream
-from demo_regions.scenario import bus_id
 
 pytestmark = pytest.mark.integration
 NVF = [sys.executable, "-m", "marketplace.entrypoints.cli"]
