@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -121,7 +121,11 @@ class Agents:
         self.referrals: dict[str, str] = {}  # case_ref -> referral message id, as the unit received it
         self.scheduled_for: dict[str, date] = {}  # case_ref -> the day the unit offers in its answer
         self.receipted: set[str] = set()  # ids of the messages sent whose receipts came back
-        self.answered = 0  # messages answered with a receipt, so far
+        self.sent: set[str] = set()  # ids of the messages the agents sent themselves (the units' answers)
+        self.from_regions: set[str] = set()  # ids of the messages from other regions the agents answered
+        # Messages from the marketplace answered since `settled()`: their receipts come back to no one,
+        # so only the marketplace's side can tell when it has taken them in.
+        self.unsettled = 0
         self.stopping = asyncio.Event()
         self._seen = {org: InMemorySeenMessages() for org in self.f.codes.values()}
         self._changed = asyncio.Condition()
@@ -173,7 +177,11 @@ class Agents:
                 await asyncio.wait_for(self._changed.wait_for(lambda: not behind()), timeout=timeout_s)
         return not behind()
 
-    async def until_receipted(self, message_ids: list[str], *, timeout_s: float) -> bool:
+    def unreceipted(self) -> set[str]:
+        """The messages between regions the agents sent or answered whose receipts have not come back."""
+        return (self.sent | self.from_regions) - self.receipted
+
+    async def until_receipted(self, message_ids: Iterable[str], *, timeout_s: float) -> bool:
         """Until the receipts of all these messages came back to their senders; False if they did not
         within `timeout_s` of the last one that came."""
         wanted = set(message_ids)
@@ -232,7 +240,11 @@ class Agents:
             log.warning("demo_regions.message_refused_by_receiver", org=org, reason=rejection.reason,
                         message_id=str(rejection.message_id) if rejection.message_id else None)
         signed = sign_receipt(receipt, store)
-        self.answered += 1
+        sender = message.header.sender_org if message is not None else rejection.sender_org if rejection else None
+        if sender in self.f.codes.values() and receipt.message_id is not None:
+            self.from_regions.add(str(receipt.message_id))
+        else:
+            self.unsettled += 1
         self.outcome.messages_received += 1
         self.outcome.receipts_returned += 1
         out: list[Outgoing] = [(
@@ -252,8 +264,10 @@ class Agents:
         answer = ReferralAnswer(match_id=referral.match_id, case_ref=referral.case_ref, decision="accepted",
                                 scheduled_for=self.scheduled_for.get(
                                     referral.case_ref, swedish_date(message.header.created_at) + timedelta(days=14)))
-        out.append(self.f.sealed(answer, sender_code=code, recipient=home, case_ref=referral.case_ref,
-                                 in_reply_to=message.header.message_id, label="Svar på remiss"))
+        sealed = self.f.sealed(answer, sender_code=code, recipient=home, case_ref=referral.case_ref,
+                               in_reply_to=message.header.message_id, label="Svar på remiss")
+        self.sent.add(str(sealed[2][2]))
+        out.append(sealed)
         return out
 
     def _receipt(self, delivered: SecureReceiptDelivered, book: AddressBook) -> None:
