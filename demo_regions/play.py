@@ -103,6 +103,7 @@ async def play_parties(parties: Connections, streams: Streams, key_dir: Path, *,
     pending: dict[str, list[Outgoing]] = defaultdict(list)
     counts: dict[str, int] = defaultdict(int)
     submitted: list[str] = []  # ids of the messages the parties sent, until each has its receipt
+    waited: dict[str, float] = defaultdict(float)  # seconds spent waiting, by what on (for the log)
 
     async def send_pending() -> None:
         # Each party's entries of an action in one pipelined round trip, as its own user.
@@ -180,15 +181,21 @@ async def play_parties(parties: Connections, streams: Streams, key_dir: Path, *,
                 # the sweeper looks each simulated morning at 06:00, so a warning is dated its own day.
                 # (Not at midnight: on SQLite a guarantee deadline is stored as Swedish wall time read
                 # as UTC, so it falls due an hour or two late.)
+                mark = time.perf_counter()
                 await answered()
+                waited["receipts"] += time.perf_counter() - mark
+                mark = time.perf_counter()
                 local = clock().astimezone(SWEDISH_TIME)
                 morning = sweeper_morning(local.date() + timedelta(days=0 if local.hour < 6 else 1))
                 clock.advance_to(min(action.at, morning))
                 await sweep()
+                waited["sweeps"] += time.perf_counter() - mark
             expected = _act(action, m, plans[ref], feeds.view(ref), federation, command, submission)
             await send_pending()
             if expected:
+                mark = time.perf_counter()
                 states = await feeds.wait_for({ref: expected}, timeout_s=timeout_s)
+                waited["cases"] += time.perf_counter() - mark
                 if states.get(ref) in expected:
                     counts[action.step] += 1
                     if action.step == "invoice":
@@ -224,7 +231,8 @@ async def play_parties(parties: Connections, streams: Streams, key_dir: Path, *,
              expired=len(outcome.expired), patient_declined=len(outcome.patient_declined),
              settled=len(outcome.settled), referrals_opened=outcome.referrals_opened,
              messages_received=outcome.messages_received, receipts_returned=outcome.receipts_returned,
-             refusals=outcome.refusals, seconds=round(outcome.seconds, 2))
+             refusals=outcome.refusals, seconds=round(outcome.seconds, 2),
+             waited={what: round(seconds, 2) for what, seconds in waited.items()})
     return outcome
 
 
