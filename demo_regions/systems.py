@@ -129,6 +129,9 @@ class Agents:
         self.stopping = asyncio.Event()
         self._seen = {org: InMemorySeenMessages() for org in self.f.codes.values()}
         self._changed = asyncio.Condition()
+        # One agent opens and signs at a time: the crypto runs on the event loop, and twenty-one
+        # agents taking turns with a batch each would starve every other reader of the process.
+        self._crunch = asyncio.Lock()
 
     async def run(self) -> None:
         # Stopped by an event, not a cancel: a cancel landing inside a send could leave a batch
@@ -205,26 +208,27 @@ class Agents:
         # The book as it is now: a unit listed a moment ago must be found (see `Federation.book`).
         book = self.f.book
         out: list[Outgoing] = []
-        for i, (_, fields) in enumerate(entries):
-            if i % 20 == 19:
-                # The crypto runs on the event loop: let the other readers' replies in between, or a
-                # batch of hundreds on a busy machine outlasts their read timeouts.
-                await asyncio.sleep(0)
-            _, payload = parse_envelope(fields[DATA_FIELD.encode()])
-            if isinstance(payload, SecureMessageDelivered):
-                try:
-                    message: OpenedMessage | None = open_message(base64.b64decode(payload.sealed), store, book)
-                    refusal: MessageRejected | None = None
-                except MessageRejected as refused:
-                    message, refusal = None, refused
-                if message is not None and not self._seen[org].add_if_new(message.header.message_id):
-                    header = message.header
-                    message, refusal = None, MessageRejected(
-                        ReceiptDetail.DUPLICATE, f"message {header.message_id} was already received",
-                        message_id=header.message_id, sender_org=header.sender_org)
-                out += self._answer(code, org, store, book, message, refusal)
-            elif isinstance(payload, SecureReceiptDelivered):
-                self._receipt(payload, book)
+        async with self._crunch:
+            for i, (_, fields) in enumerate(entries):
+                if i % 20 == 19:
+                    # Let the other readers' replies in between, or a batch of hundreds on a busy
+                    # machine outlasts their read timeouts.
+                    await asyncio.sleep(0)
+                _, payload = parse_envelope(fields[DATA_FIELD.encode()])
+                if isinstance(payload, SecureMessageDelivered):
+                    try:
+                        message: OpenedMessage | None = open_message(base64.b64decode(payload.sealed), store, book)
+                        refusal: MessageRejected | None = None
+                    except MessageRejected as refused:
+                        message, refusal = None, refused
+                    if message is not None and not self._seen[org].add_if_new(message.header.message_id):
+                        header = message.header
+                        message, refusal = None, MessageRejected(
+                            ReceiptDetail.DUPLICATE, f"message {header.message_id} was already received",
+                            message_id=header.message_id, sender_org=header.sender_org)
+                    out += self._answer(code, org, store, book, message, refusal)
+                elif isinstance(payload, SecureReceiptDelivered):
+                    self._receipt(payload, book)
         await self.f.publish_many(code, out)
         self.f._last[org] = text_id(entries[-1][0])
         async with self._changed:
