@@ -249,7 +249,9 @@ async def test_a_region_reads_the_events_of_its_own_cases_on_its_feed_and_no_oth
 
     async def feed(region: str) -> list[CaseStateChanged]:
         entries = await parties.client(region).xrange(st.case_feed(region))
-        return [parse_envelope(fields[DATA_FIELD.encode()])[1] for _, fields in entries]
+        payloads = [parse_envelope(fields[DATA_FIELD.encode()])[1] for _, fields in entries]
+        assert all(isinstance(p, CaseStateChanged) for p in payloads)
+        return [p for p in payloads if isinstance(p, CaseStateChanged)]
 
     home, provider = await feed("25"), await feed("01")
     assert [(e.case_ref, e.to_state) for e in home][-1] == (REF, "match_proposed")
