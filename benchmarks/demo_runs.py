@@ -4,8 +4,8 @@ Each run is `nvf demo --scenario <scenarios>/medium.json` as a user types it, in
 the embedded defaults (REDIS_URL and DATABASE_URL unset, a fresh state directory), one after the
 other. Per run: wall seconds, user CPU seconds (of the demo process and its children), whether it
 hit the run's timeout (a hang), and the waits inside it that gave up: a party waiting for cases
-that never got there (`demo_parties.cases_behind`), for receipts that never came
-(`demo_parties.receipts_missing`), a message a receiving agent refused, or a referral refused as
+that never got there (`demo_regions.cases_behind`), for receipts that never came
+(`demo_regions.receipts_missing`), a message a receiving agent refused, or a referral refused as
 "no functional address" (the address-book race). The target: at most 30 s a run, and no run hits
 a timeout or gives up a wait.
 """
@@ -27,8 +27,8 @@ from rich.console import Console
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
-GAVE_UP = ("demo_parties.cases_behind", "demo_parties.receipts_missing", "demo_parties.message_refused",
-           "demo_parties.message_refused_by_receiver")
+GAVE_UP = ("demo_regions.cases_behind", "demo_regions.receipts_missing", "demo_regions.message_refused",
+           "demo_regions.message_refused_by_receiver", "demo_regions.agents_behind")
 
 
 def one_run(scenario: Path, timeout_s: float, log: Path | None = None) -> dict[str, object]:

@@ -13,7 +13,7 @@ and to the home region), each sealed, delivered, opened and receipted:
   embedded one): the case events are handled in batches as the notifier's consumer hands them
   over (`Notifier.on_cases`: the notices sealed, their rows and outbox entries written in one
   transaction per batch), the outbox relay puts them on the recipients' inbox streams, every
-  organisation's receiving agent (the demo's, `marketplace.demo_parties.Agents`) opens its inbox,
+  organisation's receiving agent (the demo's, `demo_regions.systems.Agents`) opens its inbox,
   records what it has seen and sends its receipts, and the notifier records the receipts in
   batches (`Receipts.on_receipts`), whose outbox is published again. What is left out is
   FastStream's consumer plumbing around the handlers (reading and acking the stream entries).
@@ -94,13 +94,14 @@ async def marketplace(n: int, state_dir: Path, database_url: str,
     import redis.asyncio as aioredis
     from sqlmodel import col, func, select
 
+    from demo_regions.outcome import PartyOutcome
+    from demo_regions.systems import Agents, Federation
     from events import CaseStateChanged, Streams, new_envelope
     from marketplace.adapters.database import Database
     from marketplace.adapters.message_orm import SecureMessageRow
     from marketplace.adapters.orm import MatchRow
     from marketplace.adapters.outbox import OutboxRelay
     from marketplace.adapters.party_clients import PartyClients
-    from marketplace.demo_parties import Agents, Federation, PartyOutcome
     from marketplace.services.context import ServiceContext
     from marketplace.services.directory import key_directory
     from marketplace.services.notification import notifier, receipts
@@ -128,7 +129,7 @@ async def marketplace(n: int, state_dir: Path, database_url: str,
         outcome = PartyOutcome()
         async with PartyClients(redis_url, None) as clients:
             parties = Federation(clients, streams, key_directory(state_dir), "0-0")
-            agents = Agents(parties, db, outcome)
+            agents = Agents(parties, outcome)
             started = time.perf_counter()
             phases: dict[str, float] = {}
             mark = started

@@ -21,6 +21,9 @@ from events.bounds import MAX_BODY_BYTES, MAX_JSON_DEPTH, MAX_SEALED_BODY_BYTES
 from events.identifiers import IdentifierError, check_event_id, check_identifier, new_event_id
 from events.payloads import PAYLOAD_TYPES, Patient, Payload
 
+# The field of a stream entry that holds the envelope (JSON), as FastStream reads and writes it.
+DATA_FIELD = "__data__"
+
 P = TypeVar("P", bound=Payload)
 
 

@@ -41,6 +41,11 @@ class Streams:
         """What the marketplace tells one party (its refused input); only that party may read it."""
         return f"{self.prefix}:to:{party}"
 
+    def case_feed(self, region: str) -> str:
+        """The events of one region's cases, without patient identity: of the cases it refers out,
+        and of those it provides care for while its match stands. Only that region may read it."""
+        return f"{self.prefix}:to:{region}:cases"
+
     def book(self, care_area: str) -> str:
         """Accepted items of one care area's book, in order; the matcher's partition."""
         return f"{self.prefix}:book:{care_area}"

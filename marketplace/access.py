@@ -4,11 +4,12 @@ Each party (a region, the operator, a service role) gets the keys of its own lan
 
 | party | appends to | reads (XREAD/XRANGE) | consumes (its group) | other keys |
 |---|---|---|---|---|
-| region R | `ingress:R`, `sdk:submitted:R`, `sdk:receipts:R` | `to:R`, `sdk:inbox:<R's org number>` | | |
+| region R | `ingress:R`, `sdk:submitted:R`, `sdk:receipts:R` | `to:R`, `to:R:cases`, `sdk:inbox:<R's org number>` | | |
 | operator | `ingress:operator` | every stream of the prefix | | |
 | scheduler | `ingress:scheduler` | | | its sweeper lock |
 | intake | `book:*`, `cases`, `rejections`, `to:*`, `dead-letter` | | `ingress:*` | |
-| matcher | `matches`, `cases`, `rejections`, `dead-letter` | | `book:*` | partition locks, live matchers |
+| matcher | `matches`, `cases`, `to:*:cases`, `rejections`, `dead-letter` | | `book:*` | partition locks,
+  live matchers |
 | notifier | `messages`, `cases`, `sdk:inbox:*`, `rejections`, `to:*`, `dead-letter` | | `cases`,
   `sdk:submitted:*`, `sdk:receipts:*` | |
 | timeline | `rejections`, `dead-letter` | | `cases`, `matches`, `messages`, `book:*` (the capacity feed) | |
@@ -75,7 +76,7 @@ def grant(streams: Streams, party: str) -> Grant:
     if party in region_codes():
         org = regions()[party].org_number
         return Grant(party, appends=(st.ingress(party), st.secure_submissions(party), st.secure_receipts(party)),
-                     reads=(st.outgoing(party), st.inbox(org)))
+                     reads=(st.outgoing(party), st.case_feed(party), st.inbox(org)))
     if party == OPERATOR:
         return Grant(party, appends=(st.ingress(OPERATOR),), reads=(f"{p}:*",))
     if party == SCHEDULER:
@@ -85,7 +86,8 @@ def grant(streams: Streams, party: str) -> Grant:
         return Grant(party, appends=(st.book("*"), st.cases, rejections, st.outgoing("*"), dead_letter),
                      consumes=(st.ingress("*"),))
     if party == MATCHER:
-        return Grant(party, appends=(st.matches, st.cases, rejections, dead_letter), consumes=(st.book("*"),),
+        return Grant(party, appends=(st.matches, st.cases, st.case_feed("*"), rejections, dead_letter),
+                     consumes=(st.book("*"),),
                      locks=(f"{p}:lock:{st.book('*')}", f"{p}:fence:{st.book('*')}", f"{p}:matchers"))
     if party == NOTIFIER:
         return Grant(party, appends=(st.messages, st.cases, st.inbox("*"), rejections, st.outgoing("*"),

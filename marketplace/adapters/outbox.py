@@ -18,6 +18,7 @@ from sqlalchemy import update
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from events.envelope import DATA_FIELD as DATA_FIELD
 from events.envelope import Envelope
 from marketplace.adapters.appends import append
 from marketplace.adapters.database import Database
@@ -25,7 +26,6 @@ from marketplace.adapters.orm import OutboxRow
 
 log = structlog.get_logger(__name__)
 
-DATA_FIELD = "__data__"
 OUTBOX = OutboxRow.__table__  # type: ignore[attr-defined]
 
 

@@ -94,6 +94,10 @@ def build() -> tuple[FastStream, AsyncAPI]:
         (st.outgoing("{party}"), "What the marketplace tells one party (its refused input); only that party "
                                  "may read it.",
          _envelope_of("PartyNotice", EventRejected)),
+        (st.case_feed("{region}"), "The events of one region's cases (ids, codes, amounts and dates, never a "
+                                   "patient's identity): of the cases it refers out, and of those it provides "
+                                   "care for while its match stands; only that region may read it.",
+         _envelope_of("RegionCaseEvent", CaseStateChanged)),
     ]
     for stream, description, schema in published:
         broker.publisher(stream=stream, schema=schema, title=f"{stream}:publish", description=description)

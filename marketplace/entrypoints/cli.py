@@ -200,7 +200,7 @@ def demo(
     policy: Annotated[str, typer.Option(help="optimal or greedy")] = "optimal",
 ) -> None:
     """Run the whole marketplace in one process on the embedded defaults and clear one round."""
-    from marketplace.demo_campaign import spring_cataract_campaign
+    from demo_regions.campaign import spring_cataract_campaign
     from marketplace.entrypoints.bootstrap import redis_server
     from marketplace.entrypoints.demo import render_summary, run_demo, write_jsonl_atomically
 
@@ -284,13 +284,13 @@ def publish(
     """Publish a scenario's agreements, offers and requests as their regions would."""
     import redis.asyncio as aioredis
 
+    from demo_regions.scenario import clearing_requests, new_run_id, region_events
     from events import Streams
     from events.streams import GROUP_INTAKE
     from marketplace.adapters.party_clients import PartyClients
     from marketplace.adapters.redis_users import AccessError, prepare_access
     from marketplace.entrypoints.bootstrap import redis_server
     from marketplace.entrypoints.progress import wait_until_consumed
-    from marketplace.scenario_events import clearing_requests, new_run_id, region_events
 
     settings = _settings()
     book = _load_scenario_or_exit(scenario)

@@ -2,7 +2,7 @@
 
 The regions publish their offers and requests onto the bus, the workers validate, store and clear
 the book, and the proposed matches are read back from the database. Then the parties carry a sample
-of the held cases on, over the months of a campaign played on a simulated clock (`demo_clock`):
+of the held cases on, over the months of a campaign played on a simulated clock (`demo_regions.clock`):
 the whole run, workers and deadline sweeps included, reads the time from it.
 """
 
@@ -34,6 +34,10 @@ from rich.progress import (
 from rich.table import Table
 from sqlmodel import col, func, select
 
+from demo_regions.clock import SimulatedClock
+from demo_regions.outcome import PartyOutcome
+from demo_regions.play import Deadlines, play_parties
+from demo_regions.scenario import BusIds, bus_id, clearing_requests, new_run_id, region_events
 from events import Envelope
 from events.parties import SCHEDULER
 from marketplace.adapters.database import Database
@@ -41,11 +45,9 @@ from marketplace.adapters.message_orm import SecureMessageRow
 from marketplace.adapters.orm import CaseRow, MatchRow, PlacementRow
 from marketplace.adapters.party_clients import PartyClients
 from marketplace.adapters.redis_users import prepare_access
-from marketplace.demo_clock import SimulatedClock
-from marketplace.demo_parties import Deadlines, PartyOutcome, play_parties
 from marketplace.entrypoints.progress import wait_until_settled
 from marketplace.lifecycle.swedish_time import swedish_date
-from marketplace.scenario_events import BusIds, bus_id, clearing_requests, new_run_id, region_events
+from marketplace.services.directory import ensure_keys, key_directory
 from marketplace.services.waiting_times import import_sample
 from marketplace.settings import Settings
 from matchers.model import Scenario
@@ -107,7 +109,8 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=False)
     if reset:
-        await _delete_streams(redis_url, [s for s, _ in pairs] + [runtime.streams.rejections])
+        await _delete_streams(redis_url, [s for s, _ in pairs] + [runtime.streams.rejections]
+                              + [runtime.streams.case_feed(code) for code in regions()])
     async with parties, running(runtime, ROLES):
         # The lägesbild beside the book: the shipped waiting-time sample, for `nvf waits` afterwards.
         waits = await import_sample(db)
@@ -150,7 +153,10 @@ async def run_demo(settings: Settings, redis_url: str, scenario: Scenario, *, co
                 try:
                     sweeps = _Sweeps(DeadlineSweeper(scheduler),
                                      lambda: wait_until_settled(runtime.redis, db, pairs, round_ids))
-                    outcome = await play_parties(parties, db, runtime.streams, settings.state_dir,
+                    # The regions' keys and the address book, provisioned in the demo's key directory.
+                    keys = key_directory(settings.state_dir)
+                    ensure_keys(keys)
+                    outcome = await play_parties(parties, runtime.streams, keys,
                                                  since_ms=since_ms, on_step=step, clock=clock, deadlines=sweeps)
                     await sweeps.sweeper.lock.release()
                 finally:

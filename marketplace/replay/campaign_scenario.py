@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from marketplace.demo_campaign import spring_cataract_campaign
+from demo_regions.campaign import spring_cataract_campaign
 from marketplace.replay.stream import _offer_json, _request_json
 from matchers.model import Scenario
 

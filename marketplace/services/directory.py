@@ -22,7 +22,6 @@ addresses) and the marketplace's own signing keys.
 from __future__ import annotations
 
 import fcntl
-import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,20 +30,19 @@ import structlog
 
 from matchers.reference import regions
 from notifiers.address_book import AddressBook, Organisation, OrganisationEntry, save_address_book
+from notifiers.book_file import AddressBookFile as AddressBookFile
 from notifiers.identifiers import functional_address
 from notifiers.keystore import KeyStore
 from notifiers.provisioning import address_book_path, init_demo_keys, load_directory, open_key_store
+from notifiers.units import UnknownUnit as UnknownUnit
+from notifiers.units import unit_org_number as unit_org_number
+from notifiers.units import with_unit as with_unit
 
 log = structlog.get_logger(__name__)
 
 MARKETPLACE_ORG = "202100-9994"
 MARKETPLACE = Organisation(org_number=MARKETPLACE_ORG, name="NVF Marketplace (national coordination)",
                            addresses=(functional_address(MARKETPLACE_ORG),))
-_UNIT_HSA_ID = re.compile(r"^SE(\d{6})(\d{4})-[A-Za-z0-9]{1,31}$")
-
-
-class UnknownUnit(LookupError):
-    """An HSA-id that does not resolve to the organisation it is claimed for."""
 
 
 def region_organisations() -> list[Organisation]:
@@ -75,36 +73,6 @@ def _directory_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-class AddressBookFile:
-    """The address book in a key directory, re-read whenever the file has changed since it was read."""
-
-    def __init__(self, directory: Path, book: AddressBook | None = None) -> None:
-        self.path = address_book_path(directory)
-        self._stamp = self._now_stamp() if book is not None else None
-        self._book = book
-
-    def _now_stamp(self) -> tuple[int, int, int] | None:
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return None
-        # The inode too: a save replaces the file, so even a same-size rewrite in the same
-        # nanosecond tick is seen as new.
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-    def current(self) -> AddressBook:
-        """The book as it is on disk now (one stat when nothing changed)."""
-        stamp = self._now_stamp()
-        if self._book is None or stamp != self._stamp:
-            self._book = load_directory(self.path.parent)
-            self._stamp = stamp
-        return self._book
-
-    def adopt(self, book: AddressBook) -> None:
-        """`book` was just written (or read) by this process: it is the current one."""
-        self._book, self._stamp = book, self._now_stamp()
-
-
 def _complete(book: AddressBook, wanted: list[Organisation]) -> bool:
     return all((entry := book.get(o.org_number)) is not None and entry.keys for o in wanted)
 
@@ -121,24 +89,6 @@ def ensure_keys(directory: Path, organisations: Iterable[Organisation] | None = 
             return book
         log.info("federation.keys_provisioned", directory=str(directory), organisations=len(wanted))
         return init_demo_keys(directory, wanted)
-
-
-def unit_org_number(hsa_id: str) -> str | None:
-    """The organisation number embedded in a unit's HSA-id, written NNNNNN-NNNN."""
-    m = _UNIT_HSA_ID.match(hsa_id)
-    return f"{m.group(1)}-{m.group(2)}" if m else None
-
-
-def with_unit(book: AddressBook, hsa_id: str, *, region_code: str | None = None) -> AddressBook:
-    """`book` with `hsa_id` listed under its organisation; raises UnknownUnit if it cannot be."""
-    owner = book.by_address(hsa_id)
-    org = owner.org_number if owner is not None else unit_org_number(hsa_id)
-    entry = book.get(org) if org else None
-    if entry is None:
-        raise UnknownUnit(f"{hsa_id} names no organisation of the federation")
-    if region_code is not None and entry.code != region_code:
-        raise UnknownUnit(f"{hsa_id} belongs to {entry.org_number}, not to region {region_code}")
-    return book if owner is not None else book.with_address(entry.org_number, hsa_id)
 
 
 class Federation:

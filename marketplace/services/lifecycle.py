@@ -2,8 +2,9 @@
 
 The pure rules (`marketplace.lifecycle`) decide; this module keeps their consequences together:
 the decided events go onto the case's hash-chained event stream at the case's version (the truth:
-a case's state is its stream replayed), the `cases` row is updated as a queryable snapshot, a released hold gives its
-slot back to the offer, and every event is mirrored on the bus as `case.state_changed`.
+a case's state is its stream replayed), the `cases` row is updated as a queryable snapshot, a released
+hold gives its slot back to the offer, and every event is mirrored on the bus as `case.state_changed`
+(on `cases`, and on the feeds of the regions it concerns: `case_feed`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from marketplace.lifecycle import (
     next_deadline,
     replay_timeline,
 )
+from marketplace.services.case_feed import stage_feeds
 from marketplace.services.context import ServiceContext
 from marketplace.services.timeline import ChainAppender, to_entry
 
@@ -129,9 +131,11 @@ class CaseLedger:
         for previous, state, event in steps:
             self.timeline.add(state.case_ref, event.event_id, event.TYPE, event.occurred_at, event_payload(event),
                               version=state.version)
-            stage(self.session, new_envelope(_mirror(previous, state, event), producer=producer,
-                                             correlation_id=correlation_id, event_id=event.event_id),
-                  self.ctx.streams.cases)
+            mirrored = _mirror(previous, state, event)
+            envelope = new_envelope(mirrored, producer=producer, correlation_id=correlation_id,
+                                    event_id=event.event_id)
+            stage(self.session, envelope, self.ctx.streams.cases)
+            stage_feeds(self.session, self.ctx.streams, envelope, mirrored, previous, state)
             if isinstance(event, HoldReleased):
                 ends.append((event.match_id, "released"))
                 returned[event.offer_id] = returned.get(event.offer_id, 0) + 1

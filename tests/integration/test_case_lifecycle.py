@@ -11,6 +11,7 @@ import pytest
 from sqlmodel import select
 from typer.testing import CliRunner
 
+from demo_regions.scenario import region_events
 from events import CaseCommandIssued, CaseStateChanged, ClearingRoundRequested, RequestWithdrawn, new_envelope
 from events.envelope import parse_envelope
 from marketplace.adapters.orm import CaseEventRow, CaseRow, MatchRow, OfferRow, RejectionRow
@@ -18,7 +19,6 @@ from marketplace.adapters.outbox import DATA_FIELD
 from marketplace.entrypoints.cli import app
 from marketplace.lifecycle import SendReferral
 from marketplace.lifecycle.timeline import replay_timeline, verify
-from marketplace.scenario_events import region_events
 from marketplace.services.lifecycle import CaseLedger
 from marketplace.services.timeline import load_events, load_timeline
 from matchers.scenario import parse_scenario

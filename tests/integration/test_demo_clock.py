@@ -14,11 +14,11 @@ import pytest
 from rich.console import Console
 from sqlmodel import col, select
 
+from demo_regions.campaign import AS_OF, spring_cataract_campaign
+from demo_regions.clock import SimulatedClock, working_morning
+from demo_regions.plans import CARRIED, HOLD_EXPIRES, PATIENT_DECLINES, fates, plan_case
 from marketplace.adapters.message_orm import SecureMessageRow
 from marketplace.adapters.orm import CaseEventRow
-from marketplace.demo_campaign import AS_OF, spring_cataract_campaign
-from marketplace.demo_clock import SimulatedClock, working_morning
-from marketplace.demo_parties import CARRIED, HOLD_EXPIRES, PATIENT_DECLINES, fates, plan_case
 from marketplace.entrypoints.commands.lifecycle import _market_stats
 from marketplace.entrypoints.demo import render_summary, run_demo
 from marketplace.lifecycle.swedish_time import SWEDISH_TIME, swedish_date

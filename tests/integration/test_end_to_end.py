@@ -7,10 +7,10 @@ import json
 import pytest
 from sqlmodel import select
 
+from demo_regions.scenario import bus_id, clearing_requests, region_events
 from marketplace.adapters.orm import CaseAnnotationRow, CaseEventRow, CaseRow, MatchRow, OfferRow
 from marketplace.entrypoints.demo import read_allocation
 from marketplace.lifecycle.timeline import replay_timeline, verify
-from marketplace.scenario_events import bus_id, clearing_requests, region_events
 from marketplace.services.timeline import to_entry
 from matchers.audit import audit_allocation
 from matchers.scenario import load_scenario

@@ -17,6 +17,7 @@ import structlog
 from redis.exceptions import NoPermissionError
 from sqlmodel import col, select
 
+from demo_regions.scenario import region_events
 from events import (
     CaseCommandIssued,
     CaseStateChanged,
@@ -40,7 +41,6 @@ from marketplace.adapters.party_clients import PartyClients
 from marketplace.adapters.redis_users import server_version
 from marketplace.lifecycle.timeline import verify
 from marketplace.log_config import configure_logging
-from marketplace.scenario_events import region_events
 from marketplace.services.timeline import load_events, load_timeline
 from matchers.reference import regions
 from matchers.scenario import parse_scenario
@@ -135,7 +135,7 @@ async def test_a_region_can_append_only_to_its_own_streams(market: Any) -> None:
     body = {DATA_FIELD: _offer("off-x1", "01", "01").to_json()}
     others = [st.ingress("03"), st.ingress("operator"), st.ingress("scheduler"), st.book("cataract"), st.matches,
               st.cases, st.messages, st.rejections, st.dead_letter, st.secure_submissions("03"),
-              st.secure_receipts("03"), st.inbox(regions()["03"].org_number), st.outgoing("03")]
+              st.secure_receipts("03"), st.inbox(regions()["03"].org_number), st.outgoing("03"), st.case_feed("03")]
     for stream in others:
         with pytest.raises(NoPermissionError):
             await me.xadd(stream, body)
@@ -154,14 +154,15 @@ STREAMS: dict[str, Callable[[Streams], str]] = {
     "ingress:scheduler": lambda st: st.ingress("scheduler"), "book:cataract": lambda st: st.book("cataract"),
     "matches": lambda st: st.matches, "cases": lambda st: st.cases, "messages": lambda st: st.messages,
     "rejections": lambda st: st.rejections, "dead-letter": lambda st: st.dead_letter,
-    "to:01": lambda st: st.outgoing("01"), "sdk:inbox:01": lambda st: st.inbox(ORG_01),
+    "to:01": lambda st: st.outgoing("01"), "to:01:cases": lambda st: st.case_feed("01"),
+    "sdk:inbox:01": lambda st: st.inbox(ORG_01),
     "sdk:submitted:01": lambda st: st.secure_submissions("01"), "sdk:receipts:01": lambda st: st.secure_receipts("01"),
 }
 # What each role writes (README, "Who may touch what").
 OWN = {
-    "intake": ["book:cataract", "cases", "rejections", "to:01", "dead-letter"],
-    "matcher": ["matches", "cases", "rejections", "dead-letter"],
-    "notifier": ["messages", "cases", "sdk:inbox:01", "rejections", "to:01", "dead-letter"],
+    "intake": ["book:cataract", "cases", "to:01:cases", "rejections", "to:01", "dead-letter"],
+    "matcher": ["matches", "cases", "to:01:cases", "rejections", "dead-letter"],
+    "notifier": ["messages", "cases", "to:01:cases", "sdk:inbox:01", "rejections", "to:01", "dead-letter"],
     "timeline": ["rejections", "dead-letter"],
     "scheduler": ["ingress:scheduler"],
     "operator": ["ingress:operator"],
@@ -179,10 +180,11 @@ NOT_OWN = [
     ("matcher", "book:cataract", CONSUMED_ON_62),
     *(("notifier", name, None) for name in ("matches", "book:cataract", "ingress:01", "ingress:operator")),
     *(("notifier", name, CONSUMED_ON_62) for name in ("sdk:submitted:01", "sdk:receipts:01")),
-    *(("timeline", name, None) for name in ("ingress:01", "to:01", "sdk:inbox:01", "sdk:submitted:01")),
+    *(("timeline", name, None) for name in ("ingress:01", "to:01", "to:01:cases", "sdk:inbox:01",
+                                            "sdk:submitted:01")),
     *(("timeline", name, CONSUMED_ON_62) for name in ("cases", "matches", "messages", "book:cataract")),
     *(("scheduler", name, None) for name in ("ingress:operator", "ingress:01", "book:cataract", "cases", "matches",
-                                             "messages", "rejections", "to:01")),
+                                             "messages", "rejections", "to:01", "to:01:cases")),
     *(("operator", name, OPERATOR_ON_62) for name in ("ingress:scheduler", "ingress:01", "book:cataract", "cases",
                                                       "matches", "messages", "rejections", "sdk:submitted:01")),
 ]
@@ -225,8 +227,8 @@ async def test_a_regions_credentials_cannot_read_another_regions_stream_or_inbox
     assert await runtime.redis.xlen(st.outgoing("03")) == 1
     await runtime.redis.xadd(st.inbox(regions()["03"].org_number), {DATA_FIELD: "{}"})
     me = parties.client("01")
-    for stream in (st.outgoing("03"), st.inbox(regions()["03"].org_number), st.ingress("03"), st.book("cataract"),
-                   st.cases, st.matches, st.rejections, st.dead_letter):
+    for stream in (st.outgoing("03"), st.case_feed("03"), st.inbox(regions()["03"].org_number), st.ingress("03"),
+                   st.book("cataract"), st.cases, st.matches, st.rejections, st.dead_letter):
         with pytest.raises(NoPermissionError):
             await me.xrange(stream)
         with pytest.raises(NoPermissionError):
@@ -235,7 +237,31 @@ async def test_a_regions_credentials_cannot_read_another_regions_stream_or_inbox
         await me.xreadgroup("intake", "thief", {st.ingress("03"): ">"}, count=1)
     # What is addressed to it, it reads.
     assert await me.xrange(st.outgoing("01")) == []
+    assert await me.xrange(st.case_feed("01")) == []
     assert await me.xrange(st.inbox(regions()["01"].org_number)) == []
+
+
+async def test_a_region_reads_the_events_of_its_own_cases_on_its_feed_and_no_others(market: Any,
+                                                                                    database: Any) -> None:
+    runtime, parties = market
+    st = runtime.streams
+    await _matched(runtime, parties, database)  # case-25-1 (home region 25) holds a slot of region 01
+
+    async def feed(region: str) -> list[CaseStateChanged]:
+        entries = await parties.client(region).xrange(st.case_feed(region))
+        payloads = [parse_envelope(fields[DATA_FIELD.encode()])[1] for _, fields in entries]
+        assert all(isinstance(p, CaseStateChanged) for p in payloads)
+        return [p for p in payloads if isinstance(p, CaseStateChanged)]
+
+    home, provider = await feed("25"), await feed("01")
+    assert [(e.case_ref, e.to_state) for e in home][-1] == (REF, "match_proposed")
+    assert [e.event_type for e in provider] == ["case.match_held"]  # told from its match on
+    held = provider[0].details
+    assert (held["home_region"], held["providing_region"], held["care_area"]) == ("25", "01", "cataract")
+    # No patient identity: the entries hold what the `cases` stream holds, and the case's standing.
+    assert {e.case_ref for e in home + provider} == {REF}
+    # A region the case is nothing to hears nothing of it.
+    assert await feed("03") == []
 
 
 async def test_a_region_publishing_as_another_is_refused_by_name_and_told(market: Any, database: Any) -> None:

@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 
+from demo_regions.identity import synthetic_identity
+from demo_regions.outcome import PartyOutcome
+from demo_regions.systems import Agents, Federation
 from events import CaseStateChanged, SecureMessageDelivered, SecureReceiptSubmitted, Streams, new_envelope
 from events.envelope import parse_envelope
 from marketplace.adapters.outbox import DATA_FIELD
 from marketplace.adapters.party_clients import PartyClients
-from marketplace.demo_parties import Agents, Federation, PartyOutcome, synthetic_identity
 from marketplace.services.directory import Federation as MarketplaceFederation
 from marketplace.services.directory import key_directory, with_unit
 from notifiers.envelope import compose
@@ -74,7 +76,7 @@ async def test_a_unit_listed_after_the_agent_read_its_book_gets_its_referral(set
     async with PartyClients(settings.redis_url or "", None) as clients:
         parties = Federation(clients, streams, keys, "0-0")
         assert parties.book.by_address(NEW_UNIT) is None  # the agents' copy, read now
-        agents = Agents(parties, database, PartyOutcome())
+        agents = Agents(parties, PartyOutcome())
 
         async def route() -> None:
             # The notifier routes the referral: it lists the unit (saving the book), then hands over.

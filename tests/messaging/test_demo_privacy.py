@@ -21,9 +21,9 @@ from rich.console import Console
 from sqlalchemy import select as sa_select
 from sqlmodel import SQLModel, select
 
+from demo_regions.campaign import spring_cataract_campaign
+from demo_regions.identity import CLINICAL_SUMMARY, synthetic_identity
 from marketplace.adapters.message_orm import SecureMessageRow
-from marketplace.demo_campaign import spring_cataract_campaign
-from marketplace.demo_parties import CLINICAL_SUMMARY, synthetic_identity
 from marketplace.entrypoints.demo import run_demo
 from marketplace.entrypoints.timeline_view import show_timeline
 from marketplace.log_config import configure_logging

@@ -9,10 +9,10 @@ import uuid
 import pytest
 from sqlmodel import select
 
+from demo_regions.identity import synthetic_identity
 from events import SecureMessageSubmitted, SecureReceiptSubmitted
 from marketplace.adapters.message_orm import SecureMessageRow
 from marketplace.adapters.orm import OutboxRow
-from marketplace.demo_parties import synthetic_identity
 from marketplace.lifecycle import CaseStatus, Withdraw, WithdrawalReason
 from marketplace.services.lifecycle import apply_command, load_case
 from marketplace.services.notification import receipts

@@ -3,7 +3,7 @@ personnummer detector finds them."""
 
 from __future__ import annotations
 
-from marketplace.demo_parties import synthetic_identity
+from demo_regions.identity import synthetic_identity
 from notifiers.identifiers import check_personal_identity_number, contains_personal_identity_number
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from demo_regions.scenario import bus_id
 from marketplace.replay.engine import Replay
 from marketplace.replay.policies import POLICIES
 from marketplace.replay.stream import RecordedRound, load_stream
-from marketplace.scenario_events import bus_id
 
 pytestmark = pytest.mark.integration
 NVF = [sys.executable, "-m", "marketplace.entrypoints.cli"]
@@ -47,7 +47,7 @@ def test_a_recorded_demo_replays_to_the_demo_outcome_and_differs_under_another_p
     stream = load_stream(tmp_path / "log.json")
     rounds = [e for e in stream.events if isinstance(e, RecordedRound)]
     assert rounds and {r.policy for r in rounds} == {"optimal"}
-    # The allocation file speaks the scenario's ids; the recorded log the bus's (scenario_events.bus_id).
+    # The allocation file speaks the scenario's ids; the recorded log the bus's (demo_regions.scenario.bus_id).
     outcome = {bus_id("case", r["case_ref"]): (bus_id("off", r["offer_id"]) if r["offer_id"] else None)
                for r in map(json.loads, (tmp_path / "A.jsonl").read_text().splitlines())}
 

@@ -9,7 +9,7 @@ from datetime import date
 
 import pytest
 
-from marketplace.demo_campaign import spring_cataract_campaign
+from demo_regions.campaign import spring_cataract_campaign
 from marketplace.replay.generate import GeneratorOptions, generate_stream
 from marketplace.replay.sandbox import SAMPLES, load_sample
 from marketplace.replay.stream import (

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from demo_regions.agreements import agreement_events
 from events import (
     ClearingRoundRequested,
     Envelope,
@@ -23,7 +24,6 @@ from events import (
 )
 from events.envelope import stable_event_id
 from events.identifiers import is_identifier, safe_token
-from marketplace.demo_agreements import agreement_events
 from matchers.model import Scenario
 
 

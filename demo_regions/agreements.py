@@ -60,8 +60,11 @@ def agreement_terms(scenario: Scenario, agreement: Agreement) -> list[tuple[str,
 
 
 def agreement_events(scenario: Scenario, *, run_id: str) -> Iterator[Envelope]:
-    """Each of the scenario's agreements registered by its purchasing region."""
+    """Each of the scenario's agreements registered by its purchasing region (not one a region would
+    make with itself: intake refuses those, `provider_is_other_region`)."""
     for a in scenario.agreements:
+        if a.provider == a.purchaser:
+            continue
         full = agreement_terms(scenario, a)
         if not full:
             yield new_envelope(AgreementRegistered(purchaser=a.purchaser, provider=a.provider, care_area=a.care_area),
