@@ -93,7 +93,8 @@ class CaseFeeds:
             except Exception:
                 log.exception("demo_regions.feed_failed", region=region)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), timeout=0.5)
+                    async with asyncio.timeout(0.5):  # not wait_for: see marketplace/adapters/outbox.py
+                        await self._stopping.wait()
 
     async def _read(self, region: str, *, block: int | None) -> int:
         stream = self.streams.case_feed(region)

@@ -151,7 +151,8 @@ class Agents:
             except Exception:
                 log.exception("demo_regions.agent_failed", org=org)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), timeout=0.5)
+                    async with asyncio.timeout(0.5):  # not wait_for: see marketplace/adapters/outbox.py
+                        await self.stopping.wait()
 
     async def poll(self) -> int:
         """Handle whatever every inbox holds now, without waiting (a last sweep)."""

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from marketplace.adapters.outbox import OutboxRelay
 from workers.tasks import cancel_and_wait
 
 GUARD_S = 30  # a guard against a hang, not a speed limit
@@ -52,3 +53,21 @@ async def test_an_error_a_task_ended_with_is_raised_and_the_others_are_still_sto
     with pytest.raises(RuntimeError, match="failed while stopping"):
         await cancel_and_wait(first, None, second)
     assert second.cancelled()
+
+
+@pytest.mark.integration
+async def test_the_outbox_relay_stops_when_cancelled_just_as_it_is_poked(database, redis_client) -> None:
+    """A relay poked in the same moment it is cancelled stops. Its loop used to wait with
+    `asyncio.wait_for`, which on Python 3.11 returns normally when cancelled as its event is set
+    (CPython gh-86296): the loop ran on and a worker's shutdown waited for it forever."""
+    relay = OutboxRelay(database, redis_client)
+    for spins in range(8):  # the cancel lands at each step of the relay's wake-up in turn
+        for _ in range(3):
+            task = asyncio.create_task(relay.run(interval_s=60))
+            await asyncio.sleep(0)
+            relay.poke()
+            for _ in range(spins):
+                await asyncio.sleep(0)
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=GUARD_S)
+            assert task in done, f"the relay ran on after a cancel {spins} steps after its poke"

@@ -234,7 +234,8 @@ class StreamConsumer:
             return
         stopping = asyncio.gather(*(s.stop() for s in subs), return_exceptions=True)
         try:
-            await asyncio.wait_for(stopping, timeout=self._graceful_s)
+            async with asyncio.timeout(self._graceful_s):
+                await stopping
         except TimeoutError:
             # The handler did not finish in time: what it holds stays pending for the claimer.
             for sub in subs:
@@ -245,5 +246,8 @@ class StreamConsumer:
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake up at once when stopped."""
+        # asyncio.timeout, not wait_for, which on Python 3.11 can swallow a cancellation that comes
+        # as the event is set (CPython gh-86296; marketplace/adapters/outbox.py).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop_event.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self._stop_event.wait()

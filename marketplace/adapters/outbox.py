@@ -82,8 +82,12 @@ class OutboxRelay:
     async def run(self, interval_s: float = 0.5) -> None:
         """Background loop: publish when poked, and at least every `interval_s` (crash leftovers)."""
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns normally when it is
+            # cancelled just as the event is set (CPython gh-86296), and this loop would then run on,
+            # leaving whoever stops it waiting forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval_s)
+                async with asyncio.timeout(interval_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.flush()
