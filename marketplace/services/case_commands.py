@@ -27,7 +27,9 @@ def build_command(issued: CaseCommandIssued, command_id: Any) -> Command:
     fields = {f.name for f in dataclasses.fields(cls)} - {"case_ref", "command_id", "note"}
     if set(issued.args) - fields:
         raise Refused("payload.args.*", "known_argument", f"{issued.command} takes only: {', '.join(sorted(fields))}")
-    adapter = _adapters.setdefault(issued.command, TypeAdapter(cls))
+    adapter = _adapters.get(issued.command)
+    if adapter is None:  # built once per command: a TypeAdapter compiles a schema (not setdefault's argument)
+        adapter = _adapters[issued.command] = TypeAdapter(cls)
     try:
         return adapter.validate_python({**issued.args, "case_ref": issued.case_ref, "command_id": command_id})
     except ValidationError as exc:
