@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from marketplace.lifecycle.swedish_time import SWEDISH_TIME, swedish_date
-from matchers.model import Agreement, Offer, Patient, Request
+from matchers.model import Agreement, Offer, Patient, Request, Scenario
 from matchers.scenario import ScenarioError, parse_scenario
 
 FORMAT = "nvf-replay-stream"
@@ -214,6 +214,15 @@ def _request_json(r: Request) -> dict[str, Any]:
             "max_price_sek": r.max_price_sek, "max_travel_km": r.max_travel_km,
             "excluded_regions": list(r.excluded_regions), "requires_agreement": r.requires_agreement,
             "patients": [patient(p) for p in r.patients]}
+
+
+def scenario_json(scenario: Scenario) -> dict[str, Any]:
+    """A scenario in the contract's file format (what `matchers.scenario.load_scenario` reads)."""
+    return {"name": scenario.name, "as_of": scenario.as_of.isoformat(),
+            "agreements": [{"purchaser": a.purchaser, "provider": a.provider, "care_area": a.care_area}
+                           for a in scenario.agreements],
+            "offers": [_offer_json(o) for o in scenario.offers],
+            "requests": [_request_json(r) for r in scenario.requests]}
 
 
 def _event_json(e: StreamEvent) -> dict[str, Any]:

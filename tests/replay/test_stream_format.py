@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -18,8 +19,10 @@ from marketplace.replay.stream import (
     RequestArrival,
     StreamError,
     parse_stream,
+    scenario_json,
     stream_to_json,
 )
+from matchers.scenario import parse_scenario
 
 
 def _stream_json(seed: int = 3, weeks: int = 4) -> dict:
@@ -34,6 +37,18 @@ def test_a_stream_reads_back_as_written() -> None:
     assert stream.patient_count > 0 and stream.offers
     # Every patient carries the predicted breach date the generator gave them.
     assert all(p.breach_date is not None for r in stream.requests for p in r.patients)
+
+
+def test_the_campaign_file_reads_back_as_the_campaign(tmp_path: Path) -> None:
+    """`python -m demo_regions.campaign_file` writes the campaign the cataract sample is made from."""
+    from demo_regions.campaign_file import main
+
+    out = tmp_path / "spring.json"
+    assert main([str(out)]) == 0
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert parse_scenario(data) == spring_cataract_campaign()
+    assert scenario_json(parse_scenario(data)) == data
+    assert main([]) == 2
 
 
 def test_the_generator_is_seeded() -> None:
