@@ -13,6 +13,10 @@ from sqlmodel import col, func, select
 from marketplace.adapters.database import Database
 from marketplace.adapters.orm import ClearingRoundRow, OutboxRow
 
+SETTLE_FIRST_PAUSE_S = 0.01
+SETTLE_MAX_PAUSE_S = 0.1
+SETTLE_CONFIRM_S = 0.02
+
 
 async def stream_backlog(redis: Any, pairs: Iterable[tuple[str, str]]) -> int:
     """Entries not yet delivered or not yet acknowledged, over the given (stream, group) pairs.
@@ -97,6 +101,7 @@ async def wait_until_settled(redis: Any, db: Database, pairs: list[tuple[str, st
     """Until every round is done, the outbox is empty and every group has read and acked everything."""
     deadline = time.monotonic() + timeout_s
     quiet = 0
+    pause = SETTLE_FIRST_PAUSE_S
     while time.monotonic() < deadline:
         done = await rounds_done(db, round_ids)
         backlog = await stream_backlog(redis, pairs) + await unpublished(db)
@@ -106,6 +111,9 @@ async def wait_until_settled(redis: Any, db: Database, pairs: list[tuple[str, st
         quiet = quiet + 1 if done == len(round_ids) and backlog == 0 else 0
         if quiet >= 2:
             return
-        await asyncio.sleep(0.1)
+        # The demo's play settles after every step, most of them a command or two: look again soon,
+        # and less often the longer the work goes on (each look asks every stream and the outbox).
+        await asyncio.sleep(SETTLE_CONFIRM_S if quiet else pause)
+        pause = min(SETTLE_MAX_PAUSE_S, pause * 2)
     raise TimeoutError(f"marketplace did not settle within {timeout_s:.0f} s "
                        f"({await rounds_done(db, round_ids)}/{len(round_ids)} rounds done)")
