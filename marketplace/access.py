@@ -11,7 +11,7 @@ Each party (a region, the operator, a service role) gets the keys of its own lan
 | matcher | `matches`, `cases`, `to:*:cases`, `rejections`, `dead-letter` | | `book:*` | partition locks,
   live matchers |
 | notifier | `messages`, `cases`, `sdk:inbox:*`, `rejections`, `to:*`, `dead-letter` | | `cases`,
-  `sdk:submitted:*`, `sdk:receipts:*` | |
+  `sdk:submitted:*`, `sdk:receipts:*` | trims `to:*` and `sdk:inbox:*` by age |
 | timeline | `rejections`, `dead-letter` | | `cases`, `matches`, `messages`, `book:*` (the capacity feed) | |
 
 Redis 7 can say this exactly: `%W~` keys take XADD only, `%R~` keys the read commands only, and
@@ -47,6 +47,7 @@ READ_COMMANDS = ("+xread", "+xrange", "+xrevrange", "+xlen", "+xinfo|stream")
 CONSUME_COMMANDS = ("+xreadgroup", "+xack", "+xautoclaim", "+xclaim", "+xpending", "+xinfo|groups",
                     "+xinfo|stream", "+xinfo|consumers", "+xgroup|create", "+xgroup|createconsumer", "+xtrim",
                     "+xlen", "+xrange")
+TRIM_COMMANDS = ("+xtrim",)
 LOCK_COMMANDS = ("+eval", "+evalsha", "+get", "+set", "+incr", "+pexpire", "+del", "+exists", "+zadd", "+zrem",
                  "+zremrangebyscore", "+zcard", "+zrange", "+zrangebyscore")
 
@@ -60,6 +61,8 @@ class Grant:
     reads: tuple[str, ...] = ()
     consumes: tuple[str, ...] = ()
     locks: tuple[str, ...] = ()
+    # What the regions read themselves, trimmed by age (XTRIM only: workers/trimming.py).
+    trims: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
 
 
@@ -92,7 +95,8 @@ def grant(streams: Streams, party: str) -> Grant:
     if party == NOTIFIER:
         return Grant(party, appends=(st.messages, st.cases, st.inbox("*"), rejections, st.outgoing("*"),
                                      dead_letter),
-                     consumes=(st.cases, st.secure_submissions("*"), st.secure_receipts("*")))
+                     consumes=(st.cases, st.secure_submissions("*"), st.secure_receipts("*")),
+                     trims=(st.outgoing("*"), st.inbox("*")))
     if party == TIMELINE:
         # The timeline role also runs the read models beside the timelines: the units' free-capacity
         # feed (group `capacity`) follows the book partitions as well.
@@ -118,9 +122,10 @@ def acl_rules(g: Grant, *, selectors: bool) -> list[str]:
     rules = ["resetchannels", *BASE_COMMANDS]
     if not selectors:
         # Redis 6.2: one set of keys for every command the user has.
-        keys = [*g.appends, *g.reads, *g.consumes, *g.locks]
+        keys = [*g.appends, *g.reads, *g.consumes, *g.locks, *g.trims]
         commands = [*(APPEND_COMMANDS if g.appends else ()), *(READ_COMMANDS if g.reads else ()),
-                    *(CONSUME_COMMANDS if g.consumes else ()), *(LOCK_COMMANDS if g.locks else ())]
+                    *(CONSUME_COMMANDS if g.consumes else ()), *(LOCK_COMMANDS if g.locks else ()),
+                    *(TRIM_COMMANDS if g.trims else ())]
         return [*rules, *dict.fromkeys(commands), *(f"~{k}" for k in dict.fromkeys(keys))]
     if g.appends:
         rules += [*APPEND_COMMANDS, *(f"%W~{k}" for k in g.appends)]
@@ -130,10 +135,13 @@ def acl_rules(g: Grant, *, selectors: bool) -> list[str]:
         rules.append("(" + " ".join([*(f"~{k}" for k in g.consumes), *CONSUME_COMMANDS]) + ")")
     if g.locks:
         rules.append("(" + " ".join([*(f"~{k}" for k in g.locks), *LOCK_COMMANDS]) + ")")
+    if g.trims:
+        rules.append("(" + " ".join([*(f"~{k}" for k in g.trims), *TRIM_COMMANDS]) + ")")
     return rules
 
 
 def describe(grants_: Iterable[Grant]) -> list[Mapping[str, str]]:
     """Rows for a table: party, what it appends to, reads and consumes."""
     return [{"party": g.party, "appends": " ".join(g.appends), "reads": " ".join(g.reads),
-             "consumes": " ".join(g.consumes), "locks": " ".join(g.locks)} for g in grants_]
+             "consumes": " ".join(g.consumes), "locks": " ".join(g.locks), "trims": " ".join(g.trims)}
+            for g in grants_]

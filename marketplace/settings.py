@@ -84,6 +84,11 @@ class Settings(BaseSettings):
         default=60.0, ge=0,
         description="how often streams are trimmed below what every group has acknowledged; 0: never",
     )
+    region_stream_retention_days: float = Field(
+        default=30.0, ge=0, le=3650,
+        description="entries older than this on the streams the regions read themselves (answers, case feeds, "
+        "inboxes) are trimmed, every trim interval; 0: kept",
+    )
     access: Literal["apply", "existing", "off"] = Field(
         default="apply",
         description="parties' Redis users: `apply` provisions and applies them, then each role, region and the "
@@ -168,6 +173,8 @@ class Settings(BaseSettings):
             "max_deliveries": str(self.max_deliveries),
             "partition_lock_ttl_ms": str(self.partition_lock_ttl_ms),
             "trim_interval_s": str(self.trim_interval_s) if self.trim_interval_s else "off",
+            "region_stream_retention_days": str(self.region_stream_retention_days)
+                                            if self.region_stream_retention_days else "off",
             "access": self.access,
             "api": f"http://{self.api_host}:{self.api_port} (rate {self.api_rate}, tokens {self.api_token_ttl_s}s, "
                    f"idempotency keys kept {self.api_idempotency_ttl_s}s)",

@@ -21,7 +21,7 @@ from typing import Any, cast
 import structlog
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from events.parties import channel_party
+from events.parties import NOTIFIER, channel_party
 from events.streams import GROUP_CAPACITY, GROUP_INTAKE, GROUP_MATCHER, GROUP_NOTIFIER, GROUP_TIMELINE, Streams
 from marketplace.adapters.periodic import Periodic
 from marketplace.parties import ingress_parties
@@ -35,7 +35,7 @@ from workers.partitions import FencedHandler, Partition, PartitionManager
 from workers.runtime import Runtime
 from workers.tasks import cancel_and_wait
 from workers.transactions import TRANSACTION_ATTEMPTS
-from workers.trimming import trim_acknowledged
+from workers.trimming import region_read_streams, trim_acknowledged, trim_older_than
 
 log = structlog.get_logger(__name__)
 
@@ -215,8 +215,16 @@ async def _running(runtime: Runtime, roles: Iterable[str]) -> AsyncIterator[Work
         # (another role's backlog counts); each is trimmed by a process that consumes it.
         own = {stream for stream, _ in pairs}
         everything = [(s, g) for s, g in stream_groups(runtime, ROLES) if s in own]
-        trimmer = Periodic("trimmer", runtime.settings.trim_interval_s,
-                           lambda: trim_acknowledged(runtime.redis, everything))
+        retention_s = runtime.settings.region_stream_retention_days * 86_400
+        # The notifier writes what the regions read (their answers, feeds and inboxes) and may trim it.
+        by_age = region_read_streams(runtime.streams) if retention_s and NOTIFIER in roles else []
+
+        async def trim() -> None:
+            await trim_acknowledged(runtime.redis, everything)
+            if by_age:
+                await trim_older_than(runtime.redis, by_age, retention_s)
+
+        trimmer = Periodic("trimmer", runtime.settings.trim_interval_s, trim)
         trimmer.start()
     try:
         yield workers

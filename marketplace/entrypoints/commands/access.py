@@ -91,7 +91,7 @@ def register(app: typer.Typer) -> None:
         for p in wanted:
             g = grant(streams, p)
             table.add_row(user_name(settings.stream_prefix, p), "\n".join(g.appends), "\n".join(g.reads),
-                          "\n".join(g.consumes), "\n".join(g.locks))
+                          "\n".join(g.consumes), "\n".join([*g.locks, *(f"{k} (trim by age)" for k in g.trims)]))
         console.print(table)
         if not rules:
             return
