@@ -89,8 +89,9 @@ async def play_parties(parties: Connections, streams: Streams, key_dir: Path, *,
     (`plan_case`), in the order of the simulated moments of their actions.
 
     With `clock` (the marketplace's clock) the play moves it to each action's moment before taking
-    it, and after every move asks `deadlines` to sweep: holds lapse, guarantee warnings are raised
-    as the simulated days pass. Without one the play runs on the wall clock (actions at once)."""
+    it, through every morning at 06:00 between, and asks `deadlines` to sweep each morning (and at
+    the moment a played hold lapses): holds lapse, guarantee warnings are raised as the simulated
+    days pass. Without one the play runs on the wall clock (actions at once)."""
     started = time.perf_counter()
     outcome = PartyOutcome()
     deadlines = deadlines or Deadlines()
@@ -176,19 +177,26 @@ async def play_parties(parties: Connections, streams: Streams, key_dir: Path, *,
         for action in agenda:
             ref, m = action.case_ref, matches[action.case_ref]
             while clock is not None and action.at > clock():
-                # Every message sent so far has its receipt before time jumps on (else the courier
-                # would count the jump as a receipt overdue); then the clock moves, a day at most:
-                # the sweeper looks each simulated morning at 06:00, so a warning is dated its own day.
-                # (Not at midnight: on SQLite a guarantee deadline is stored as Swedish wall time read
-                # as UTC, so it falls due an hour or two late.)
-                mark = time.perf_counter()
-                await answered()
-                waited["receipts"] += time.perf_counter() - mark
-                mark = time.perf_counter()
+                # The clock moves a day at most: the sweeper looks each simulated morning at 06:00, so
+                # a warning is dated its own day. (Not at midnight: on SQLite a guarantee deadline is
+                # stored as Swedish wall time read as UTC, so it falls due an hour or two late.)
                 local = clock().astimezone(SWEDISH_TIME)
                 morning = sweeper_morning(local.date() + timedelta(days=0 if local.hour < 6 else 1))
-                clock.advance_to(min(action.at, morning))
-                await sweep()
+                target = min(action.at, morning)
+                if target == morning:
+                    # Every message sent so far has its receipt before a new morning: a receipt is due
+                    # 24 hours after its message was handed over, and mornings are 24 hours apart, so
+                    # nothing the play sent can be counted overdue by the jump.
+                    mark = time.perf_counter()
+                    await answered()
+                    waited["receipts"] += time.perf_counter() - mark
+                mark = time.perf_counter()
+                clock.advance_to(target)
+                if target == morning or action.step == "hold_expired":
+                    # Mornings, and the moment a played hold lapses (the play waits for it): between
+                    # them what falls due waits for the next morning's look, as it would for a
+                    # sweeper that looks once a day.
+                    await sweep()
                 waited["sweeps"] += time.perf_counter() - mark
             expected = _act(action, m, plans[ref], feeds.view(ref), federation, command, submission)
             await send_pending()

@@ -69,8 +69,8 @@ class DemoResult:
 
 
 class _Sweeps(Deadlines):
-    """The play's deadline sweeps: the marketplace's own sweeper, run whenever the simulated clock
-    moves (the demo hosts no interval sweeper: a wall-clock interval means nothing here)."""
+    """The play's deadline sweeps: the marketplace's own sweeper, run when the play asks (each
+    simulated morning; the demo hosts no interval sweeper: a wall-clock interval means nothing here)."""
 
     def __init__(self, sweeper: DeadlineSweeper, settle: Callable[[], Awaitable[None]]) -> None:
         self.sweeper, self._settle = sweeper, settle
