@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Iterable
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -105,8 +106,14 @@ class OrganisationEntry(Organisation):
                 raise ValueError(f"at most one current {use} key")
         return self
 
+    @cached_property
+    def keys_by_use_and_id(self) -> dict[tuple[str, str], PublicKey]:
+        """The keys by (use, key id): every message and receipt verified looks its signer's key up.
+        Cached on the entry, which is frozen (a changed key set is a new entry)."""
+        return {(k.use, k.key_id): k for k in self.keys}
+
     def key(self, key_id: str, use: crypto.KeyUse) -> PublicKey | None:
-        return next((k for k in self.keys if k.key_id == key_id and k.use == use), None)
+        return self.keys_by_use_and_id.get((use, key_id))
 
     def current_key(self, use: crypto.KeyUse) -> PublicKey:
         for k in self.keys:
