@@ -142,11 +142,25 @@ class AddressBook(BaseModel):
     def get(self, org_number: str) -> OrganisationEntry | None:
         return self.organisations.get(org_number)
 
+    @cached_property
+    def _by_address(self) -> dict[str, OrganisationEntry]:
+        # Built once per book (frozen; every change makes a new one): each notice looks its
+        # recipients up by address and region code.
+        return {address: e for e in self.organisations.values() for address in e.addresses}
+
+    @cached_property
+    def _by_code(self) -> dict[str, OrganisationEntry]:
+        codes: dict[str, OrganisationEntry] = {}
+        for e in self.organisations.values():
+            if e.code is not None:
+                codes.setdefault(e.code, e)  # the first listed, as a scan would find it
+        return codes
+
     def by_address(self, hsa_id: str) -> OrganisationEntry | None:
-        return next((e for e in self.organisations.values() if hsa_id in e.addresses), None)
+        return self._by_address.get(hsa_id)
 
     def by_code(self, code: str) -> OrganisationEntry | None:
-        return next((e for e in self.organisations.values() if e.code == code), None)
+        return self._by_code.get(code)
 
     def resolve(self, org: str) -> OrganisationEntry | None:
         """An organisation by org number, region code or functional address."""
