@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Iterable
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -105,8 +106,14 @@ class OrganisationEntry(Organisation):
                 raise ValueError(f"at most one current {use} key")
         return self
 
+    @cached_property
+    def keys_by_use_and_id(self) -> dict[tuple[str, str], PublicKey]:
+        """The keys by (use, key id): every message and receipt verified looks its signer's key up.
+        Cached on the entry, which is frozen (a changed key set is a new entry)."""
+        return {(k.use, k.key_id): k for k in self.keys}
+
     def key(self, key_id: str, use: crypto.KeyUse) -> PublicKey | None:
-        return next((k for k in self.keys if k.key_id == key_id and k.use == use), None)
+        return self.keys_by_use_and_id.get((use, key_id))
 
     def current_key(self, use: crypto.KeyUse) -> PublicKey:
         for k in self.keys:
@@ -135,11 +142,25 @@ class AddressBook(BaseModel):
     def get(self, org_number: str) -> OrganisationEntry | None:
         return self.organisations.get(org_number)
 
+    @cached_property
+    def _by_address(self) -> dict[str, OrganisationEntry]:
+        # Built once per book (frozen; every change makes a new one): each notice looks its
+        # recipients up by address and region code.
+        return {address: e for e in self.organisations.values() for address in e.addresses}
+
+    @cached_property
+    def _by_code(self) -> dict[str, OrganisationEntry]:
+        codes: dict[str, OrganisationEntry] = {}
+        for e in self.organisations.values():
+            if e.code is not None:
+                codes.setdefault(e.code, e)  # the first listed, as a scan would find it
+        return codes
+
     def by_address(self, hsa_id: str) -> OrganisationEntry | None:
-        return next((e for e in self.organisations.values() if hsa_id in e.addresses), None)
+        return self._by_address.get(hsa_id)
 
     def by_code(self, code: str) -> OrganisationEntry | None:
-        return next((e for e in self.organisations.values() if e.code == code), None)
+        return self._by_code.get(code)
 
     def resolve(self, org: str) -> OrganisationEntry | None:
         """An organisation by org number, region code or functional address."""

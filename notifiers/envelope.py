@@ -221,6 +221,11 @@ def verify_message(raw: bytes, address_book: AddressBook) -> SealedMessage:
     matters: size before parsing (never parse 30 MB of garbage), the signature before anything
     the header says is believed (so a tampered header is SIG, never not-found or not-supported).
     """
+    return _verified(raw, address_book)[0]
+
+
+def _verified(raw: bytes, address_book: AddressBook) -> tuple[SealedMessage, _Parts]:
+    """`verify_message`, also handing back the parts it split, so opening does not split again."""
     if len(raw) > MAX_MESSAGE_BYTES:
         raise MessageRejected(ReceiptDetail.TOO_LONG,
                               f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
@@ -272,7 +277,7 @@ def verify_message(raw: bytes, address_book: AddressBook) -> SealedMessage:
     if not signing_key.valid_for_signature_at(header.created_at):
         raise reject(ReceiptDetail.SECURITY,
                      f"signed with {sender_key_id}, which was retired before {header.created_at}")
-    return SealedMessage(header=header, token=raw.decode("ascii"))
+    return SealedMessage(header=header, token=raw.decode("ascii")), parts
 
 
 def open_message(raw: bytes, recipient: DecryptionKeys, address_book: AddressBook) -> OpenedMessage:
@@ -280,7 +285,7 @@ def open_message(raw: bytes, recipient: DecryptionKeys, address_book: AddressBoo
 
     `verify_message` first, then business rules on the (now believed) header, then decryption.
     """
-    sealed = verify_message(raw, address_book)
+    sealed, parts = _verified(raw, address_book)
     header = sealed.header
 
     def reject(detail: ReceiptDetail, reason: str) -> MessageRejected:
@@ -302,7 +307,7 @@ def open_message(raw: bytes, recipient: DecryptionKeys, address_book: AddressBoo
 
     # --- decryption ---
     try:
-        plaintext = recipient.decrypt_compact(header.recipient_key_id, _split(raw).jwe_token)
+        plaintext = recipient.decrypt_compact(header.recipient_key_id, parts.jwe_token)
     except crypto.CryptoError as exc:
         raise reject(ReceiptDetail.SECURITY, str(exc)) from None
     try:

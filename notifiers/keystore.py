@@ -106,6 +106,7 @@ class KeyStore:
         self._organisation: str = raw["organisation"]
         self._keys: tuple[PublicKey, ...] = _PUBLIC_KEYS.validate_python(raw["keys"])
         self._loaded: dict[str, OKPKey] = {}
+        self._signing: tuple[str, OKPKey] | None = None
 
     @classmethod
     def create(cls, path: Path, organisation: str, *, now: datetime | None = None) -> KeyStore:
@@ -140,10 +141,15 @@ class KeyStore:
         return self._current("encryption").key_id
 
     def sign_compact(self, protected: dict[str, Any], payload: bytes) -> str:
-        key_id = self.signing_key_id
-        key = self._private(key_id)
-        if key.curve_name != crypto.CURVES["signing"]:
-            raise KeyStoreError(f"{key_id} is not an Ed25519 key")
+        if self._signing is None:
+            # Found and checked once, not per signature (a notifier signs every notice, an agent
+            # every receipt); `rotate` forgets it.
+            key_id = self.signing_key_id
+            key = self._private(key_id)
+            if key.curve_name != crypto.CURVES["signing"]:
+                raise KeyStoreError(f"{key_id} is not an Ed25519 key")
+            self._signing = key_id, key
+        key_id, key = self._signing
         header = {**protected, "alg": crypto.SIGNATURE_ALGORITHM, "kid": key_id}
         return jws.serialize_compact(header, payload, key, registry=crypto.JWS_REGISTRY)
 
@@ -170,6 +176,7 @@ class KeyStore:
         # the old keys current and at worst an unreferenced new file.
         _write_index(self._path, self._organisation, (*retired, *fresh))
         self._keys = (*retired, *fresh)
+        self._signing = None
         self._loaded.pop(old_signing, None)
         (self._path / f"{old_signing}.pem").unlink(missing_ok=True)
         return self._keys

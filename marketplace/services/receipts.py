@@ -7,10 +7,10 @@ sender; an ACCEPTED receipt for a referral acknowledges it (`AcknowledgeReferral
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
-from sqlalchemy import Table
+from sqlalchemy import Table, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -31,7 +31,52 @@ from notifiers.receipts import Receipt, ReceiptInvalid, ReceiptStatus, receipt_r
 
 CONSUMER = "notifier"
 RECEIPTS: Table = MessageReceiptRow.__table__  # type: ignore[attr-defined]
+SECURE_MESSAGES: Table = SecureMessageRow.__table__  # type: ignore[attr-defined]
 log = structlog.get_logger(__name__)
+
+
+class _Message(NamedTuple):
+    """What a receipt needs of the message it answers."""
+
+    message_id: str
+    case_ref: str
+    message_type: str
+    sender_org: str
+    recipient_org: str
+    receipt_status: str | None
+
+
+_MESSAGE_COLUMNS = tuple(getattr(SECURE_MESSAGES.c, name) for name in _Message._fields)
+
+
+class _Answer(NamedTuple):
+    """What the first receipt of a message writes on its row."""
+
+    receipt_status: str
+    receipt_code: str | None
+    receipt_detail: str | None
+    status: str
+
+
+async def _settle(session: AsyncSession, settled: dict[_Answer, list[str]]) -> None:
+    """Settle the messages `settled` lists under each answer: one UPDATE per distinct answer (nearly
+    always one, ACCEPTED, for a whole batch) rather than one per message."""
+    connection = await session.connection()
+    c = SECURE_MESSAGES.c
+    for answer, message_ids in settled.items():
+        # The WHERE keeps a receipt another notifier recorded meanwhile the answer.
+        await connection.execute(update(SECURE_MESSAGES)
+                                 .where(c.message_id.in_(message_ids), c.receipt_status.is_(None))
+                                 .values(**answer._asdict()))
+    # A message row this session holds as an object (one retried in this transaction) is read
+    # again when next used, rather than trusted with the values from before the update.
+    identity = session.sync_session.identity_map
+    if len(identity):
+        for message_ids in settled.values():
+            for message_id in message_ids:
+                held = identity.get(session.sync_session.identity_key(SecureMessageRow, message_id))
+                if held is not None:
+                    session.expire(held)
 
 
 class Receipts:
@@ -43,7 +88,8 @@ class Receipts:
 
     async def on_receipts(self, session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> None:
         """A batch of receipts: each verified (no I/O), then the messages and receipts they name read
-        with one query per table; new receipt rows are appended in bulk with the commit."""
+        with one query per table; new receipt rows are appended in bulk with the commit, and the
+        messages the batch settles are updated in one statement."""
         checked: list[tuple[Envelope, SecureReceiptSubmitted, Receipt]] = []
         for envelope, payload in await party_events(session, items, ctx, SecureReceiptSubmitted, CONSUMER):
             assert isinstance(payload, SecureReceiptSubmitted)
@@ -51,14 +97,18 @@ class Receipts:
             if receipt is not None:
                 checked.append((envelope, payload, receipt))
         message_ids = sorted({str(r.message_id) for _, _, r in checked if r.message_id})
-        rows = {row.message_id: row for row in (await session.exec(select(SecureMessageRow).where(
+        # Plain rows, not ORM objects: a batch reads hundreds and changes four columns of each,
+        # which one UPDATE below does for all of them.
+        rows = {row.message_id: _Message._make(row) for row in (await session.exec(select(*_MESSAGE_COLUMNS).where(
             col(SecureMessageRow.message_id).in_(message_ids)))).all()} if message_ids else {}
         recorded = await already_recorded(session, MessageReceiptRow.receipt_id, [r.receipt_id for _, _, r in checked])
         # The cases a receipt may acknowledge a referral of, read once for the batch.
         ledger = CaseLedger(session, ctx)
         await ledger.load(row.case_ref for row in rows.values() if row.message_type == "referral")
+        settled: dict[_Answer, list[str]] = {}
         for envelope, submitted, receipt in checked:
-            await self._receipt(session, ctx, ledger, envelope, submitted, receipt, rows, recorded)
+            await self._receipt(session, ctx, ledger, envelope, submitted, receipt, rows, recorded, settled)
+        await _settle(session, settled)
 
     def _verified_receipt(self, session: AsyncSession, ctx: ServiceContext, envelope: Envelope,
                           submitted: SecureReceiptSubmitted) -> Receipt | None:
@@ -82,7 +132,7 @@ class Receipts:
 
     async def _receipt(self, session: AsyncSession, ctx: ServiceContext, ledger: CaseLedger, envelope: Envelope,
                        submitted: SecureReceiptSubmitted, receipt: Receipt,
-                       rows: dict[str, SecureMessageRow], recorded: set[str]) -> None:
+                       rows: dict[str, _Message], recorded: set[str], settled: dict[_Answer, list[str]]) -> None:
         row = rows.get(str(receipt.message_id)) if receipt.message_id else None
         if row is None or row.recipient_org != receipt.issuer_org:
             self._refuse_receipt(session, ctx, envelope, "payload.receipt", "known_message",
@@ -100,11 +150,11 @@ class Receipts:
         first = row.receipt_status is None
         if first:
             # The first receipt is the answer; a later one (a duplicate delivery refused) is history.
-            row.receipt_status = receipt.status.value
-            row.receipt_code = receipt.code.value if receipt.code else None
-            row.receipt_detail = receipt.detail.value if receipt.detail else None
-            row.status = "accepted" if receipt.status is ReceiptStatus.ACCEPTED else "rejected"
-            session.add(row)
+            rows[row.message_id] = row._replace(receipt_status=receipt.status.value)
+            answer = _Answer(receipt.status.value, receipt.code.value if receipt.code else None,
+                             receipt.detail.value if receipt.detail else None,
+                             "accepted" if receipt.status is ReceiptStatus.ACCEPTED else "rejected")
+            settled.setdefault(answer, []).append(row.message_id)
         received = receipt_received_payload(receipt, row.case_ref)
         stage(session, new_envelope(received, producer=CONSUMER, correlation_id=row.case_ref, occurred_at=ctx.clock(),
                                     event_id=stable_event_id("receipt.received", receipt.receipt_id)),

@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from demo_regions.identity import synthetic_identity
 from events import SecureMessageSubmitted, SecureReceiptSubmitted
-from marketplace.adapters.message_orm import SecureMessageRow
+from marketplace.adapters.message_orm import MessageReceiptRow, SecureMessageRow
 from marketplace.adapters.orm import OutboxRow
 from marketplace.lifecycle import CaseStatus, Withdraw, WithdrawalReason
 from marketplace.services.lifecycle import apply_command, load_case
@@ -19,7 +19,14 @@ from marketplace.services.notification import receipts
 from notifiers import crypto
 from notifiers.envelope import open_message
 from notifiers.message_types import MatchNotice, MatchReleased, Referral
-from notifiers.receipts import ReceiptStatus, new_receipt, sign_receipt, verify_receipt
+from notifiers.receipts import (
+    MessageRejected,
+    ReceiptDetail,
+    ReceiptStatus,
+    new_receipt,
+    sign_receipt,
+    verify_receipt,
+)
 from tests.messaging.conftest import (
     CASE,
     HOME,
@@ -209,3 +216,28 @@ async def test_a_released_hold_is_told_to_the_unit_with_its_cause(database, ctx,
               for d in to_unit]
     assert [type(b).__name__ for b in bodies] == ["MatchNotice", "MatchReleased"]
     assert bodies[1] == MatchReleased(match_id=MATCH, case_ref=CASE, offer_id="off-01", cause="withdrawn")
+
+
+async def test_the_first_receipt_settles_its_message_and_a_later_one_in_the_batch_is_history(
+        database, ctx, marketplace_notifier, federation):
+    async with database.session() as session:
+        await open_case(session, ctx, until="patient_accepted")
+        sealed = seal(federation, REFERRAL, HOME_ORG, PROVIDER_ORG, UNIT)
+        await _submit(marketplace_notifier, session, ctx, sealed)
+        provider_keys = store(federation, PROVIDER_ORG)
+        refused = MessageRejected(ReceiptDetail.DUPLICATE, "seen", message_id=sealed.header.message_id,
+                                  sender_org=HOME_ORG)
+        answers = [sign_receipt(new_receipt(PROVIDER_ORG, message_id=sealed.header.message_id, recipient_org=HOME_ORG,
+                                            rejection=rejection), provider_keys) for rejection in (None, refused)]
+        await receipts(marketplace_notifier).on_receipts(session, [
+            entry(SecureReceiptSubmitted(receipt=base64.b64encode(a.to_bytes()).decode()), PROVIDER)
+            for a in answers], ctx)
+        row = (await session.exec(select(SecureMessageRow).where(
+            SecureMessageRow.message_id == str(sealed.header.message_id)))).one()
+        recorded = (await session.exec(select(MessageReceiptRow.status).where(
+            MessageReceiptRow.message_id == str(sealed.header.message_id)))).all()
+        received = await staged(session, ctx.streams.messages, ["receipt.received"])
+    assert (row.status, row.receipt_status, row.receipt_code, row.receipt_detail) == (
+        "accepted", "ACCEPTED", None, None)
+    assert sorted(recorded) == ["ACCEPTED", "REJECTED"]
+    assert sorted(r.status for r in received) == ["ACCEPTED", "REJECTED"]
