@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from demo_regions.bus import Connections, text_id
+from demo_regions.bus import Connections, keep_reading, text_id
 from events import CaseStateChanged, Streams
 from events.envelope import DATA_FIELD, parse_envelope
 
@@ -85,16 +85,8 @@ class CaseFeeds:
                 await asyncio.wait_for(task, timeout=self.BLOCK_MS / 1000 + 5)
 
     async def _follow(self, region: str) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self._read(region, block=self.BLOCK_MS)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("demo_regions.feed_failed", region=region)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.5):  # not wait_for: see marketplace/adapters/outbox.py
-                        await self._stopping.wait()
+        await keep_reading(lambda: self._read(region, block=self.BLOCK_MS), self._stopping,
+                           "demo_regions.feed_failed", region=region)
 
     async def _read(self, region: str, *, block: int | None) -> int:
         stream = self.streams.case_feed(region)

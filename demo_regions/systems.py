@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from demo_regions.bus import Connections, Outgoing, send, text_id
+from demo_regions.bus import Connections, Outgoing, keep_reading, send, text_id
 from demo_regions.outcome import PartyOutcome
 from events import (
     CaseCommandIssued,
@@ -141,18 +141,13 @@ class Agents:
     async def _follow(self, code: str, org: str) -> None:
         stream = self.f.streams.inbox(org)
         client = self.f.parties.client(code)
-        while not self.stopping.is_set():
-            try:
-                found = await client.xread({stream: self.f._last[org]}, count=500, block=self.BLOCK_MS)
-                for _, entries in found or ():
-                    await self._handle(code, org, entries)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("demo_regions.agent_failed", org=org)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.5):  # not wait_for: see marketplace/adapters/outbox.py
-                        await self.stopping.wait()
+
+        async def step() -> None:
+            found = await client.xread({stream: self.f._last[org]}, count=500, block=self.BLOCK_MS)
+            for _, entries in found or ():
+                await self._handle(code, org, entries)
+
+        await keep_reading(step, self.stopping, "demo_regions.agent_failed", org=org)
 
     async def poll(self) -> int:
         """Handle whatever every inbox holds now, without waiting (a last sweep)."""
