@@ -22,7 +22,7 @@ import structlog
 
 from demo_regions.bus import Connections, keep_reading, text_id
 from events import CaseStateChanged, Streams
-from events.envelope import DATA_FIELD, parse_envelope
+from events.envelope import DATA_FIELD, decode_body, parse_envelope
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +67,8 @@ class CaseFeeds:
         self.regions = list(region_codes)
         self._last = dict.fromkeys(self.regions, start_id)
         self.cases: dict[str, CaseView] = {}
+        # Once set (`follow_only`), the cases whose entries are read; the others' are skipped.
+        self.following: frozenset[str] | None = None
         self._changed = asyncio.Condition()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -95,7 +97,10 @@ class CaseFeeds:
         if not entries:
             return 0
         for _, fields in entries:
-            _, payload = parse_envelope(fields[DATA_FIELD.encode()])
+            data = decode_body(fields[DATA_FIELD.encode()])
+            if self.following is not None and _case_ref(data) not in self.following:
+                continue  # a case the play does not carry: not worth a full parse
+            _, payload = parse_envelope(data)
             if isinstance(payload, CaseStateChanged):
                 self._take(payload)
         self._last[region] = text_id(entries[-1][0])
@@ -109,6 +114,10 @@ class CaseFeeds:
             return  # told already (by the case's other region)
         details = {**known.details, **event.details} if known is not None else dict(event.details)
         self.cases[event.case_ref] = CaseView(event.case_ref, event.to_state, event.version, details)
+
+    def follow_only(self, case_refs: Iterable[str]) -> None:
+        """From now on keep up with these cases only (the play's sample)."""
+        self.following = frozenset(case_refs)
 
     def state(self, case_ref: str) -> str | None:
         case = self.cases.get(case_ref)
@@ -137,3 +146,8 @@ class CaseFeeds:
             async with self._changed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout=max(0.0, deadline - time.monotonic()))
+
+
+def _case_ref(data: Any) -> object:
+    payload = data.get("payload") if isinstance(data, dict) else None
+    return payload.get("case_ref") if isinstance(payload, dict) else None

@@ -155,6 +155,7 @@ async def play_parties(parties: Connections, streams: Streams, key_dir: Path, *,
         held = sorted(ref for ref, case in feeds.cases.items() if case.state == "match_proposed")
         stride = max(1, len(held) // sample) if sample else len(held) + 1
         chosen = held[::stride][:sample]
+        feeds.follow_only(chosen)
         views = {ref: feeds.view(ref) for ref in chosen}
         fate = fates(chosen, decline_every=decline_every, expire_every=expire_every,
                      patient_declines_every=patient_declines_every)
