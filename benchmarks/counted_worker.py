@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 # The table a write statement names, with or without a schema or quotes.
 _WRITE = re.compile(r'^\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(?:"?\w+"?\.)?"?(\w+)"?', re.IGNORECASE)
 
+_VALUES = re.compile(r"\sVALUES\s", re.IGNORECASE)
 _counts: dict[str, int] = {}
 _lock = threading.Lock()
 
@@ -35,7 +36,11 @@ def _after_cursor_execute(conn: Any, cursor: Any, statement: str, parameters: An
         return
     verb = match.group(1).split()[0].lower()
     table = match.group(2)
-    if executemany:
+    if executemany and parameters and not isinstance(parameters[0], tuple | list | dict):
+        # Rows inserted with their keys returned go as statements of many VALUES groups
+        # ("insertmanyvalues"), each with one flat parameter list: a row per group.
+        rows = _VALUES.split(statement, maxsplit=1)[-1].count("), (") + 1
+    elif executemany:
         rows = len(parameters)  # asyncpg reports no count for executemany; one row per parameter set
     else:
         rowcount = getattr(cursor, "rowcount", -1)

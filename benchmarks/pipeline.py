@@ -520,20 +520,29 @@ async def main_async(args: argparse.Namespace, console: Console) -> int:
                       f"throughput; {args.latency_rate:.0f}/s for {args.latency_seconds:.0f} s for latency on a book "
                       f"of {args.deep_patients} unplaceable patients; auto-clear {args.auto_clear_ms} ms, "
                       f"batches of {args.batch_size}")
-        rates = await calibrate(redis, args, workdir, reporter)
-        console.print(rates_table(rates, args))
-        same = await throughput(redis, args, workdir, reporter, "same-work", rates,
-                                "same-work loop (2 processes), max rate")
-        market = await throughput(redis, args, workdir, reporter, "marketplace", None,
-                                  "marketplace (intake + matcher), max rate")
+        phases = set(args.phases.split(","))
+        skipped = Result("-", 0, 0.0, note="not run (--phases)")
+        rates = await calibrate(redis, args, workdir, reporter) if "same-work" in phases else None
+        if rates is not None:
+            console.print(rates_table(rates, args))
+        same = market = same_lat = market_lat = raw = skipped
+        if "throughput" in phases:
+            if rates is not None:
+                same = await throughput(redis, args, workdir, reporter, "same-work", rates,
+                                        "same-work loop (2 processes), max rate")
+            market = await throughput(redis, args, workdir, reporter, "marketplace", None,
+                                      "marketplace (intake + matcher), max rate")
         rate = f"{args.latency_rate:.0f}/s"
-        name = f"same-work loop, {rate}, deep book"
-        same_lat = await failed_as_note(latency(redis, args, workdir, reporter, "same-work", rates, name), name,
-                                        reporter)
-        name = f"marketplace, {rate}, deep book"
-        market_lat = await failed_as_note(latency(redis, args, workdir, reporter, "marketplace", None, name), name,
-                                          reporter)
-        raw = await run_raw(redis, args)
+        if "latency" in phases:
+            if rates is not None:
+                name = f"same-work loop, {rate}, deep book"
+                same_lat = await failed_as_note(latency(redis, args, workdir, reporter, "same-work", rates, name),
+                                                name, reporter)
+            name = f"marketplace, {rate}, deep book"
+            market_lat = await failed_as_note(latency(redis, args, workdir, reporter, "marketplace", None, name),
+                                              name, reporter)
+        if "raw" in phases:
+            raw = await run_raw(redis, args)
     finally:
         await redis.aclose()
         if embedded is not None:
@@ -552,8 +561,9 @@ async def main_async(args: argparse.Namespace, console: Console) -> int:
     console.print(table)
     ratio = market.rate / same.rate if same.rate else 0.0
     p99 = market_lat.pct(0.99)
-    console.print(f"rows written per event (both processes): offer {rows_per_event(rates, 'offer.published'):.1f}, "
-                  f"request {rows_per_event(rates, 'request.published'):.1f}")
+    if rates is not None:
+        console.print(f"rows written per event (both processes): offer {rows_per_event(rates, 'offer.published'):.1f}, "
+                      f"request {rows_per_event(rates, 'request.published'):.1f}")
     console.print(f"targets: ratio >= 0.5: {ratio:.3f} ({'met' if ratio >= 0.5 else 'missed'}); "
                   f"p99 <= 250 ms at {rate} with the deep book: {_fmt(p99)} ms "
                   f"({'met' if p99 is not None and p99 <= 250 else 'missed'})")
@@ -574,6 +584,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="give up waiting on a phase after this")
     parser.add_argument("--log-level", default="WARNING", help="the workers' log level (their logs: --keep)")
     parser.add_argument("--keep", action="store_true", help="keep the workers' logs")
+    parser.add_argument("--phases", default="same-work,throughput,latency,raw",
+                        help="what to run, comma-separated (to iterate faster; the ratio needs all but raw): "
+                             "same-work (the calibration and the same-work runs), throughput, latency, raw")
     parser.add_argument("--raw-consumer", nargs=2, metavar=("STREAM", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.redis_url = os.environ.get("REDIS_URL") or None

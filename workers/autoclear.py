@@ -82,5 +82,5 @@ class AutoClearer:
 
         round_id = await in_transaction(rt.db, clear_round, lock=self.lock)
         if round_id is not None:
-            await rt.relay.flush()
+            await rt.relay.publish_committed()
         return round_id

@@ -96,7 +96,8 @@ class BatchProcessor:
         if ids:
             await self.runtime.redis.xack(self.stream, self.group, *ids)
         try:
-            await self.runtime.relay.flush()
+            # What this batch staged, from memory; anything left over is the relay loop's.
+            await self.runtime.relay.publish_committed()
         except Exception as exc:
             # Committed and staged: the relay's own loop publishes it once Redis or the database is back.
             self._log.warning("worker.flush_deferred", error=f"{type(exc).__name__}: {exc}")

@@ -23,6 +23,10 @@ from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 _KEY = "nvf.appends"
+# Tables whose inserted rows' keys someone needs (the outbox publishes its rows by them after
+# the commit): the columns returned, and who is told (session, rows, the returned rows in any
+# order: asking for the rows' order would make some drivers insert one row a statement).
+_RETURNING: dict[Table, tuple[tuple[Any, ...], Callable[[Session, list[dict[str, Any]], list[Any]], None]]] = {}
 
 
 # Rows of a table: values, or a function called when they are written (for rows that may still
@@ -41,6 +45,12 @@ def append_when_written(session: AsyncSession | Session, table: Table,
     """Collect `rows()` for `table`: called once, when the collected rows are written."""
     pending: dict[Table, Rows] = session.info.setdefault(_KEY, {})
     pending.setdefault(table, []).append(rows)
+
+
+def on_inserted(table: Table, columns: tuple[Any, ...],
+                callback: Callable[[Session, list[dict[str, Any]], list[Any]], None]) -> None:
+    """Have `callback` told the `columns` of `table`'s rows as they are inserted."""
+    _RETURNING[table] = (columns, callback)
 
 
 async def write_appends(session: AsyncSession) -> None:
@@ -66,7 +76,12 @@ def _write(session: Session) -> None:
                 rows += item()
             else:
                 rows.append(item)
-        if rows:
+        if not rows:
+            continue
+        if table in _RETURNING:
+            columns, told = _RETURNING[table]
+            told(session, rows, list(connection.execute(table.insert().returning(*columns), rows)))
+        else:
             connection.execute(table.insert(), rows)
 
 

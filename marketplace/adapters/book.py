@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Row, bindparam, exists, or_, select, update
+from sqlalchemy import Row, Select, bindparam, exists, or_, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from marketplace.adapters.appends import append
@@ -76,20 +76,48 @@ async def read_placeable(session: AsyncSession, care_area: str, on_book: str, as
         select(o.offer_id, o.region, o.unit_hsa_id, o.care_area, o.remaining, o.window_start, o.window_end,
                o.price_sek)
         .where(*open_offer).order_by(o.offer_id))).all()
-    servable = select(r.request_id).where(
-        r.care_area == care_area, r.status == "open", r.window_end >= as_of,
-        exists().where(*open_offer, o.window_end >= as_of, o.window_start <= r.window_end,
-                       o.window_end >= r.window_start,
-                       or_(r.max_price_sek.is_(None), o.price_sek <= r.max_price_sek)))
-    waiting = select(c.request_id).where(c.care_area == care_area, c.state == on_book,
-                                         or_(c.last_reason.is_(None), c.request_id.in_(servable)))
-    cases = (await connection.execute(waiting.add_columns(
-        c.case_ref, c.waiting_since, c.excluded_offers, c.last_reason).order_by(c.case_ref))).all()
-    requests = (await connection.execute(
+    waiting = [c.care_area == care_area, c.state == on_book]
+    usable = [offer for offer in offers if offer.window_end is not None and offer.window_end >= as_of]
+    if usable:
+        # Asked per case on the book, through its request's key, never per request of the care
+        # area (those stay open after their patients left) nor per request and offer: first the
+        # bounds every offer with room shares (the lowest price, the earliest start, the latest
+        # end), which a ceiling below every offer's fails at once, then the offers themselves.
+        # Only a necessary condition is added, so the cases read are exactly the servable ones.
+        servable = exists().where(
+            r.request_id == c.request_id, r.status == "open", r.window_end >= as_of,
+            r.window_end >= min(offer.window_start for offer in usable),
+            r.window_start <= max(offer.window_end for offer in usable),
+            or_(r.max_price_sek.is_(None), r.max_price_sek >= min(offer.price_sek for offer in usable)),
+            exists().where(*open_offer, o.window_end >= as_of, o.window_start <= r.window_end,
+                           o.window_end >= r.window_start,
+                           or_(r.max_price_sek.is_(None), o.price_sek <= r.max_price_sek)))
+        waiting.append(or_(c.last_reason.is_(None), servable))
+    else:
+        waiting.append(c.last_reason.is_(None))
+    query = select(c.request_id, c.case_ref, c.waiting_since, c.excluded_offers, c.last_reason).where(*waiting)
+    cases = (await connection.execute(query.order_by(c.case_ref))).all()
+    return BookRows(offers, cases, await _requests_of(connection, cases, query))
+
+
+# Past this many requests, they are asked for by their cases' query again rather than by their
+# keys (the drivers bound the parameters of one statement).
+_MANY = 5000
+
+
+async def _requests_of(connection: Any, cases: Sequence[Row[Any]], query: Select[Any]) -> Sequence[Row[Any]]:
+    """The open requests of `cases` (read by `query`, which selects their request ids first), by
+    their keys: a list the round has just read, not a subquery the planner might run per request."""
+    if not cases:
+        return []
+    r = REQUESTS.c
+    ids = sorted({case.request_id for case in cases})
+    wanted = r.request_id.in_(ids) if len(ids) <= _MANY else r.request_id.in_(query.with_only_columns(
+        query.selected_columns[0]).order_by(None))
+    return (await connection.execute(
         select(r.request_id, r.region, r.care_area, r.window_start, r.window_end, r.max_price_sek, r.max_travel_km,
                r.excluded_regions, r.requires_agreement)
-        .where(r.request_id.in_(waiting), r.status == "open").order_by(r.request_id))).all() if cases else []
-    return BookRows(offers, cases, requests)
+        .where(wanted, r.status == "open").order_by(r.request_id))).all()
 
 
 def place(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
