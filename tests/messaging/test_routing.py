@@ -57,6 +57,14 @@ async def _submit(notifier, session, ctx, sealed, producer=HOME, case_ref=CASE):
     await notifier.on_submissions(session, [raw], ctx)
 
 
+async def _referral_submitted(session, ctx, notifier, federation, *, until):
+    """A case brought to `until`, then the home region's referral for it sealed and submitted."""
+    await open_case(session, ctx, until=until)
+    sealed = seal(federation, REFERRAL, HOME_ORG, PROVIDER_ORG, UNIT)
+    await _submit(notifier, session, ctx, sealed)
+    return sealed
+
+
 def _refusal(notifier, payloads):
     """The receipts the marketplace put in an inbox, verified against the address book."""
     return [verify_receipt(base64.b64decode(p.receipt), notifier.federation.book) for p in payloads]
@@ -65,9 +73,7 @@ def _refusal(notifier, payloads):
 async def test_a_referral_before_the_patient_accepted_is_refused_and_goes_nowhere(
         database, ctx, marketplace_notifier, federation):
     async with database.session() as session:
-        await open_case(session, ctx, until="provider_accepted")
-        sealed = seal(federation, REFERRAL, HOME_ORG, PROVIDER_ORG, UNIT)
-        await _submit(marketplace_notifier, session, ctx, sealed)
+        sealed = await _referral_submitted(session, ctx, marketplace_notifier, federation, until="provider_accepted")
 
         to_provider = await staged(session, ctx.streams.inbox(PROVIDER_ORG), ["sdk.message.delivered"])
         (refusal,) = _refusal(marketplace_notifier, await staged(session, ctx.streams.inbox(HOME_ORG),
@@ -119,9 +125,7 @@ async def test_a_referral_after_both_accepted_is_routed_to_the_unit_and_acknowle
 async def test_the_same_message_submitted_again_is_refused_as_duplicate(database, ctx, marketplace_notifier,
                                                                       federation):
     async with database.session() as session:
-        await open_case(session, ctx, until="patient_accepted")
-        sealed = seal(federation, REFERRAL, HOME_ORG, PROVIDER_ORG, UNIT)
-        await _submit(marketplace_notifier, session, ctx, sealed)
+        sealed = await _referral_submitted(session, ctx, marketplace_notifier, federation, until="patient_accepted")
         await _submit(marketplace_notifier, session, ctx, sealed)  # a new submission event, same message
         delivered = await staged(session, ctx.streams.inbox(PROVIDER_ORG), ["sdk.message.delivered"])
         refusals = _refusal(marketplace_notifier, await staged(session, ctx.streams.inbox(HOME_ORG),
@@ -169,9 +173,7 @@ async def test_what_the_marketplace_can_check_without_reading_is_checked(case, d
 
 async def test_a_receipt_not_from_the_recipient_is_refused(database, ctx, marketplace_notifier, federation):
     async with database.session() as session:
-        await open_case(session, ctx, until="patient_accepted")
-        sealed = seal(federation, REFERRAL, HOME_ORG, PROVIDER_ORG, UNIT)
-        await _submit(marketplace_notifier, session, ctx, sealed)
+        sealed = await _referral_submitted(session, ctx, marketplace_notifier, federation, until="patient_accepted")
         uppsala = "232100-0024"
         forged = sign_receipt(new_receipt(uppsala, message_id=sealed.header.message_id, recipient_org=HOME_ORG),
                               store(federation, uppsala))
@@ -221,9 +223,7 @@ async def test_a_released_hold_is_told_to_the_unit_with_its_cause(database, ctx,
 async def test_the_first_receipt_settles_its_message_and_a_later_one_in_the_batch_is_history(
         database, ctx, marketplace_notifier, federation):
     async with database.session() as session:
-        await open_case(session, ctx, until="patient_accepted")
-        sealed = seal(federation, REFERRAL, HOME_ORG, PROVIDER_ORG, UNIT)
-        await _submit(marketplace_notifier, session, ctx, sealed)
+        sealed = await _referral_submitted(session, ctx, marketplace_notifier, federation, until="patient_accepted")
         provider_keys = store(federation, PROVIDER_ORG)
         refused = MessageRejected(ReceiptDetail.DUPLICATE, "seen", message_id=sealed.header.message_id,
                                   sender_org=HOME_ORG)
