@@ -55,6 +55,7 @@ whole with every violation named (`StreamError`).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -216,11 +217,14 @@ def _request_json(r: Request) -> dict[str, Any]:
             "patients": [patient(p) for p in r.patients]}
 
 
+def _agreements_json(agreements: Iterable[Agreement]) -> list[dict[str, str]]:
+    return [{"purchaser": a.purchaser, "provider": a.provider, "care_area": a.care_area} for a in agreements]
+
+
 def scenario_json(scenario: Scenario) -> dict[str, Any]:
     """A scenario in the contract's file format (what `matchers.scenario.load_scenario` reads)."""
     return {"name": scenario.name, "as_of": scenario.as_of.isoformat(),
-            "agreements": [{"purchaser": a.purchaser, "provider": a.provider, "care_area": a.care_area}
-                           for a in scenario.agreements],
+            "agreements": _agreements_json(scenario.agreements),
             "offers": [_offer_json(o) for o in scenario.offers],
             "requests": [_request_json(r) for r in scenario.requests]}
 
@@ -247,8 +251,7 @@ def stream_to_json(stream: Stream) -> dict[str, Any]:
     return {"format": FORMAT, "version": VERSION, "name": stream.name, "seed": stream.seed,
             "start": stream.start.isoformat(), "end": stream.end.isoformat(),
             "behaviour": stream.behaviour.to_json(),
-            "agreements": [{"purchaser": a.purchaser, "provider": a.provider, "care_area": a.care_area}
-                           for a in stream.agreements],
+            "agreements": _agreements_json(stream.agreements),
             "events": [_event_json(e) for e in stream.events]}
 
 

@@ -60,23 +60,14 @@ class _Answer(NamedTuple):
 
 async def _settle(session: AsyncSession, settled: dict[_Answer, list[str]]) -> None:
     """Settle the messages `settled` lists under each answer: one UPDATE per distinct answer (nearly
-    always one, ACCEPTED, for a whole batch) rather than one per message."""
-    connection = await session.connection()
-    c = SECURE_MESSAGES.c
+    always one, ACCEPTED, for a whole batch) rather than one per message. Issued through the session,
+    so a message row it holds as an object (one retried in this transaction) is brought up to date."""
     for answer, message_ids in settled.items():
         # The WHERE keeps a receipt another notifier recorded meanwhile the answer.
-        await connection.execute(update(SECURE_MESSAGES)
-                                 .where(c.message_id.in_(message_ids), c.receipt_status.is_(None))
-                                 .values(**answer._asdict()))
-    # A message row this session holds as an object (one retried in this transaction) is read
-    # again when next used, rather than trusted with the values from before the update.
-    identity = session.sync_session.identity_map
-    if len(identity):
-        for message_ids in settled.values():
-            for message_id in message_ids:
-                held = identity.get(session.sync_session.identity_key(SecureMessageRow, message_id))
-                if held is not None:
-                    session.expire(held)
+        await session.exec(update(SecureMessageRow)
+                           .where(col(SecureMessageRow.message_id).in_(message_ids),
+                                  col(SecureMessageRow.receipt_status).is_(None))
+                           .values(**answer._asdict()))
 
 
 class Receipts:
