@@ -21,6 +21,7 @@ from marketplace.adapters import (
     orm,  # noqa: F401  (registers the tables)
     waits_orm,  # noqa: F401  (waiting times and the free-capacity feed)
 )
+from marketplace.adapters.sqlite_wal import use_wal
 from marketplace.settings import Settings
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -107,8 +108,8 @@ class Database:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # One writer at a time: WAL lets readers go on, the busy timeout makes writers wait their turn.
+    use_wal(dbapi_conn)
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")

@@ -38,6 +38,7 @@ from sqlalchemy.pool import NullPool
 from sqlmodel import SQLModel
 
 from marketplace.adapters.checkpoint_key import load_key
+from marketplace.adapters.sqlite_wal import use_wal
 from marketplace.errors import ConfigError
 
 
@@ -160,9 +161,7 @@ async def _migrating(db: Database) -> AsyncIterator[AsyncConnection]:
 
 def _sqlite_autocommit_driver(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.isolation_level = None
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")  # as the app's connections have it (it is kept in the file)
-    cur.close()
+    use_wal(dbapi_conn)  # as the app's connections have it
 
 
 def _upgrade(conn: Connection, revision: str, checkpoint_key: bytes | None = None) -> Upgraded:
