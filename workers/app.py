@@ -33,6 +33,7 @@ from workers.failures import is_transient
 from workers.groups import ensure_group
 from workers.partitions import FencedHandler, Partition, PartitionManager
 from workers.runtime import Runtime
+from workers.shared_transactions import Merge, Part, SharedTransactions
 from workers.tasks import cancel_and_wait
 from workers.transactions import TRANSACTION_ATTEMPTS
 from workers.trimming import region_read_streams, trim_acknowledged, trim_older_than
@@ -43,6 +44,9 @@ ROLES = ("intake", "matcher", "notifier", "timeline")
 # Groups whose (stream, group) pairs are partitions with one writer each, divided between processes,
 # and their handlers, which take the partition's fence and run it before their first write.
 PARTITIONED_GROUPS: dict[str, FencedHandler] = {GROUP_MATCHER: clearing.handle_batch}
+# Groups whose handler also takes the batches of several of its streams in one call (one read per
+# table for all of them): their batches waiting for a turn go to it together.
+MERGED: dict[str, Any] = {GROUP_INTAKE: intake.handle_parts}
 
 __all__ = ["ROLES", "TRANSACTION_ATTEMPTS", "Handler", "Running", "Workers", "prepare", "register_workers",
            "running", "stream_groups", "subscriptions"]
@@ -87,16 +91,31 @@ def screened(handler: Any, streams: Streams, stream: str, group: str) -> Any:
     the stream's writers may not have produced is refused and recorded, and never reaches it. A
     partition's fence (the handler's fourth argument) runs before the refusal is recorded."""
 
-    party = channel_party(streams, stream)
-
     async def run(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext, *fence: Any) -> Any:
-        admitted = await provenance.screen(session, items, ctx, stream=stream, group=group,
-                                           before_write=fence[0] if fence else None)
-        if party is not None:
-            ctx = dataclasses.replace(ctx, channel=party)
+        admitted, ctx = await _screen(session, items, ctx, streams, stream, group, *fence)
         return await handler(session, admitted, ctx, *fence)
 
     return run
+
+
+def screened_parts(handler: Any, runtime: Runtime, group: str) -> Merge:
+    """`handler`, which takes several streams' batches at once (`intake.handle_parts`), each batch
+    behind its own stream's producer check and with its own channel."""
+
+    async def run(session: AsyncSession, parts: list[Part]) -> None:
+        await handler(session, [await _screen(session, part.bodies, runtime.context, runtime.streams, part.stream,
+                                              group) for part in parts])
+
+    return run
+
+
+async def _screen(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext, streams: Streams, stream: str,
+                  group: str, *fence: Any) -> tuple[list[Any], ServiceContext]:
+    """What of `items` the stream's writers may have produced, and the context naming its channel."""
+    admitted = await provenance.screen(session, items, ctx, stream=stream, group=group,
+                                       before_write=fence[0] if fence else None)
+    party = channel_party(streams, stream)
+    return admitted, ctx if party is None else dataclasses.replace(ctx, channel=party)
 
 
 def subscriptions(runtime: Runtime, roles: Iterable[str],
@@ -143,19 +162,24 @@ def _care_area_of(runtime: Runtime, stream: str) -> str:
 
 def register_workers(runtime: Runtime, roles: Iterable[str] = ROLES) -> Workers:
     """The consumers of `roles` on the runtime's broker, not yet started (`running` starts them)."""
-    # Handlers of one process that write the same rows (timelines) take turns; other processes
-    # are kept apart by the database's unique keys and the transaction retry.
-    group_locks: dict[str, asyncio.Lock] = {}
+    # Handlers of one process that write the same rows (timelines) take turns, and the batches
+    # waiting for their turn go together (workers/shared_transactions.py); other processes are
+    # kept apart by the database's unique keys and the transaction retry. A matcher partition's
+    # transactions are fenced each on its own, so they only take turns.
+    shared: dict[str, SharedTransactions] = {}
     partitions: list[Partition] = []
     consumers: list[StreamConsumer] = []
     for stream, group, handler in subscriptions(runtime, roles):
-        lock = group_locks.setdefault(group, asyncio.Lock())
         if group in PARTITIONED_GROUPS:
             # `screened` passes the partition's fence on to the handler.
             partitions.append(Partition(_care_area_of(runtime, stream), stream, group, cast(FencedHandler, handler)))
         else:
-            consumers.append(StreamConsumer(runtime, stream, group, handler, lock=lock))
-    manager = PartitionManager(runtime, partitions, lock=group_locks[GROUP_MATCHER]) if partitions else None
+            if group not in shared:
+                merge = screened_parts(MERGED[group], runtime, group) if group in MERGED else None
+                shared[group] = SharedTransactions(runtime.db, group, merge, most_entries=runtime.settings.batch_size)
+            turn = shared[group]
+            consumers.append(StreamConsumer(runtime, stream, group, handler, lock=turn))
+    manager = PartitionManager(runtime, partitions, lock=asyncio.Lock()) if partitions else None
     return Workers(tuple(consumers), manager)
 
 

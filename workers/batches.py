@@ -20,6 +20,7 @@ from marketplace.adapters.locks import FencedOut
 from marketplace.services.context import ServiceContext
 from workers.entries import Entry
 from workers.failures import is_transient, reason_of
+from workers.shared_transactions import Part, SharedTransactions
 from workers.transactions import in_transaction
 
 if TYPE_CHECKING:
@@ -31,9 +32,11 @@ Guard = Callable[[AsyncSession], Awaitable[None]]
 
 
 class BatchProcessor:
-    def __init__(self, runtime: Runtime, stream: str, group: str, handler: Handler, *, lock: asyncio.Lock,
-                 guard: Guard | None = None, on_committed: Callable[[list[Entry]], None] | None = None,
-                 log: Any = None) -> None:
+    def __init__(self, runtime: Runtime, stream: str, group: str, handler: Handler, *,
+                 lock: asyncio.Lock | SharedTransactions, guard: Guard | None = None,
+                 on_committed: Callable[[list[Entry]], None] | None = None, log: Any = None) -> None:
+        """`lock`: the group's turn in this process; `SharedTransactions` runs the batches waiting
+        for it together."""
         self.runtime = runtime
         self.stream, self.group, self.handler = stream, group, handler
         self.lock, self.guard, self.on_committed = lock, guard, on_committed
@@ -87,7 +90,12 @@ class BatchProcessor:
                 await self.guard(session)
             await self.handler(session, [e.body for e in entries], rt.context)
 
-        await in_transaction(rt.db, handle, lock=self.lock)
+        if isinstance(self.lock, SharedTransactions):
+            # A guarded batch (a fenced partition's) must run its own guard: it is never merged.
+            part = Part(self.stream, [e.body for e in entries]) if self.guard is None else None
+            await self.lock.run(handle, part, len(entries))
+        else:
+            await in_transaction(rt.db, handle, lock=self.lock)
         if self.on_committed is not None:
             self.on_committed(entries)
 

@@ -60,6 +60,7 @@ from workers.batches import BatchProcessor, Guard, Handler
 from workers.entries import Entry, entries_as_read, entry_as_read, not_decoded, read_entry
 from workers.failures import is_transient
 from workers.groups import ensure_group
+from workers.shared_transactions import SharedTransactions
 from workers.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ WATCH_INTERVAL_S = 0.1
 
 class StreamConsumer:
     def __init__(self, runtime: Runtime, stream: str, group: str, handler: Handler, *,
-                 lock: asyncio.Lock | None = None, guard: Guard | None = None,
+                 lock: asyncio.Lock | SharedTransactions | None = None, guard: Guard | None = None,
                  on_committed: Callable[[list[Entry]], None] | None = None,
                  on_fenced: Callable[[FencedOut], None] | None = None) -> None:
         self.runtime = runtime

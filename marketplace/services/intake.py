@@ -63,20 +63,31 @@ class IntakeResult:
 
 
 async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: ServiceContext) -> IntakeResult:
-    streams = ctx.streams
+    return await handle_parts(session, [(items, ctx)])
+
+
+async def handle_parts(session: AsyncSession, parts: Sequence[tuple[Sequence[Any], ServiceContext]]) -> IntakeResult:
+    """The batches of several parties' ingress streams (each with its channel in its context) in one
+    pass: one read per table for all of them, and each refusal told to the channel its entry came on."""
     result = IntakeResult()
-    parsed: list[tuple[Envelope, Payload]] = []
-    for raw in items:
-        try:
-            parsed.append(parse_envelope(raw))
-        except EventParseError as exc:
-            reject(session, streams, field=exc.field, rule=exc.rule, message=exc.message,
-                   event_id=exc.event_id, event_type=exc.event_type, producer=exc.producer, recipient=ctx.channel)
-            result.rejected += 1
-    seen = await processed_digests(session, CONSUMER, (str(env.event_id) for env, _ in parsed))
+    if not parts:
+        return result
+    ctx = parts[0][1]
+    streams = ctx.streams
+    parsed: list[tuple[Envelope, Payload, str | None]] = []
+    for items, part in parts:
+        for raw in items:
+            try:
+                parsed.append((*parse_envelope(raw), part.channel))
+            except EventParseError as exc:
+                reject(session, streams, field=exc.field, rule=exc.rule, message=exc.message,
+                       event_id=exc.event_id, event_type=exc.event_type, producer=exc.producer,
+                       recipient=part.channel)
+                result.rejected += 1
+    seen = await processed_digests(session, CONSUMER, (str(env.event_id) for env, _, _ in parsed))
     ledger = CaseLedger(session, ctx)
-    known = await _Known.read(session, ledger, [p for env, p in parsed if str(env.event_id) not in seen])
-    for envelope, payload in parsed:
+    known = await _Known.read(session, ledger, [p for env, p, _ in parsed if str(env.event_id) not in seen])
+    for envelope, payload, channel in parsed:
         eid = str(envelope.event_id)
         try:
             digest = envelope.digest()
@@ -109,7 +120,7 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
         except Refused as exc:
             reject(session, streams, field=exc.field, rule=exc.rule, message=exc.message, event_id=eid,
                    event_type=envelope.type, producer=envelope.producer,
-                   correlation_id=envelope.correlation_id, recipient=ctx.channel)
+                   correlation_id=envelope.correlation_id, recipient=channel)
             result.rejected += 1
         else:
             result.accepted += 1
@@ -118,8 +129,8 @@ async def handle_batch(session: AsyncSession, items: Sequence[Any], ctx: Service
         finally:
             structlog.contextvars.unbind_contextvars("event_id", "correlation_id")
         record_processed(session, CONSUMER, eid, digest)
-    log.info("intake.batch", received=len(items), accepted=result.accepted, rejected=result.rejected,
-             duplicates=result.duplicates)
+    log.info("intake.batch", received=sum(len(items) for items, _ in parts), parties=len(parts),
+             accepted=result.accepted, rejected=result.rejected, duplicates=result.duplicates)
     return result
 
 

@@ -286,3 +286,25 @@ async def test_a_batch_of_answers_settles_the_book_in_the_same_statements_whatev
         statuses = set((await session.exec(select(MatchRow.status))).all())
     assert remaining == {"off-tw": 2, "off-ght": 8}
     assert statuses == {"declined"}
+
+
+async def test_several_parties_batches_in_one_pass_tell_each_refusal_to_its_own_channel(database):
+    """Intake's shared transaction (workers/shared_transactions.py) hands it the batches of several
+    ingress streams at once: one read per table for all, and each refusal goes to the channel its
+    entry came on, never to another party's."""
+    streams = _ctx().streams
+    skane, stockholm = ServiceContext(streams=streams, clock=lambda: NOW, channel="12"), \
+        ServiceContext(streams=streams, clock=lambda: NOW, channel="01")
+    parts = [([_offer("off-1", region="12"), "{not json"], skane),
+             ([_request("req-1", "case-1"), _request("req-1", "case-2")], stockholm)]
+    async with database.session() as session:
+        result = await intake.handle_parts(session, parts)
+        await session.commit()
+    assert (result.accepted, result.rejected) == (2, 2)
+    async with database.session() as session:
+        told = sorted((await session.exec(select(OutboxRow.stream).where(
+            col(OutboxRow.stream).in_([streams.outgoing("12"), streams.outgoing("01")])))).all())
+        offers = (await session.exec(select(OfferRow.offer_id))).all()
+        cases = (await session.exec(select(CaseRow.case_ref))).all()
+    assert told == sorted([streams.outgoing("12"), streams.outgoing("01")])
+    assert (offers, cases) == (["off-1"], ["case-1"])
