@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, cast
 
 import structlog
@@ -46,7 +46,8 @@ ROLES = ("intake", "matcher", "notifier", "timeline")
 PARTITIONED_GROUPS: dict[str, FencedHandler] = {GROUP_MATCHER: clearing.handle_batch}
 # Groups whose handler also takes the batches of several of its streams in one call (one read per
 # table for all of them): their batches waiting for a turn go to it together.
-MERGED: dict[str, Any] = {GROUP_INTAKE: intake.handle_parts}
+PartsHandler = Callable[[AsyncSession, list[tuple[list[Any], ServiceContext]]], Awaitable[Any]]
+MERGED: dict[str, PartsHandler] = {GROUP_INTAKE: intake.handle_parts}
 
 __all__ = ["ROLES", "TRANSACTION_ATTEMPTS", "Handler", "Running", "Workers", "prepare", "register_workers",
            "running", "stream_groups", "subscriptions"]
@@ -98,7 +99,7 @@ def screened(handler: Any, streams: Streams, stream: str, group: str) -> Any:
     return run
 
 
-def screened_parts(handler: Any, runtime: Runtime, group: str) -> Merge:
+def screened_parts(handler: PartsHandler, runtime: Runtime, group: str) -> Merge:
     """`handler`, which takes several streams' batches at once (`intake.handle_parts`), each batch
     behind its own stream's producer check and with its own channel."""
 

@@ -64,7 +64,7 @@ class BatchProcessor:
             if len(entries) == 1:
                 await self._failed(entries[0], reason_of(exc))
                 return
-            self._log.warning("worker.batch_failed", count=len(entries), error=f"{type(exc).__name__}: {exc}")
+            self._log.warning("worker.batch_failed", count=len(entries), error=reason_of(exc))
             done: list[Entry] = []
             for entry in entries:
                 try:

@@ -4,7 +4,8 @@ Intake reads one ingress stream per party (the stream says who sent an entry), s
 consumers in one process. Their transactions took turns under one lock, one batch each, so at a
 few hundred events a second spread over the parties every transaction carried an event or two
 and its fixed cost (the connection's check-out, the inbox and chain reads, the commit) was paid
-per event: intake was a full core at 200 events a second and entries queued for a second.
+per event: at 200 events a second intake was near a full core and an entry waited 0.75 s at the
+median, 1.15 s at the 99th percentile, for its turn.
 
 Here the batches that arrive while a transaction runs wait for it, and the first of them to go
 on takes all the waiting ones into the next transaction (group commit): the more arrives, the
@@ -37,7 +38,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from marketplace.adapters.appends import write_appends
 from marketplace.adapters.database import Database
 from marketplace.adapters.slots import write_settled
-from workers.failures import is_transient
+from workers.failures import is_transient, reason_of
 from workers.transactions import in_transaction
 
 Work = Callable[[AsyncSession], Awaitable[None]]
@@ -132,8 +133,9 @@ class SharedTransactions:
                     for batch in taken:
                         batch.done.set_exception(exc)
                     return
+                # reason_of: an error's text may repeat what a region sent, which is not for a log line.
                 log.info("worker.shared_transaction_split", group=self.group, batches=len(taken),
-                         error=f"{type(exc).__name__}: {exc}")
+                         error=reason_of(exc))
             else:
                 for batch in taken:
                     batch.done.set_result(None)
