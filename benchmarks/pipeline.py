@@ -25,10 +25,10 @@ Phases, in order:
    every care area, a price ceiling of 1 SEK, below every offer) are published and settled: for
    the marketplace, every one of them has had its `patient.not_placed` (so it is on its book and a
    round has read it) and every consumer group has read everything (`drained`); for the same-work
-   loop, its groups have read and acked everything. The tables are then ANALYZEd (each deployment's
-   own), as autovacuum would have done on a database that has run for a while. Only then are offers
-   and requests published at the set rate, and each request's publish-to-`match.proposed` time is taken here (XREAD of
-   the matches stream).
+   loop, its groups have read and acked everything. The tables are then ANALYZEd (each
+   deployment's own), as autovacuum would have done on a database that has run for a while. Only
+   then are offers and requests published at the set rate, and each request's
+   publish-to-`match.proposed` time is taken here (XREAD of the matches stream).
 4. For reference only, not the comparison: the old bare redis-py loop (XREADGROUP + XACK, no
    database) at full rate.
 

@@ -84,15 +84,16 @@ class BatchProcessor:
 
     async def _transaction(self, entries: list[Entry]) -> None:
         rt = self.runtime
+        bodies = [e.body for e in entries]
 
         async def handle(session: AsyncSession) -> None:
             if self.guard is not None:
                 await self.guard(session)
-            await self.handler(session, [e.body for e in entries], rt.context)
+            await self.handler(session, bodies, rt.context)
 
         if isinstance(self.lock, SharedTransactions):
             # A guarded batch (a fenced partition's) must run its own guard: it is never merged.
-            part = Part(self.stream, [e.body for e in entries]) if self.guard is None else None
+            part = Part(self.stream, bodies) if self.guard is None else None
             await self.lock.run(handle, part, len(entries))
         else:
             await in_transaction(rt.db, handle, lock=self.lock)

@@ -21,7 +21,7 @@ from marketplace.adapters import (
     orm,  # noqa: F401  (registers the tables)
     waits_orm,  # noqa: F401  (waiting times and the free-capacity feed)
 )
-from marketplace.adapters.sqlite_wal import use_wal
+from marketplace.adapters.sqlite_wal import BUSY_TIMEOUT_S, use_wal
 from marketplace.settings import Settings
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -40,7 +40,7 @@ class Database:
         if self.is_sqlite:
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": 30}
+            kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_S}
         elif schema:
             kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
         if not self.is_sqlite:
@@ -110,7 +110,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # One writer at a time: WAL lets readers go on, the busy timeout makes writers wait their turn.
     use_wal(dbapi_conn)
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()

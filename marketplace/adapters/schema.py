@@ -38,7 +38,7 @@ from sqlalchemy.pool import NullPool
 from sqlmodel import SQLModel
 
 from marketplace.adapters.checkpoint_key import load_key
-from marketplace.adapters.sqlite_wal import use_wal
+from marketplace.adapters.sqlite_wal import BUSY_TIMEOUT_S, use_wal
 from marketplace.errors import ConfigError
 
 
@@ -149,7 +149,7 @@ async def _migrating(db: Database) -> AsyncIterator[AsyncConnection]:
     # pysqlite begins transactions itself, lazily and never before DDL; the driver's own handling
     # is turned off so that the transaction is ours and begins IMMEDIATE (SQLAlchemy's recipe).
     # Foreign keys stay off, as SQLite's table-copying ALTERs need.
-    engine = create_async_engine(db.url, poolclass=NullPool, connect_args={"timeout": 30})
+    engine = create_async_engine(db.url, poolclass=NullPool, connect_args={"timeout": BUSY_TIMEOUT_S})
     event.listen(engine.sync_engine, "connect", _sqlite_autocommit_driver)
     event.listen(engine.sync_engine, "begin", lambda c: c.exec_driver_sql("BEGIN IMMEDIATE"))
     try:

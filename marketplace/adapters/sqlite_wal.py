@@ -15,6 +15,7 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
+# How long a connection waits for SQLite's write lock (the busy timeout), and for a switch to WAL.
 BUSY_TIMEOUT_S = 30.0
 
 
